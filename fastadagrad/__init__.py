@@ -1,0 +1,70 @@
+"""fastadagrad: fused, in-place AdaGrad updates for NumPy arrays.
+
+    accum += g * g;  param -= clr * g / (sqrt(accum) + eps)     (eps_placement="outside")
+
+Compiled Cython kernels (float32/float64, runtime AVX2/AVX-512 dispatch, OpenMP, GIL released)
+with a bit-identical pure-NumPy twin (`fastadagrad.reference`). See README.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fastadagrad import reference
+from fastadagrad._backend import (
+    backend,
+    compiled_available,
+    get_backend,
+    set_backend,
+)
+from fastadagrad._backend import _kernels
+
+__version__ = "0.1.0"
+__all__ = [
+    "adagrad_update", "backend", "get_backend", "set_backend", "compiled_available",
+    "get_num_threads", "set_num_threads", "get_isa", "show_config", "__version__",
+]
+
+
+if _kernels is not None:
+    # The compiled dispatcher: it routes to the NumPy twin itself when that backend is selected.
+    adagrad_update = _kernels.adagrad_update
+else:
+    adagrad_update = reference.adagrad_update
+
+
+def get_num_threads() -> int:
+    """Threads the compiled kernels use for large arrays (1 without OpenMP)."""
+    return _kernels.get_num_threads() if _kernels is not None else 1
+
+
+def set_num_threads(n: int) -> int:
+    """Set the thread count for large arrays; returns the previous one. Default: OMP_NUM_THREADS
+    or the number of cores. Results are bit-identical for every thread count."""
+    if _kernels is None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"`n` must be an int >= 1, got {n!r}")
+        return 1
+    return int(_kernels.set_num_threads(n))
+
+
+def get_isa() -> str:
+    """The instruction-set path of the compiled kernels: "avx512", "avx2", "generic" or "none"."""
+    return _kernels.get_isa() if _kernels is not None else "none"
+
+
+def show_config() -> dict[str, Any]:
+    """Version, backend, ISA paths, OpenMP and threads, as a dict."""
+    return {
+        "version": __version__,
+        "backend": get_backend(),
+        "compiled_available": compiled_available(),
+        "isa": get_isa(),
+        "isa_available": list(_kernels.isa_available()) if _kernels is not None else [],
+        "isa_compiled": list(_kernels.isa_compiled()) if _kernels is not None else [],
+        "openmp": bool(_kernels.openmp_enabled()) if _kernels is not None else False,
+        "threads": get_num_threads(),
+        "parallel_min_elements": _kernels.PARALLEL_MIN_ELEMENTS if _kernels is not None else None,
+    }

@@ -1,0 +1,75 @@
+"""Backend choice: the compiled kernels ("cython") or the NumPy twin ("numpy").
+
+Chosen at import from FASTADAGRAD_BACKEND (default "cython"); if the extension cannot be imported
+the NumPy backend is used with a RuntimeWarning (none when numpy was asked for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Iterator
+
+from fastadagrad import reference
+
+BACKENDS = ("cython", "numpy")
+
+try:
+    from fastadagrad import kernels as _kernels
+    IMPORT_ERROR: ImportError | None = None
+except ImportError as exc:  # the extension was not built
+    _kernels = None  # type: ignore[assignment]
+    IMPORT_ERROR = exc
+
+_current = "numpy"
+
+
+def compiled_available() -> bool:
+    """True when the compiled extension imported."""
+    return _kernels is not None
+
+
+def set_backend(name: str) -> None:
+    """Select "cython" (compiled kernels) or "numpy" (the NumPy twin) for every public function."""
+    global _current
+    if name not in BACKENDS:
+        raise ValueError(f"`name` must be one of {BACKENDS}, got {name!r}")
+    if name == "cython" and _kernels is None:
+        raise ValueError(f"the compiled backend is not available: {IMPORT_ERROR}")
+    if _kernels is not None:
+        _kernels._set_delegate(reference.adagrad_update if name == "numpy" else None)
+    _current = name
+
+
+def get_backend() -> str:
+    """The backend in use: "cython" or "numpy"."""
+    return _current
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Use backend `name` inside a with-block, restoring the previous one after."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _select_at_import() -> None:
+    requested = os.environ.get("FASTADAGRAD_BACKEND", "").strip().lower() or "cython"
+    if requested not in BACKENDS:
+        warnings.warn(f"FASTADAGRAD_BACKEND={requested!r} is not one of {BACKENDS}; "
+                      "using the default", RuntimeWarning, stacklevel=3)
+        requested = "cython"
+    if requested == "cython" and _kernels is None:
+        warnings.warn("fastadagrad: the compiled extension could not be imported "
+                      f"({IMPORT_ERROR}); using the slower NumPy backend", RuntimeWarning,
+                      stacklevel=3)
+        requested = "numpy"
+    set_backend(requested)
+
+
+_select_at_import()

@@ -1,0 +1,33 @@
+# The C types shared by the ISA builds (_isa_*.pyx) and the dispatcher (kernels.pyx).
+#
+# Every ISA module compiles the same loops (_loops.pxi) with different -m flags and exports
+# one KernelTable through a PyCapsule; kernels.pyx picks one table at import.
+
+ctypedef struct DenseOpts:
+    double lr            # the effective learning rate clr = lr / (1 + (step - 1) * lr_decay)
+    double eps
+    double weight_decay  # coupled: g += weight_decay * param (skipped when 0)
+    bint maximize        # g = -grad
+    bint eps_inside      # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
+
+ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
+                             const DenseOpts* o) noexcept nogil
+ctypedef void (*dense_f64_t)(Py_ssize_t n, double* param, const double* grad, double* accum,
+                             const DenseOpts* o) noexcept nogil
+ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const float* grad,
+                               Py_ssize_t sg, float* accum, Py_ssize_t sa,
+                               const DenseOpts* o) noexcept nogil
+ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
+                               Py_ssize_t sg, double* accum, Py_ssize_t sa,
+                               const DenseOpts* o) noexcept nogil
+ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
+ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
+
+ctypedef struct KernelTable:
+    const char* isa
+    dense_f32_t dense_f32
+    dense_f64_t dense_f64
+    strided_f32_t strided_f32
+    strided_f64_t strided_f64
+    probe_f32_t probe_f32
+    probe_f64_t probe_f64

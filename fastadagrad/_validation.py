@@ -1,0 +1,142 @@
+"""Argument checks shared by both backends: the one place that decides what is rejected and why.
+
+Every check runs before any array is written, so a rejected call leaves all arrays untouched.
+The compiled backend runs a cheap C-level gate on the common case (contiguous arrays, plain
+Python numbers) and calls these functions for everything else, so the two backends accept and
+reject exactly the same inputs with the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+EPS_PLACEMENTS = ("outside", "inside")
+MAX_STEP = 2**63 - 1
+
+
+class DenseOptions(NamedTuple):
+    """Normalised hyper-parameters of one dense step (all Python floats/bools)."""
+
+    clr: float  # lr / (1 + (step - 1) * lr_decay), in double
+    eps: float
+    weight_decay: float
+    maximize: bool
+    eps_inside: bool
+
+
+def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
+    """`x` must be a float32/float64 ndarray (writable if it is updated in place)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"`{name}` must be a numpy.ndarray (it is updated in place or read as an array), "
+            f"got {type(x).__name__}"
+        )
+    if x.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
+        hint = ""
+        if x.dtype.kind == "f":
+            hint = " (cast to float32 and keep float32 master weights)"
+        raise TypeError(
+            f"`{name}` has dtype {x.dtype}; fastadagrad supports float32 and float64{hint}"
+        )
+    if writable and not x.flags.writeable:
+        raise ValueError(f"`{name}` is read-only; it must be writable to be updated in place")
+    return x
+
+
+def check_same_layout(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) -> None:
+    """`x` must have the shape and dtype of `ref` (byte order may differ)."""
+    if x.dtype.newbyteorder("=") != ref.dtype.newbyteorder("="):
+        raise TypeError(f"`{name}` has dtype {x.dtype} but `{ref_name}` has dtype {ref.dtype}")
+    if x.shape != ref.shape:
+        raise ValueError(f"`{name}` has shape {x.shape} but `{ref_name}` has shape {ref.shape}")
+
+
+def check_no_overlap(named: dict[str, np.ndarray]) -> None:
+    """No two of the arrays may share memory (exact test, so interleaved views are fine)."""
+    items = list(named.items())
+    for i, (name_a, a) in enumerate(items):
+        for name_b, b in items[i + 1 :]:
+            try:
+                shared = np.shares_memory(a, b, max_work=10**6)
+            except np.exceptions.TooHardError:  # pragma: no cover - pathological strides only
+                shared = True
+            if shared:
+                raise ValueError(f"`{name_a}` and `{name_b}` overlap in memory; pass separate arrays")
+
+
+def check_real(name: str, value: Any, *, minimum: float | None = 0.0) -> float:
+    """A finite real number, at least `minimum`, returned as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise ValueError(f"`{name}` must be finite, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum:g}, got {v!r}")
+    return v
+
+
+def check_step(step: Any) -> int:
+    """The 1-based step counter: an integer >= 1."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"`step` must be an integer, got {type(step).__name__}")
+    s = int(step)
+    if s < 1:
+        raise ValueError(f"`step` must be >= 1 (it counts from 1), got {s}")
+    if s > MAX_STEP:
+        raise ValueError(f"`step` must be <= 2**63 - 1 (an int64 counter), got {s}")
+    return s
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_eps_placement(eps_placement: Any) -> bool:
+    """Return True for "inside", False for "outside"."""
+    if not isinstance(eps_placement, str) or eps_placement not in EPS_PLACEMENTS:
+        raise ValueError(
+            f"`eps_placement` must be 'outside' or 'inside', got {eps_placement!r}"
+        )
+    return eps_placement == "inside"
+
+
+def effective_lr(lr: float, lr_decay: float, step: int) -> float:
+    """clr = lr / (1 + (step - 1) * lr_decay), in double precision (as torch computes it)."""
+    return lr / (1.0 + (step - 1) * lr_decay)
+
+
+def check_hyper(lr: Any, eps: Any, eps_placement: Any, weight_decay: Any, lr_decay: Any,
+                step: Any, maximize: Any) -> DenseOptions:
+    """Validate the hyper-parameters of a dense step and normalise them."""
+    lr_ = check_real("lr", lr)
+    eps_ = check_real("eps", eps)
+    inside = check_eps_placement(eps_placement)
+    wd = check_real("weight_decay", weight_decay)
+    decay = check_real("lr_decay", lr_decay)
+    step_ = check_step(step)
+    maximize_ = check_flag("maximize", maximize)
+    return DenseOptions(effective_lr(lr_, decay, step_), eps_, wd, maximize_, inside)
+
+
+def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placement: Any,
+                weight_decay: Any, lr_decay: Any, step: Any, maximize: Any) -> DenseOptions:
+    """Every check of `adagrad_update`; raises TypeError/ValueError naming the argument."""
+    check_array("param", param, writable=True)
+    check_array("grad", grad, writable=False)
+    check_array("accum", accum, writable=True)
+    check_same_layout("param", param, "grad", grad)
+    check_same_layout("param", param, "accum", accum)
+    opts = check_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize)
+    check_no_overlap({"param": param, "grad": grad, "accum": accum})
+    return opts

@@ -1,0 +1,91 @@
+"""Shared test helpers: the byte-equality check, the compiled-backend fixtures, the report header.
+
+FASTADAGRAD_REQUIRE_COMPILED=1 (set by .ci/run) turns a missing extension into a hard failure
+instead of skipped compiled-vs-NumPy tests.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+import fastadagrad
+from fastadagrad._backend import IMPORT_ERROR, _kernels
+
+REQUIRE_COMPILED = os.environ.get("FASTADAGRAD_REQUIRE_COMPILED") == "1"
+
+if REQUIRE_COMPILED and _kernels is None:
+    raise RuntimeError(f"FASTADAGRAD_REQUIRE_COMPILED=1 but the extension did not import: {IMPORT_ERROR}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"fastadagrad {fastadagrad.__version__}: {fastadagrad.show_config()}"
+
+
+def same_bits(x: np.ndarray, y: np.ndarray) -> bool:
+    """Identical bytes, except that a NaN's sign/payload bits are not compared: NaN must stand
+    at exactly the same positions (IEEE 754 leaves the bits of a produced NaN open)."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.dtype != y.dtype or x.shape != y.shape:
+        return False
+    nx, ny = np.isnan(x), np.isnan(y)
+    if not np.array_equal(nx, ny):
+        return False
+    return np.ascontiguousarray(np.where(nx, 0, x)).tobytes() == np.ascontiguousarray(np.where(ny, 0, y)).tobytes()
+
+
+def assert_same_bits(x: np.ndarray, y: np.ndarray, what: str = "") -> None:
+    if not same_bits(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        detail = f"dtype {x.dtype}/{y.dtype}, shape {x.shape}/{y.shape}"
+        if x.shape == y.shape and x.dtype == y.dtype:
+            differ = ~((x.view(f"u{x.itemsize}") == y.view(f"u{y.itemsize}")) | (np.isnan(x) & np.isnan(y)))
+            first = tuple(int(i[0]) for i in np.nonzero(np.atleast_1d(differ)))
+            detail += f", {int(differ.sum())} elements differ, first at {first}"
+            if x.ndim:
+                detail += f": {x[first]!r} vs {y[first]!r}"
+        raise AssertionError(f"{what}: arrays differ ({detail})")
+
+
+@pytest.fixture
+def compiled() -> Iterator[object]:
+    """The compiled kernels module, with the compiled backend selected for the test's duration."""
+    if _kernels is None:
+        pytest.skip(f"compiled extension not built: {IMPORT_ERROR}")
+    with fastadagrad.backend("cython"):
+        yield _kernels
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    n = fastadagrad.get_num_threads()
+    yield
+    fastadagrad.set_num_threads(n)
+
+
+@pytest.fixture
+def restore_isa() -> Iterator[None]:
+    isa = fastadagrad.get_isa()
+    yield
+    if _kernels is not None:
+        _kernels.set_isa(isa)
+
+
+def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = None,
+               args: tuple[str, ...] = ()) -> "subprocess.CompletedProcess[str]":
+    """Run `python -c code` (or `python -m ...` via args) importing the same fastadagrad as the
+    tests do, with extra environment variables."""
+    import os
+    import subprocess
+    import sys
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastadagrad.__file__)))
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [full_env.get("PYTHONPATH")] if p])
+    full_env.update(env or {})
+    cmd = [sys.executable] + (list(args) if args else ["-c", code])
+    return subprocess.run(cmd, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600)

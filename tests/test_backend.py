@@ -1,0 +1,122 @@
+"""Backend selection: environment variable, set/get, context manager, fallback with warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastadagrad
+from fastadagrad._backend import compiled_available
+from conftest import run_python
+
+
+def test_set_get_and_context_manager(compiled):
+    assert fastadagrad.get_backend() == "cython"
+    with fastadagrad.backend("numpy"):
+        assert fastadagrad.get_backend() == "numpy"
+        with fastadagrad.backend("cython"):
+            assert fastadagrad.get_backend() == "cython"
+        assert fastadagrad.get_backend() == "numpy"
+    assert fastadagrad.get_backend() == "cython"
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        fastadagrad.set_backend("fortran")
+
+
+def test_context_manager_restores_after_error(compiled):
+    with pytest.raises(RuntimeError):
+        with fastadagrad.backend("numpy"):
+            raise RuntimeError("boom")
+    assert fastadagrad.get_backend() == "cython"
+
+
+def test_numpy_backend_really_runs_numpy(compiled, monkeypatch):
+    """With the numpy backend selected, the public function goes through the NumPy twin."""
+    calls = []
+    real = fastadagrad.reference._dense_step
+    monkeypatch.setattr(fastadagrad.reference, "_dense_step",
+                        lambda *a: (calls.append(1), real(*a)))
+    p, g, a = np.ones(10), np.ones(10), np.ones(10)
+    with fastadagrad.backend("numpy"):
+        fastadagrad.adagrad_update(p, g, a)
+    assert calls == [1]
+    fastadagrad.adagrad_update(p, g, a)
+    assert calls == [1]  # the compiled path does not touch the twin
+
+
+@pytest.mark.parametrize("env, expected", [("numpy", "numpy"), ("cython", "cython"), ("NumPy", "numpy")])
+def test_environment_variable(compiled, env, expected, tmp_path):
+    out = run_python("import warnings; warnings.simplefilter('error'); import fastadagrad; "
+                     "print(fastadagrad.get_backend())", env={"FASTADAGRAD_BACKEND": env},
+                     cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+BLOCK_EXTENSION = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'fastadagrad.kernels': raise ImportError('blocked for the test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
+def test_fallback_warns_when_extension_missing(tmp_path):
+    code = BLOCK_EXTENSION + (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import fastadagrad, numpy as np\n"
+        "print(fastadagrad.get_backend(), fastadagrad.get_isa(), len(w), w and w[0].category.__name__)\n"
+        "p, g, a = np.ones(3), np.ones(3), np.ones(3)\n"
+        "fastadagrad.adagrad_update(p, g, a, lr=1.0)\n"
+        "print(p.tolist())\n"
+    )
+    out = run_python(code, env={"FASTADAGRAD_BACKEND": ""}, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == "numpy none 1 RuntimeWarning"
+    expected = float(1.0 - 1.0 / (np.sqrt(2.0) + 1e-10))
+    assert second == str([expected] * 3)
+
+
+def test_no_warning_when_numpy_requested_and_extension_missing(tmp_path):
+    code = BLOCK_EXTENSION + (
+        "import warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import fastadagrad\n"
+        "print(fastadagrad.get_backend())\n"
+    )
+    out = run_python(code, env={"FASTADAGRAD_BACKEND": "numpy"}, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "numpy"
+
+
+def test_selecting_cython_without_extension_is_an_error(tmp_path):
+    code = BLOCK_EXTENSION + (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import fastadagrad\n"
+        "try:\n"
+        "    fastadagrad.set_backend('cython')\n"
+        "except ValueError as e:\n"
+        "    print('ValueError', 'not available' in str(e))\n"
+    )
+    out = run_python(code, cwd=str(tmp_path))
+    assert out.stdout.strip() == "ValueError True", out.stderr
+
+
+def test_isa_paths(compiled, restore_isa):
+    available = compiled.isa_available()
+    assert "generic" in available
+    assert fastadagrad.get_isa() == available[0] or fastadagrad.get_isa() in available
+    for isa in available:
+        compiled.set_isa(isa)
+        assert fastadagrad.get_isa() == isa
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        compiled.set_isa("sse9")
+
+
+def test_isa_environment_override(compiled, tmp_path):
+    out = run_python("import fastadagrad; print(fastadagrad.get_isa())",
+                     env={"FASTADAGRAD_ISA": "generic"}, cwd=str(tmp_path))
+    assert out.stdout.strip() == "generic", out.stderr
