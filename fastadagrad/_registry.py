@@ -6,9 +6,10 @@ all iterate over KERNELS, so a new kernel is tested and benchmarked by adding on
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -66,3 +67,70 @@ KERNELS: dict[str, Kernel] = {
         formula="accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
     ),
 }
+
+
+# ----------------------------------------------------------------------------- benchmark cases
+class Workload(Protocol):
+    """Inputs of one benchmark case with its steps: `fast` (compiled) and `numpy` (the twin)
+    on separate copies of the same inputs, so that `identical()` can compare their outputs;
+    `probe` (dense only) and `torch()` (builds torch's step, or None)."""
+
+    fast: Callable[[], None]
+    numpy: Callable[[], None]
+
+    def torch(self) -> Callable[[], None] | None: ...
+    def identical(self) -> bool: ...
+
+
+class DenseWorkload:
+    OPTIONS = dict(lr=0.01, eps=1e-10)
+
+    def __init__(self, n: int, dtype: Any, rng: np.random.Generator,
+                 options: dict[str, Any] | None = None) -> None:
+        self.options = dict(self.OPTIONS, **(options or {}))
+        self.inputs = _dense_inputs(rng, (n,), dtype)
+        self.f = {k: v.copy() for k, v in self.inputs.items()}
+        self.s = {k: v.copy() for k, v in self.inputs.items()}
+        # Bound once, so a timed call costs what a user's call costs and nothing more.
+        self.fast = functools.partial(_kernels.adagrad_update, *self.f.values(), **self.options)
+        self.numpy = functools.partial(reference.adagrad_update, *self.s.values(), **self.options)
+        self.probe = functools.partial(_kernels.bandwidth_probe, *self.f.values())
+
+    def torch(self) -> Callable[[], None] | None:
+        import torch
+        p = torch.nn.Parameter(torch.from_numpy(self.inputs["param"].copy()))
+        p.grad = torch.from_numpy(self.inputs["grad"].copy())
+        opt = torch.optim.Adagrad([p], lr=self.options["lr"], eps=self.options["eps"], fused=True)
+        return opt.step
+
+    def identical(self) -> bool:
+        return all(self.f[k].tobytes() == self.s[k].tobytes() for k in ("param", "accum"))
+
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One row of the benchmark table."""
+
+    name: str            # e.g. "dense 1e6"
+    kind: str            # "dense" | "multi" | "sparse"
+    elements: int        # elements updated per step
+    bytes_per_element: int   # memory traffic per element per step, in units of the itemsize
+    make: Callable[[Any, np.random.Generator], Workload] | None  # None: not available yet
+    quick: bool = True   # part of --quick
+
+
+def _dense_case(n: int, quick: bool = True) -> BenchCase:
+    mantissa, exponent = f"{n:.1e}".split("e")
+    label = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return BenchCase(name=f"dense {label}", kind="dense", elements=n, bytes_per_element=5,
+                     make=lambda dtype, rng, n=n: DenseWorkload(n, dtype, rng), quick=quick)
+
+
+DENSE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
+
+BENCH_CASES: list[BenchCase] = [
+    *(_dense_case(n, quick=n < 64_000_000) for n in DENSE_SIZES),
+    BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5, None),
+    BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5, None),
+]

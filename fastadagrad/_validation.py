@@ -36,7 +36,7 @@ def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
             f"`{name}` must be a numpy.ndarray (it is updated in place or read as an array), "
             f"got {type(x).__name__}"
         )
-    if x.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
+    if x.dtype not in SUPPORTED_DTYPES and x.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
         hint = ""
         if x.dtype.kind == "f":
             hint = " (cast to float32 and keep float32 master weights)"
@@ -50,7 +50,7 @@ def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
 
 def check_same_layout(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) -> None:
     """`x` must have the shape and dtype of `ref` (byte order may differ)."""
-    if x.dtype.newbyteorder("=") != ref.dtype.newbyteorder("="):
+    if x.dtype != ref.dtype and x.dtype.newbyteorder("=") != ref.dtype.newbyteorder("="):
         raise TypeError(f"`{name}` has dtype {x.dtype} but `{ref_name}` has dtype {ref.dtype}")
     if x.shape != ref.shape:
         raise ValueError(f"`{name}` has shape {x.shape} but `{ref_name}` has shape {ref.shape}")
@@ -71,6 +71,8 @@ def check_no_overlap(named: dict[str, np.ndarray]) -> None:
 
 def check_real(name: str, value: Any, *, minimum: float | None = 0.0) -> float:
     """A finite real number, at least `minimum`, returned as a Python float."""
+    if type(value) is float and math.isfinite(value) and (minimum is None or value >= minimum):
+        return value  # the common case, without the ABC checks below
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}")
     try:
@@ -86,6 +88,8 @@ def check_real(name: str, value: Any, *, minimum: float | None = 0.0) -> float:
 
 def check_step(step: Any) -> int:
     """The 1-based step counter: an integer >= 1."""
+    if type(step) is int and 1 <= step <= MAX_STEP:
+        return step
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral):
         raise TypeError(f"`step` must be an integer, got {type(step).__name__}")
     s = int(step)

@@ -173,6 +173,12 @@ cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z
     """The bandwidth probe with the same dispatch and thread split as dense_update."""
     cdef int nt = _threads_for(n), t
     cdef Py_ssize_t chunk, start, stop
+    if nt == 1:
+        if floating is float:
+            _table.probe_f32(n, x, y, z)
+        else:
+            _table.probe_f64(n, x, y, z)
+        return
     chunk = ((n + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
     for t in prange(nt, num_threads=nt, schedule="static"):
         start = t * chunk
@@ -373,18 +379,35 @@ adagrad_update.__doc__ = _reference.adagrad_update.__doc__
 
 
 def bandwidth_probe(x, y, z):
-    """z += y; x -= z over contiguous arrays of one float dtype (AdaGrad's 3-read/2-write
-    traffic, no sqrt/div): what the memory can do, for the benchmark's % of bandwidth."""
+    """z += y; x -= z over C-contiguous arrays of one float dtype and shape: AdaGrad's traffic
+    (3 reads, 2 writes) without sqrt/div, what the memory can do (the benchmark's ceiling)."""
+    cdef cnp.ndarray cx, cy, cz
+    cdef int typenum
+    if cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(y) and cnp.PyArray_CheckExact(z):
+        cx, cy, cz = x, y, z
+        typenum = cnp.PyArray_TYPE(cx)
+        if ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+                and cnp.PyArray_TYPE(cy) == typenum and cnp.PyArray_TYPE(cz) == typenum
+                and _same_shape(cx, cy) and _same_shape(cx, cz)
+                and _plain_contiguous(cx, _C_FLAGS | _W_FLAGS) and _plain_contiguous(cy, _C_FLAGS)
+                and _plain_contiguous(cz, _C_FLAGS | _W_FLAGS)):
+            _probe(typenum, cnp.PyArray_SIZE(cx), cnp.PyArray_DATA(cx), cnp.PyArray_DATA(cy),
+                   cnp.PyArray_DATA(cz))
+            return None
     for name, arr in (("x", x), ("y", y), ("z", z)):
         _validation.check_array(name, arr, writable=name != "y")
-        if not arr.flags.c_contiguous or arr.dtype != x.dtype or arr.shape != x.shape:
-            raise ValueError(f"`{name}` must be C-contiguous with the dtype and shape of `x`")
-    cdef Py_ssize_t n = x.size
-    cdef cnp.ndarray cx = x, cy = y, cz = z
-    with nogil:
-        if cnp.PyArray_TYPE(cx) == cnp.NPY_FLOAT:
-            probe_update(n, <float*>cnp.PyArray_DATA(cx), <const float*>cnp.PyArray_DATA(cy),
-                         <float*>cnp.PyArray_DATA(cz))
-        else:
-            probe_update(n, <double*>cnp.PyArray_DATA(cx), <const double*>cnp.PyArray_DATA(cy),
-                         <double*>cnp.PyArray_DATA(cz))
+    raise ValueError("`x`, `y`, `z` must be C-contiguous, aligned, native-endian arrays of one "
+                     "dtype and shape")
+
+
+cdef void _probe(int typenum, Py_ssize_t n, void* x, void* y, void* z) noexcept:
+    if n >= _nogil_min:
+        with nogil:
+            if typenum == cnp.NPY_FLOAT:
+                probe_update(n, <float*>x, <const float*>y, <float*>z)
+            else:
+                probe_update(n, <double*>x, <const double*>y, <double*>z)
+    elif typenum == cnp.NPY_FLOAT:
+        probe_update(n, <float*>x, <const float*>y, <float*>z)
+    else:
+        probe_update(n, <double*>x, <const double*>y, <double*>z)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import fastadagrad
 from fastadagrad._backend import compiled_available
-from conftest import run_python
+from conftest import REQUIRE_COMPILED, run_python
+
+
+def test_compiled_backend_active_when_required():
+    """In CI (FASTADAGRAD_REQUIRE_COMPILED=1) the default backend must be the compiled one."""
+    if not REQUIRE_COMPILED:
+        pytest.skip("FASTADAGRAD_REQUIRE_COMPILED is not set (only CI requires the extension)")
+    expected = "numpy" if os.environ.get("FASTADAGRAD_BACKEND", "").lower() == "numpy" else "cython"
+    assert fastadagrad.compiled_available()
+    assert fastadagrad.get_backend() == expected
+    assert fastadagrad.get_isa() in ("avx512", "avx2", "generic")
 
 
 def test_set_get_and_context_manager(compiled):
+    # The `compiled` fixture selects the compiled backend for the test.
     assert fastadagrad.get_backend() == "cython"
     with fastadagrad.backend("numpy"):
         assert fastadagrad.get_backend() == "numpy"
@@ -20,6 +33,11 @@ def test_set_get_and_context_manager(compiled):
     assert fastadagrad.get_backend() == "cython"
     with pytest.raises(ValueError, match="`name` must be one of"):
         fastadagrad.set_backend("fortran")
+
+
+def test_set_backend_persists_and_is_restored_by_fixture(compiled):
+    fastadagrad.set_backend("numpy")
+    assert fastadagrad.get_backend() == "numpy"
 
 
 def test_context_manager_restores_after_error(compiled):

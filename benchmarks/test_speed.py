@@ -1,0 +1,42 @@
+"""pytest-benchmark suite over the same case registry as `python -m fastadagrad bench`.
+
+    pytest benchmarks --benchmark-only                      # everything
+    pytest benchmarks --benchmark-only -k "float32 and 1e6" --benchmark-group-by=param:case
+
+Kept out of the default test run (pyproject's testpaths is tests/). Compare implementations
+within one run: `--benchmark-group-by=param:case,param:dtype` puts fastadagrad, the NumPy
+backend, the 3-read/2-write probe and torch side by side. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastadagrad._backend import _kernels
+from fastadagrad._registry import BENCH_CASES
+
+pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
+
+CASES = [c for c in BENCH_CASES if c.make is not None]
+IMPLS = ["fastadagrad", "numpy", "probe", "torch"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name.replace(" ", "-"))
+def test_step(benchmark, case, dtype, impl):
+    work = case.make(np.dtype(dtype), np.random.default_rng(0))
+    if impl == "fastadagrad":
+        fn = work.fast
+    elif impl == "numpy":
+        fn = work.numpy
+    elif impl == "probe":
+        if case.kind != "dense":
+            pytest.skip("the bandwidth probe is defined for dense cases only")
+        fn = work.probe
+    else:
+        pytest.importorskip("torch", reason="torch is not installed")
+        fn = work.torch()
+    benchmark.extra_info.update(elements=case.elements, dtype=dtype, impl=impl)
+    benchmark(fn)
