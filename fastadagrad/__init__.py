@@ -20,11 +20,13 @@ from fastadagrad._backend import (
     set_backend,
 )
 from fastadagrad._backend import _kernels
+from fastadagrad.optimizer import CONVENTIONS, AdaGrad, pack
 
 __version__ = "0.1.0"
 __all__ = [
     "adagrad_update", "backend", "get_backend", "set_backend", "compiled_available",
     "get_num_threads", "set_num_threads", "get_isa", "show_config", "__version__",
+    "AdaGrad", "CONVENTIONS", "pack",
 ]
 
 

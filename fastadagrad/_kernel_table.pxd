@@ -4,11 +4,13 @@
 # one KernelTable through a PyCapsule; kernels.pyx picks one table at import.
 
 ctypedef struct DenseOpts:
-    double lr            # the effective learning rate clr = lr / (1 + (step - 1) * lr_decay)
+    double lr             # the effective learning rate clr = lr / (1 + (step - 1) * lr_decay)
     double eps
-    double weight_decay  # coupled: g += weight_decay * param (skipped when 0)
-    bint maximize        # g = -grad
-    bint eps_inside      # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
+    double weight_decay   # coupled (torch): g = g + weight_decay * param; skipped when 0
+    double decoupled_weight_decay  # Keras 3: param = param - param * wd * clr first; skipped when 0
+    bint maximize         # g = -grad
+    bint eps_inside       # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
+    bint zero_if_accum_zero  # optax: no update where the new accumulator is exactly 0
 
 ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
                              const DenseOpts* o) noexcept nogil
@@ -20,6 +22,8 @@ ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const 
 ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
                                Py_ssize_t sg, double* accum, Py_ssize_t sa,
                                const DenseOpts* o) noexcept nogil
+ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
+ctypedef bint (*finite_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
 ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
 ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
 
@@ -29,5 +33,7 @@ ctypedef struct KernelTable:
     dense_f64_t dense_f64
     strided_f32_t strided_f32
     strided_f64_t strided_f64
+    finite_f32_t all_finite_f32
+    finite_f64_t all_finite_f64
     probe_f32_t probe_f32
     probe_f64_t probe_f64

@@ -108,6 +108,40 @@ class DenseWorkload:
 
 
 
+class OptimizerWorkload:
+    """AdaGrad.step over `count` arrays of `size` elements: the compiled backend's one call
+    against the NumPy backend's per-array loop, and torch.optim.Adagrad(fused=True)."""
+
+    def __init__(self, count: int, size: int, dtype: Any, rng: np.random.Generator) -> None:
+        from fastadagrad import _backend
+        from fastadagrad.optimizer import AdaGrad
+
+        self.params = [rng.standard_normal(size).astype(dtype) for _ in range(count)]
+        self.grads = [rng.standard_normal(size).astype(dtype) for _ in range(count)]
+        self.f = [p.copy() for p in self.params]
+        self.s = [p.copy() for p in self.params]
+        self.fast_opt = AdaGrad(self.f, lr=0.01)
+        self.slow_opt = AdaGrad(self.s, lr=0.01)
+        self.fast = functools.partial(self.fast_opt.step, self.grads)
+
+        def numpy() -> None:
+            with _backend.backend("numpy"):
+                self.slow_opt.step(self.grads)
+        self.numpy = numpy
+
+    def torch(self) -> Callable[[], None] | None:
+        import torch
+        ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in self.params]
+        for p, g in zip(ps, self.grads):
+            p.grad = torch.from_numpy(g.copy())
+        return torch.optim.Adagrad(ps, lr=0.01, fused=True).step
+
+    def identical(self) -> bool:
+        accs = zip(self.fast_opt.groups[0].accums, self.slow_opt.groups[0].accums)
+        return (all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
+                and all(a.tobytes() == b.tobytes() for a, b in accs))
+
+
 @dataclass(frozen=True)
 class BenchCase:
     """One row of the benchmark table."""
@@ -131,6 +165,7 @@ DENSE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
 
 BENCH_CASES: list[BenchCase] = [
     *(_dense_case(n, quick=n < 64_000_000) for n in DENSE_SIZES),
-    BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5, None),
+    BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5,
+              lambda dtype, rng: OptimizerWorkload(200, 1000, dtype, rng)),
     BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5, None),
 ]

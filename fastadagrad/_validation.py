@@ -24,9 +24,11 @@ class DenseOptions(NamedTuple):
 
     clr: float  # lr / (1 + (step - 1) * lr_decay), in double
     eps: float
-    weight_decay: float
+    weight_decay: float  # coupled: g += weight_decay * param
     maximize: bool
     eps_inside: bool
+    decoupled_weight_decay: float = 0.0  # Keras 3: param -= param * wd * clr before the step
+    zero_if_accum_zero: bool = False  # optax: no update where the accumulator is 0
 
 
 def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ import warnings
 import numpy as _np
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from libc.math cimport isfinite
@@ -255,7 +256,20 @@ cdef bint _fast_hyper(object lr, object eps, object eps_placement, object weight
         return False
     o.maximize = maximize is True
     o.lr = lr_ / (1.0 + <double>(s - 1) * decay)
+    o.decoupled_weight_decay = 0
+    o.zero_if_accum_zero = False
     return True
+
+
+cdef void _set_opts(DenseOpts* o, object opts) except *:
+    """Fill the C struct from a _validation.DenseOptions."""
+    o.lr = opts.clr
+    o.eps = opts.eps
+    o.weight_decay = opts.weight_decay
+    o.decoupled_weight_decay = opts.decoupled_weight_decay
+    o.maximize = opts.maximize
+    o.eps_inside = opts.eps_inside
+    o.zero_if_accum_zero = opts.zero_if_accum_zero
 
 
 cdef object _delegate = None   # the NumPy backend when it is selected, else None
@@ -358,9 +372,17 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
                                    lr_decay, step, maximize)
-    o.lr, o.eps, o.weight_decay, o.maximize, o.eps_inside = opts
+    update_validated(param, grad, accum, opts)
+    return None
+
+
+def update_validated(param, grad, accum, opts):
+    """The general path for arrays that passed _validation: any layout, updated in place.
+    `opts` is a _validation.DenseOptions. Used by adagrad_update and the optimizer."""
+    cdef DenseOpts o
+    _set_opts(&o, opts)
     if param.size == 0:
-        return None
+        return
     if not (param.flags.aligned and grad.flags.aligned and accum.flags.aligned
             and param.dtype.isnative and grad.dtype.isnative and accum.dtype.isnative):
         # Unaligned or byte-swapped memory: the C loops cannot address it, the NumPy twin can
@@ -371,8 +393,6 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
         _run_contiguous(param, grad, accum, &o)
     else:
         _run_strided(param, grad, accum, &o)
-    return None
-
 
 
 adagrad_update.__doc__ = _reference.adagrad_update.__doc__
@@ -411,3 +431,219 @@ cdef void _probe(int typenum, Py_ssize_t n, void* x, void* y, void* z) noexcept:
         probe_update(n, <float*>x, <const float*>y, <float*>z)
     else:
         probe_update(n, <double*>x, <const double*>y, <double*>z)
+
+
+# ----------------------------------------------------------------------------- many arrays
+cdef inline Py_ssize_t _first_array(Py_ssize_t k, const Py_ssize_t* offsets, Py_ssize_t pos) noexcept nogil:
+    """Index i with offsets[i] <= pos < offsets[i + 1] (offsets non-decreasing, offsets[0] = 0)."""
+    cdef Py_ssize_t lo = 0, hi = k, mid
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if offsets[mid] <= pos:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef void _multi_range(Py_ssize_t k, floating** params, floating** grads, floating** accums,
+                       const Py_ssize_t* offsets, Py_ssize_t lo, Py_ssize_t hi,
+                       const DenseOpts* o) noexcept nogil:
+    """Update global elements [lo, hi) of the concatenation of the k arrays."""
+    cdef Py_ssize_t i = _first_array(k, offsets, lo), s, e
+    while i < k and offsets[i] < hi:
+        s = max(lo, offsets[i]) - offsets[i]
+        e = min(hi, offsets[i + 1]) - offsets[i]
+        if e > s:
+            if floating is float:
+                _table.dense_f32(e - s, params[i] + s, grads[i] + s, accums[i] + s, o)
+            else:
+                _table.dense_f64(e - s, params[i] + s, grads[i] + s, accums[i] + s, o)
+        i += 1
+
+
+cdef void multi_dense_update(Py_ssize_t k, floating** params, floating** grads,
+                             floating** accums, const Py_ssize_t* offsets,
+                             const DenseOpts* o) noexcept nogil:
+    """One step over k contiguous arrays (array i has offsets[i+1] - offsets[i] elements),
+    split across threads by elements of their concatenation, not by arrays."""
+    cdef Py_ssize_t total = offsets[k], chunk
+    cdef int nt = _threads_for(total), t
+    if nt == 1:
+        _multi_range(k, params, grads, accums, offsets, 0, total, o)
+        return
+    chunk = ((total + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+    for t in prange(nt, num_threads=nt, schedule="static"):
+        _multi_range(k, params, grads, accums, offsets, t * chunk, min(total, (t + 1) * chunk), o)
+
+
+cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
+                                      const Py_ssize_t* offsets) noexcept nogil:
+    """Index of the first array whose grad holds NaN or inf, or -1: a vectorised scan that
+    reads only the grads, split across threads like the update."""
+    cdef Py_ssize_t total = offsets[k], chunk, i, lo, hi
+    cdef int nt = _threads_for(total), t
+    cdef int bad = 0
+    if nt > 1:
+        chunk = ((total + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            bad += _range_has_nonfinite(k, grads, offsets, t * chunk, min(total, (t + 1) * chunk))
+        if bad == 0:
+            return -1
+    for i in range(k):   # serial: find which array (only reached when something is bad)
+        if _range_has_nonfinite(k, grads, offsets, offsets[i], offsets[i + 1]):
+            return i
+    return -1
+
+
+cdef int _range_has_nonfinite(Py_ssize_t k, floating** grads, const Py_ssize_t* offsets,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i = _first_array(k, offsets, lo), s, e
+    while i < k and offsets[i] < hi:
+        s = max(lo, offsets[i]) - offsets[i]
+        e = min(hi, offsets[i + 1]) - offsets[i]
+        if e > s:
+            if floating is float:
+                if not _table.all_finite_f32(e - s, grads[i] + s):
+                    return 1
+            else:
+                if not _table.all_finite_f64(e - s, grads[i] + s):
+                    return 1
+        i += 1
+    return 0
+
+
+cdef class ArrayTable:
+    """The pointer table of one parameter group: params and accumulators (fixed at creation)
+    and the grads of the current step, with element offsets, ready for one C call."""
+
+    cdef Py_ssize_t k
+    cdef int typenum
+    cdef void** params
+    cdef void** accums
+    cdef void** grads
+    cdef Py_ssize_t* offsets
+    cdef Py_ssize_t* param_lo   # sorted byte ranges of params, for the grad overlap check
+    cdef Py_ssize_t* param_hi
+    cdef list _params, _accums  # references keep the memory alive
+
+    def __cinit__(self, list params, list accums):
+        cdef Py_ssize_t i, k = len(params)
+        cdef cnp.ndarray p, a
+        self.k = k
+        self._params = list(params)
+        self._accums = list(accums)
+        self.params = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
+        self.accums = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
+        self.grads = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
+        self.offsets = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
+        self.param_lo = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
+        self.param_hi = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
+        if not (self.params and self.accums and self.grads and self.offsets and self.param_lo
+                and self.param_hi):
+            raise MemoryError()
+        self.typenum = cnp.NPY_FLOAT
+        self.offsets[0] = 0
+        for i in range(k):
+            p = params[i]
+            a = accums[i]
+            self.typenum = cnp.PyArray_TYPE(p)
+            self.params[i] = cnp.PyArray_DATA(p)
+            self.accums[i] = cnp.PyArray_DATA(a)
+            self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(p)
+        order = sorted(range(k), key=lambda j: <Py_ssize_t>self.params[j])
+        for i in range(k):
+            p = params[order[i]]
+            self.param_lo[i] = <Py_ssize_t>cnp.PyArray_DATA(p)
+            self.param_hi[i] = self.param_lo[i] + cnp.PyArray_NBYTES(p)
+
+    def __dealloc__(self):
+        PyMem_Free(self.params)
+        PyMem_Free(self.accums)
+        PyMem_Free(self.grads)
+        PyMem_Free(self.offsets)
+        PyMem_Free(self.param_lo)
+        PyMem_Free(self.param_hi)
+
+    cdef bint _grad_hits_a_param(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        """Does the byte range [lo, hi) intersect any param (binary search, sorted ranges)?"""
+        cdef Py_ssize_t a = 0, b = self.k, mid
+        if hi <= lo:
+            return False
+        while a < b:   # first param whose start is >= hi
+            mid = (a + b) // 2
+            if self.param_lo[mid] < hi:
+                a = mid + 1
+            else:
+                b = mid
+        return a > 0 and self.param_hi[a - 1] > lo
+
+    cdef bint _gate(self, list grads) noexcept:
+        """All grads are exact, contiguous, aligned, native ndarrays of the params' dtype and
+        shapes, not overlapping any param or accumulator; the params and accumulators are
+        still writable, contiguous and of their original shape. Fills the grad pointers."""
+        cdef Py_ssize_t i, lo, nbytes
+        cdef cnp.ndarray p, a, g
+        cdef object item
+        cdef int layout
+        if len(grads) != self.k:
+            return False
+        for i in range(self.k):
+            item = grads[i]
+            if not cnp.PyArray_CheckExact(item):
+                return False
+            g = item
+            p = self._params[i]
+            a = self._accums[i]
+            layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
+            nbytes = cnp.PyArray_NBYTES(p)
+            if not (cnp.PyArray_TYPE(g) == self.typenum and _same_shape(p, g)
+                    and _plain_contiguous(g, layout) and _plain_contiguous(p, layout | _W_FLAGS)
+                    and _plain_contiguous(a, layout | _W_FLAGS)
+                    and cnp.PyArray_DATA(p) == self.params[i] and _disjoint(g, a, nbytes)):
+                return False
+            lo = <Py_ssize_t>cnp.PyArray_DATA(g)
+            if self._grad_hits_a_param(lo, lo + nbytes):
+                return False
+            self.grads[i] = cnp.PyArray_DATA(g)
+        return True
+
+    def step(self, list grads, opts, double clr, bint check_finite):
+        """Gate the grads; if they pass, (optionally) scan them for NaN/inf and update every
+        array in one parallel region with `opts` (a DenseOptions) at learning rate `clr`.
+        Returns -2 if the gate refused (the caller validates and takes the general path),
+        the index of the first non-finite grad (nothing written), or -1 when applied."""
+        cdef DenseOpts o
+        cdef Py_ssize_t bad = -1
+        if not self._gate(grads):
+            return -2
+        _set_opts(&o, opts)
+        o.lr = clr
+        with nogil:
+            if check_finite:
+                bad = self._first_nonfinite()
+            if bad < 0:
+                self._update(&o)
+        return bad
+
+    def first_nonfinite(self, list grads):
+        """Index of the first grad holding NaN/inf (-1 if none, -2 if the gate refused)."""
+        cdef Py_ssize_t bad
+        if not self._gate(grads):
+            return -2
+        with nogil:
+            bad = self._first_nonfinite()
+        return bad
+
+    cdef Py_ssize_t _first_nonfinite(self) noexcept nogil:
+        if self.typenum == cnp.NPY_FLOAT:
+            return multi_first_nonfinite(self.k, <float**>self.grads, self.offsets)
+        return multi_first_nonfinite(self.k, <double**>self.grads, self.offsets)
+
+    cdef void _update(self, const DenseOpts* o) noexcept nogil:
+        if self.typenum == cnp.NPY_FLOAT:
+            multi_dense_update(self.k, <float**>self.params, <float**>self.grads,
+                               <float**>self.accums, self.offsets, o)
+        else:
+            multi_dense_update(self.k, <double**>self.params, <double**>self.grads,
+                               <double**>self.accums, self.offsets, o)

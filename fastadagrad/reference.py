@@ -16,16 +16,21 @@ from fastadagrad._validation import DenseOptions, check_dense
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
     """param, accum updated in place; every ufunc rounds once, in the arrays' dtype."""
     t = param.dtype.type
-    clr, eps, wd = t(o.clr), t(o.eps), t(o.weight_decay)
+    clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
     g = np.negative(grad) if o.maximize else grad
     if o.weight_decay != 0:
         g = np.add(g, np.multiply(wd, param))
+    if o.decoupled_weight_decay != 0:
+        np.subtract(param, np.multiply(np.multiply(param, dwd), clr), out=param)
     np.add(accum, np.multiply(g, g), out=accum)
     if o.eps_inside:
         denom = np.sqrt(np.add(accum, eps))
     else:
         denom = np.add(np.sqrt(accum), eps)
-    np.subtract(param, np.divide(np.multiply(clr, g), denom), out=param)
+    update = np.divide(np.multiply(clr, g), denom)
+    if o.zero_if_accum_zero:
+        update = np.where(accum == 0, t(0), update)
+    np.subtract(param, update, out=param)
 
 
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
@@ -61,3 +66,12 @@ def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
     """The memory probe's arithmetic: z += y; x -= z (3 reads, 2 writes, no sqrt/div)."""
     np.add(z, y, out=z)
     np.subtract(x, z, out=x)
+
+
+def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list[np.ndarray],
+                 o: DenseOptions) -> None:
+    """The optimizer's step over many validated arrays: one dense step each, in order."""
+    with np.errstate(all="ignore"):
+        for p, g, a in zip(params, grads, accums):
+            if p.size:
+                _dense_step(p, g, a, o)

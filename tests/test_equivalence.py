@@ -142,3 +142,41 @@ def test_nan_and_inf_propagate_identically(compiled, dtype):
         for name in ("param", "accum"):
             assert_same_bits(fast_out[name], slow_out[name], f"{name} {options}")
         assert np.isnan(fast_out["param"]).any()  # the specials really reached the output
+
+
+def all_option_switches():
+    """Every combination of the loop's switches, including the optimizer-only ones
+    (Keras' decoupled weight decay, optax's zero mask), as DenseOptions."""
+    import itertools
+    from fastadagrad._validation import DenseOptions
+    for maximize, wd, inside, dwd, zero in itertools.product(
+            (False, True), (0.0, 0.05), (False, True), (0.0, 0.01), (False, True)):
+        yield DenseOptions(clr=0.1, eps=1e-6, weight_decay=wd, maximize=maximize,
+                           eps_inside=inside, decoupled_weight_decay=dwd, zero_if_accum_zero=zero)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_every_switch_with_special_values(compiled, restore_isa, dtype, isa, layout):
+    """All 32 switch combinations x special values (signed zeros, subnormals, inf, NaN, zero
+    accumulators) x every ISA, contiguous and strided loops, against the NumPy twin."""
+    compiled.set_isa(isa)
+    specials = np.array([0.0, -0.0, 0.0, np.nan, np.inf, -np.inf, 1e-45, 5e-324, 1e-300, 1e38,
+                         1e308, 1.0, -3.0, 0.5])
+    rng = np.random.default_rng(99)
+    n = 1003
+    with np.errstate(over="ignore"):
+        base = {"param": rng.choice(specials, n).astype(dtype),
+                "grad": rng.choice(specials, n).astype(dtype),
+                "accum": np.abs(rng.choice(specials, n)).astype(dtype)}
+    for opts in all_option_switches():
+        fast = {k: v.copy() for k, v in base.items()}
+        slow = {k: v.copy() for k, v in base.items()}
+        if layout == "strided":
+            fast = {k: np.repeat(v, 2)[::2] for k, v in fast.items()}
+        compiled.update_validated(fast["param"], fast["grad"], fast["accum"], opts)
+        with np.errstate(all="ignore"):
+            fastadagrad.reference._dense_step(slow["param"], slow["grad"], slow["accum"], opts)
+        for name in ("param", "accum"):
+            assert_same_bits(np.ascontiguousarray(fast[name]), slow[name], f"{isa} {name} {opts}")

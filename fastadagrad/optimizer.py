@@ -1,0 +1,519 @@
+"""fastadagrad.AdaGrad: one object that owns the AdaGrad state of many arrays and updates them
+all in one fused call per parameter group.
+
+    opt = fastadagrad.AdaGrad([w1, b1, w2], lr=0.01)      # or groups, or a dict of arrays
+    opt.step([g1, gb1, g2])                                # in place; returns True if applied
+
+Per array and element the arithmetic is fastadagrad.adagrad_update's, with the formula flags of
+the chosen `convention` (see CONVENTIONS and README "Conventions").
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
+
+import numpy as np
+
+from fastadagrad import _backend, _validation, reference
+from fastadagrad._validation import DenseOptions
+
+ArrayList = List[np.ndarray]
+Params = Union[Sequence[np.ndarray], Sequence[Mapping[str, Any]], Mapping[str, np.ndarray]]
+
+#: Defaults and formula of each peer. `weight_decay` is "coupled" (g += wd * p, torch) or
+#: "decoupled" (p -= p * wd * lr before the step, Keras 3). Sources: torch/optim/adagrad.py,
+#: keras/src/optimizers/adagrad.py, optax/_src/transform.py (scale_by_rss), TensorFlow
+#: core/kernels/training_ops.cc (ApplyAdagradV2).
+CONVENTIONS: dict[str | None, dict[str, Any]] = {
+    None: dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside",
+               weight_decay_mode="coupled", zero_if_accum_zero=False),
+    "torch": dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside",
+                  weight_decay_mode="coupled", zero_if_accum_zero=False),
+    "keras": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
+                  weight_decay_mode="decoupled", zero_if_accum_zero=False),
+    "optax": dict(lr=None, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
+                  weight_decay_mode="coupled", zero_if_accum_zero=True),
+    "tf": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="outside",
+               weight_decay_mode="coupled", zero_if_accum_zero=False),
+}
+GROUP_OPTIONS = ("lr", "eps", "eps_placement", "lr_decay", "weight_decay",
+                 "initial_accumulator_value", "maximize")
+NONFINITE = ("propagate", "skip", "raise")
+STATE_FORMAT = "fastadagrad.AdaGrad/1"
+
+
+class _Group:
+    """One parameter group: its arrays, accumulators, options and int64 step counter."""
+
+    def __init__(self, params: ArrayList, names: list[str], options: dict[str, Any],
+                 packed: bool = False) -> None:
+        self.params = params
+        self.names = names
+        self.step = 0
+        self.flat: tuple[np.ndarray, np.ndarray] | None = None  # (param arena, accum arena)
+        init = options["initial_accumulator_value"]
+        if packed:
+            flat_param = _arena_view(params)
+            flat_accum = np.full_like(flat_param, init)
+            self.accums, pos = [], 0
+            for p in params:
+                self.accums.append(flat_accum[pos:pos + p.size].reshape(p.shape))
+                pos += p.size
+            self.flat = (flat_param, flat_accum)
+        else:
+            self.accums = [np.full_like(p, init, order="K") for p in params]
+        self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
+        self.flat_table: Any = None
+        self.build_table()
+        self.set_options(options)
+
+    def set_options(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.opts = self.dense_options(1)  # clr is recomputed per step by clr_at()
+        self.lr, self.lr_decay = options["lr"], options["lr_decay"]
+
+    def clr_at(self, step: int) -> float:
+        """lr / (1 + (step - 1) * lr_decay) in double, as _validation.effective_lr."""
+        return self.lr / (1.0 + (step - 1) * self.lr_decay)
+
+    def build_table(self) -> None:
+        kernels = _backend._kernels
+        contiguous = all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
+                         and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
+        one_dtype = len({p.dtype for p in self.params}) <= 1
+        self.table = (kernels.ArrayTable(self.params, self.accums)
+                      if kernels is not None and contiguous and one_dtype else None)
+        if kernels is not None and self.flat is not None:
+            self.flat_table = kernels.ArrayTable([self.flat[0]], [self.flat[1]])
+
+    def dense_options(self, step: int) -> DenseOptions:
+        o = self.options
+        decoupled = o["weight_decay_mode"] == "decoupled"
+        return DenseOptions(
+            clr=_validation.effective_lr(o["lr"], o["lr_decay"], step), eps=o["eps"],
+            weight_decay=0.0 if decoupled else o["weight_decay"], maximize=o["maximize"],
+            eps_inside=o["eps_placement"] == "inside",
+            decoupled_weight_decay=o["weight_decay"] if decoupled else 0.0,
+            zero_if_accum_zero=o["zero_if_accum_zero"])
+
+
+def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate one group's options (names prefixed with `where` in errors)."""
+    out = dict(options)
+    if out["lr"] is None:
+        raise TypeError(f"`{where}lr` is required with convention='optax' (optax has no default)")
+    for name in ("lr", "eps", "lr_decay", "weight_decay", "initial_accumulator_value"):
+        out[name] = _validation.check_real(f"{where}{name}", out[name])
+    _validation.check_eps_placement(out["eps_placement"])
+    out["maximize"] = _validation.check_flag(f"{where}maximize", out["maximize"])
+    return out
+
+
+class AdaGrad:
+    """AdaGrad over many float32/float64 arrays, updated in place by `step(grads)`.
+
+    Per element (torch's order; see fastadagrad.adagrad_update)::
+
+        step += 1;  clr = lr / (1 + (step - 1) * lr_decay)
+        g = -grad if maximize;  g += wd * p (coupled)  |  p -= p * wd * clr (decoupled, keras)
+        accum += g * g;  p -= clr * g / (sqrt(accum) + eps)   [or sqrt(accum + eps): "inside"]
+
+    params: a list of writable float ndarrays; a list of groups (dicts with "params" and any of
+    the per-group options lr, eps, eps_placement, lr_decay, weight_decay,
+    initial_accumulator_value, maximize); or a dict of named arrays. `grads` passed to step()
+    has the same structure and order. `convention` ("torch", "keras", "optax", "tf") sets
+    defaults and formula; explicit keyword arguments override its defaults.
+    nonfinite: "propagate" (the formula; default), "skip" (a grad with NaN/inf anywhere undoes
+    the whole step: params, accumulators and step counters untouched; step() returns False)
+    or "raise" (ValueError naming the array, nothing written).
+    """
+
+    def __init__(self, params: Params, *, lr: float | None = None, eps: float | None = None,
+                 eps_placement: str | None = None, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float | None = None,
+                 maximize: bool = False, convention: str | None = None,
+                 nonfinite: str = "propagate", packed: bool = False) -> None:
+        if convention not in CONVENTIONS:
+            raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
+                             f"got {convention!r}")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"`nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
+        conv = CONVENTIONS[convention]
+        self.convention = convention
+        self.nonfinite = nonfinite
+        self.packed = _validation.check_flag("packed", packed)
+        explicit = dict(lr=lr, eps=eps, eps_placement=eps_placement,
+                        initial_accumulator_value=initial_accumulator_value)
+        self.defaults: dict[str, Any] = {k: (conv[k] if v is None else v) for k, v in explicit.items()}
+        self.defaults.update(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
+                             weight_decay_mode=conv["weight_decay_mode"],
+                             zero_if_accum_zero=conv["zero_if_accum_zero"])
+        _check_options(self.defaults, "")
+        self._structure, raw_groups = self._parse_params(params)
+        self.groups: list[_Group] = []
+        for gi, (arrays, names, overrides) in enumerate(raw_groups):
+            unknown = set(overrides) - set(GROUP_OPTIONS)
+            if unknown:
+                raise ValueError(f"`params[{gi}]` has unknown options {sorted(unknown)}; "
+                                 f"known: {GROUP_OPTIONS}")
+            where = f"params[{gi}]." if self._structure == "groups" else ""
+            options = _check_options({**self.defaults, **overrides}, where)
+            for name, p in zip(names, arrays):
+                _validation.check_array(name, p, writable=True)
+            self.groups.append((arrays, names, options))  # type: ignore[arg-type]
+        all_arrays = [(n, p) for arrays, names, _ in self.groups for n, p in zip(names, arrays)]  # type: ignore[misc]
+        _check_disjoint(all_arrays)
+        self.groups = [_Group(a, n, o, self.packed) for a, n, o in self.groups]  # type: ignore[misc]
+        self.skipped_steps = 0
+        self.last_step_skipped = False
+
+    # ------------------------------------------------------------------ structure
+    @staticmethod
+    def _parse_params(params: Params) -> tuple[str, list[tuple[ArrayList, list[str], dict[str, Any]]]]:
+        if isinstance(params, Mapping):
+            keys = list(params)
+            return "dict", [([params[k] for k in keys], [f"params[{k!r}]" for k in keys], {})]
+        if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
+            raise TypeError("`params` must be a list of arrays, a list of parameter groups "
+                            f"(dicts with 'params') or a dict of arrays, got {type(params).__name__}")
+        items = list(params)
+        if not items:
+            raise ValueError("`params` is empty")
+        if all(isinstance(x, Mapping) for x in items):
+            groups = []
+            for gi, group in enumerate(items):
+                if "params" not in group:
+                    raise ValueError(f"`params[{gi}]` has no 'params' entry")
+                arrays = list(group["params"])
+                names = [f"params[{gi}]['params'][{i}]" for i in range(len(arrays))]
+                groups.append((arrays, names, {k: v for k, v in group.items() if k != "params"}))
+            return "groups", groups
+        return "list", [(items, [f"params[{i}]" for i in range(len(items))], {})]
+
+    def _split_grads(self, grads: Any) -> list[list[Any]]:
+        """Grads in the structure of params -> one list per group (counts checked)."""
+        if self._structure == "dict":
+            if not isinstance(grads, Mapping):
+                raise TypeError(f"`grads` must be a dict like `params`, got {type(grads).__name__}")
+            keys = [n[len("params["):-1] for n in self.groups[0].names]
+            expected = {eval_key(k) for k in keys}
+            if set(grads) != expected:
+                raise ValueError(f"`grads` keys {sorted(map(str, grads))} differ from the params' "
+                                 f"keys {sorted(map(str, expected))}")
+            return [[grads[eval_key(k)] for k in keys]]
+        if isinstance(grads, (np.ndarray, Mapping)) or not isinstance(grads, Sequence):
+            raise TypeError(f"`grads` must be a list like `params`, got {type(grads).__name__}")
+        if self._structure == "groups":
+            if len(grads) != len(self.groups):
+                raise ValueError(f"`grads` has {len(grads)} groups, `params` has {len(self.groups)}")
+            out = []
+            for gi, (g, group) in enumerate(zip(grads, self.groups)):
+                if isinstance(g, np.ndarray) or not isinstance(g, Sequence):
+                    raise TypeError(f"`grads[{gi}]` must be a list of arrays, got {type(g).__name__}")
+                if len(g) != len(group.params):
+                    raise ValueError(f"`grads[{gi}]` has {len(g)} arrays, the group has "
+                                     f"{len(group.params)}")
+                out.append(list(g))
+            return out
+        if len(grads) != len(self.groups[0].params):
+            raise ValueError(f"`grads` has {len(grads)} arrays, `params` has "
+                             f"{len(self.groups[0].params)}")
+        return [list(grads)]
+
+    # ------------------------------------------------------------------ the step
+    def step(self, grads: Any) -> bool:
+        """Apply one AdaGrad step to every array; True if applied, False if skipped
+        (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing."""
+        check = self.nonfinite != "propagate"
+        group = self.groups[0]
+        # Fast path (one group, a list of grads, compiled backend): the C gate, the finiteness
+        # scan and the update of every array happen in one call.
+        if (type(grads) is list and len(self.groups) == 1 and group.table is not None
+                and _backend._current == "cython"):
+            bad = group.table.step(grads, group.opts, group.clr_at(group.step + 1), check)
+            if bad != -2:
+                return self._finish(bad)
+        if self.packed and self._is_flat(grads):
+            return self._step_flat(grads, check)
+        per_group = self._split_grads(grads)
+        compiled = _backend.get_backend() == "cython"
+        tables = [g.table if compiled else None for g in self.groups]
+        # General path: validate all groups, scan all, then update all.
+        for group, grads_g in zip(self.groups, per_group):
+            self._validate_group(group, grads_g)
+        bad_at = self._first_nonfinite(per_group, tables) if check else None
+        if bad_at is not None:
+            return self._finish_bad(bad_at)
+        for group, grads_g, table in zip(self.groups, per_group, tables):
+            clr = group.clr_at(group.step + 1)
+            opts = group.opts._replace(clr=clr)
+            if table is not None and table.step(grads_g, opts, clr, False) == -1:
+                pass
+            elif compiled:
+                for p, g, a in zip(group.params, grads_g, group.accums):
+                    _backend._kernels.update_validated(p, g, a, opts)
+            else:
+                reference.multi_update(group.params, grads_g, group.accums, opts)
+            group.step += 1
+        self.last_step_skipped = False
+        return True
+
+    def _is_flat(self, grads: Any) -> bool:
+        if len(self.groups) == 1:
+            return isinstance(grads, np.ndarray)
+        return (isinstance(grads, Sequence) and len(grads) == len(self.groups)
+                and all(isinstance(g, np.ndarray) for g in grads))
+
+    def _step_flat(self, grads: Any, check: bool) -> bool:
+        """packed=True with one flat grad per group (arena-sized, 1-D): one kernel call each."""
+        flats = [grads] if len(self.groups) == 1 else list(grads)
+        for gi, (group, g) in enumerate(zip(self.groups, flats)):
+            assert group.flat is not None
+            name = "grads" if len(self.groups) == 1 else f"grads[{gi}]"
+            p, a = group.flat
+            _validation.check_array(name, g, writable=False)
+            if g.shape != p.shape:
+                raise ValueError(f"`{name}` has shape {g.shape}; a flat grad of packed params "
+                                 f"has shape {p.shape}")
+            _validation.check_same_layout("packed params", p, name, g)
+            _validation.check_no_overlap({"packed params": p, name: g, "accumulators": a})
+        if check:
+            for gi, g in enumerate(flats):
+                if not self._all_finite_flat(self.groups[gi], g):
+                    return self._finish_bad((gi, -1))
+        compiled = _backend.get_backend() == "cython"
+        for group, g in zip(self.groups, flats):
+            assert group.flat is not None
+            clr = group.clr_at(group.step + 1)
+            opts = group.opts._replace(clr=clr)
+            p, a = group.flat
+            if not (compiled and group.flat_table is not None
+                    and group.flat_table.step([g], opts, clr, False) == -1):
+                if compiled:
+                    _backend._kernels.update_validated(p, g, a, opts)
+                else:
+                    reference.multi_update([p], [g], [a], opts)
+            group.step += 1
+        self.last_step_skipped = False
+        return True
+
+    @staticmethod
+    def _all_finite_flat(group: _Group, g: np.ndarray) -> bool:
+        if group.flat_table is not None and _backend._current == "cython":
+            bad = group.flat_table.first_nonfinite([g])
+            if bad != -2:
+                return bad == -1
+        return bool(np.isfinite(g).all())
+
+    def _finish(self, bad: int) -> bool:
+        if bad >= 0:
+            return self._finish_bad((0, bad))
+        self.groups[0].step += 1
+        self.last_step_skipped = False
+        return True
+
+    def _finish_bad(self, where: tuple[int, int]) -> bool:
+        gi, i = where
+        if self.nonfinite == "raise":
+            name = (self.groups[gi].names[i].replace("params", "grads", 1) if i >= 0
+                    else "grads" if len(self.groups) == 1 else f"grads[{gi}]")
+            raise ValueError(f"`{name}` holds NaN or inf (nonfinite='raise'); nothing was updated")
+        self.skipped_steps += 1
+        self.last_step_skipped = True
+        return False
+
+    def _validate_group(self, group: _Group, grads: list[Any]) -> None:
+        for name, p, g, a in zip(group.names, group.params, grads, group.accums):
+            gname = name.replace("params", "grads", 1)
+            _validation.check_array(name, p, writable=True)
+            _validation.check_array(gname, g, writable=False)
+            _validation.check_same_layout(name, p, gname, g)
+            _validation.check_no_overlap({name: p, gname: g, f"accumulator of {name}": a})
+        params = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
+        _check_grads_disjoint(params, [(n.replace("params", "grads", 1), g)
+                                       for n, g in zip(group.names, grads)])
+
+    def _first_nonfinite(self, per_group: list[list[np.ndarray]], tables: list[Any]) -> tuple[int, int] | None:
+        for gi, (grads, table) in enumerate(zip(per_group, tables)):
+            bad = table.first_nonfinite(grads) if table is not None else -2
+            if bad == -2:
+                bad = next((i for i, g in enumerate(grads) if not np.isfinite(g).all()), -1)
+            if bad >= 0:
+                return gi, bad
+        return None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def accumulators(self) -> list[list[np.ndarray]]:
+        """Read-only views of the accumulators, one list per group."""
+        out = []
+        for g in self.groups:
+            views = []
+            for a in g.accums:
+                v = a.view()
+                v.flags.writeable = False
+                views.append(v)
+            out.append(views)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python numbers/strings and NumPy arrays (copies) in a flat dict:
+        `np.savez(f, **opt.state_dict())` then `opt.load_state_dict(np.load(f))` works."""
+        d: dict[str, Any] = {"format": STATE_FORMAT, "convention": self.convention or "",
+                             "nonfinite": self.nonfinite, "groups": len(self.groups),
+                             "skipped_steps": self.skipped_steps}
+        for gi, g in enumerate(self.groups):
+            d[f"group{gi}.step"] = int(g.step)
+            d[f"group{gi}.arrays"] = len(g.params)
+            for k in GROUP_OPTIONS:
+                d[f"group{gi}.{k}"] = g.options[k]
+            for i, a in enumerate(g.accums):
+                d[f"group{gi}.accum{i}"] = a.copy()
+        return d
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state_dict() (also after np.savez/np.load). Everything is validated first;
+        on any error the optimizer is left unchanged."""
+        def get(key: str) -> Any:
+            if key not in state:
+                raise ValueError(f"state has no entry {key!r}")
+            v = state[key]
+            if isinstance(v, np.ndarray) and v.ndim == 0:
+                v = v.item()
+            return v
+
+        if get("format") != STATE_FORMAT:
+            raise ValueError(f"state format {get('format')!r} is not {STATE_FORMAT!r}")
+        if get("groups") != len(self.groups):
+            raise ValueError(f"state has {get('groups')} groups, this optimizer has {len(self.groups)}")
+        new_steps, new_options, new_accums = [], [], []
+        for gi, g in enumerate(self.groups):
+            if get(f"group{gi}.arrays") != len(g.params):
+                raise ValueError(f"state group {gi} has {get(f'group{gi}.arrays')} arrays, "
+                                 f"this optimizer's has {len(g.params)}")
+            step = get(f"group{gi}.step")
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"state `group{gi}.step` must be an int >= 0, got {step!r}")
+            options = {**g.options, **{k: get(f"group{gi}.{k}") for k in GROUP_OPTIONS}}
+            new_options.append(_check_options(options, f"group{gi}."))
+            accs = []
+            for i, a in enumerate(g.accums):
+                saved = state.get(f"group{gi}.accum{i}")
+                if not isinstance(saved, np.ndarray) or saved.shape != a.shape or saved.dtype != a.dtype:
+                    desc = (f"{saved.dtype}{saved.shape}" if isinstance(saved, np.ndarray)
+                            else type(saved).__name__)
+                    raise ValueError(f"state `group{gi}.accum{i}` must be a {a.dtype} array of shape "
+                                     f"{a.shape} (for {g.names[i]}), got {desc}")
+                accs.append(saved)
+            new_steps.append(step)
+            new_accums.append(accs)
+        skipped = get("skipped_steps")
+        nonfinite = get("nonfinite")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
+        # All checked: now write.
+        for g, step, options, accs in zip(self.groups, new_steps, new_options, new_accums):
+            g.step = step
+            g.set_options(options)
+            for a, saved in zip(g.accums, accs):
+                np.copyto(a, saved)
+        self.skipped_steps = int(skipped)
+        self.nonfinite = nonfinite
+
+    def __repr__(self) -> str:
+        sizes = [sum(p.size for p in g.params) for g in self.groups]
+        return (f"AdaGrad(groups={len(self.groups)}, elements={sizes}, convention={self.convention!r}, "
+                f"nonfinite={self.nonfinite!r}, steps={[g.step for g in self.groups]})")
+
+
+def eval_key(k: str) -> Any:
+    """Invert the repr() used in dict-param names."""
+    import ast
+    return ast.literal_eval(k)
+
+
+def _bounds(a: np.ndarray) -> tuple[int, int]:
+    lo, hi = np.lib.array_utils.byte_bounds(a) if hasattr(np.lib, "array_utils") else np.byte_bounds(a)
+    return lo, hi
+
+
+def _check_disjoint(named: list[tuple[str, np.ndarray]]) -> None:
+    """No two params share memory: sort by byte bounds, exact test only where bounds meet."""
+    spans = sorted((_bounds(a), n, a) for n, a in named if a.size)
+    for i in range(len(spans)):
+        (lo_i, hi_i), n_i, a_i = spans[i]
+        for j in range(i + 1, len(spans)):
+            (lo_j, _), n_j, a_j = spans[j]
+            if lo_j >= hi_i:
+                break
+            if np.shares_memory(a_i, a_j, max_work=10**6):
+                raise ValueError(f"`{n_i}` and `{n_j}` overlap in memory; pass separate arrays")
+
+
+def _check_grads_disjoint(params: list[tuple[str, np.ndarray]], grads: list[tuple[str, np.ndarray]]) -> None:
+    """No grad shares memory with any param (grads may share memory with each other).
+    Params sorted by start address; prefix maxima of their ends bound the backwards scan."""
+    spans = sorted((_bounds(a), n, a) for n, a in params if a.size)
+    starts = [lo for (lo, _), _, _ in spans]
+    reach = list(itertools.accumulate((hi for (_, hi), _, _ in spans), max))
+    for gname, g in grads:
+        if not g.size:
+            continue
+        glo, ghi = _bounds(g)
+        k = bisect.bisect_left(starts, ghi) - 1   # params starting before the grad ends
+        while k >= 0 and reach[k] > glo:
+            (_, hi), pname, p = spans[k]
+            if hi > glo and np.shares_memory(g, p, max_work=10**6):
+                raise ValueError(f"`{gname}` and `{pname}` overlap in memory; pass separate arrays")
+            k -= 1
+
+
+def _root(a: np.ndarray) -> Any:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _arena_view(arrays: ArrayList) -> np.ndarray:
+    """packed=True: the params must be consecutive C-contiguous views of one contiguous arena
+    (as fastadagrad.pack makes them); return the flat view of that arena's span."""
+    root = _root(arrays[0])
+    if not (root.flags.c_contiguous and root.flags.writeable):
+        raise ValueError("packed=True needs params made by fastadagrad.pack() (one contiguous arena)")
+    start = end = arrays[0].__array_interface__["data"][0]
+    for i, p in enumerate(arrays):
+        lo = p.__array_interface__["data"][0]
+        if not p.flags.c_contiguous or _root(p) is not root or p.dtype != arrays[0].dtype or lo != end:
+            raise ValueError(f"packed=True: `params[{i}]` is not the next consecutive view of one "
+                             "arena; create the params with fastadagrad.pack()")
+        end = lo + p.nbytes
+    flat = root.reshape(-1).view(np.uint8)
+    offset = start - root.__array_interface__["data"][0]
+    return flat[offset:offset + (end - start)].view(arrays[0].dtype)
+
+
+def pack(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Copy `arrays` (one dtype) into one contiguous arena; return (views, arena).
+
+    Use the returned views from then on (your old arrays are not updated). An optimizer over
+    packed params (`AdaGrad(views, packed=True)`) keeps its accumulators in one arena too, and
+    `opt.step(flat_grad)` with one flat grad of `arena.size` elements is one kernel call.
+    """
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("`arrays` is empty")
+    for i, a in enumerate(arrays):
+        _validation.check_array(f"arrays[{i}]", a, writable=False)
+    dtypes = {a.dtype.newbyteorder("=") for a in arrays}
+    if len(dtypes) != 1:
+        raise TypeError(f"`arrays` must share one dtype, got {sorted(map(str, dtypes))}")
+    arena = np.empty(sum(a.size for a in arrays), dtype=dtypes.pop())
+    views, pos = [], 0
+    for a in arrays:
+        v = arena[pos:pos + a.size].reshape(a.shape)
+        v[...] = a
+        views.append(v)
+        pos += a.size
+    return views, arena

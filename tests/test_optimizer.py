@@ -1,0 +1,308 @@
+"""fastadagrad.AdaGrad: structures, one-call multi-array steps, state, non-finite policy, packing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import fastadagrad
+from fastadagrad import AdaGrad
+from fastadagrad._backend import compiled_available
+from conftest import assert_same_bits
+
+BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
+SIZES = [1, 17, 1000, 40_000, 3, 70_001, 0, 16]   # crosses the thread split between arrays
+
+
+def arrays(sizes, dtype=np.float32, seed=0, shape2d=False):
+    rng = np.random.default_rng(seed)
+    out = [rng.standard_normal(n).astype(dtype) for n in sizes]
+    if shape2d:
+        out[2] = out[2].reshape(10, 100) if out[2].size == 1000 else out[2]
+    return out
+
+
+def grads_for(params, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+
+
+def run(backend_name, params, steps=5, opt_kwargs=None, **kw):
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad(params, **(opt_kwargs or {}), **kw)
+        for s in range(steps):
+            opt.step(grads_for(params, 100 + s))
+    return opt
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [
+    {}, dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, maximize=True, eps_placement="inside",
+             initial_accumulator_value=0.5),
+    dict(convention="keras", weight_decay=0.004), dict(convention="optax", lr=0.3),
+    dict(convention="tf"), dict(convention="torch", lr_decay=1e-3),
+])
+def test_compiled_step_equals_numpy_step(compiled, dtype, kw):
+    p_fast = arrays(SIZES, dtype, shape2d=True)
+    p_slow = [p.copy() for p in p_fast]
+    fast = run("cython", p_fast, **kw)
+    slow = run("numpy", p_slow, **kw)
+    for a, b in zip(p_fast, p_slow):
+        assert_same_bits(a, b, f"param {kw}")
+    for a, b in zip(fast.groups[0].accums, slow.groups[0].accums):
+        assert_same_bits(a, b, f"accum {kw}")
+    assert fast.groups[0].step == slow.groups[0].step == 5
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_step_equals_adagrad_update_per_array(backend_name):
+    """The optimizer is the per-array function with an int64 step counter, nothing more."""
+    params = arrays(SIZES)
+    ref = [p.copy() for p in params]
+    accs = [np.zeros_like(p) for p in ref]
+    run(backend_name, params, steps=4, lr=0.2, lr_decay=0.1, weight_decay=0.01)
+    for s in range(4):
+        for p, g, a in zip(ref, grads_for(ref, 100 + s), accs):
+            fastadagrad.reference.adagrad_update(p, g, a, lr=0.2, lr_decay=0.1, weight_decay=0.01,
+                                                 step=s + 1)
+    for a, b in zip(params, ref):
+        assert_same_bits(a, b, "param")
+
+
+def test_thread_counts_give_identical_bytes(compiled, restore_threads):
+    results = []
+    for threads in (1, 2, 3):
+        fastadagrad.set_num_threads(threads)
+        params = arrays(SIZES + [100_000, 5])
+        run("cython", params, steps=3, lr=0.1)
+        results.append(params)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert_same_bits(a, b, "param")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_param_groups_and_dict(backend_name):
+    a, b, c = arrays([10, 20, 30])
+    a2, b2, c2 = a.copy(), b.copy(), c.copy()
+    with fastadagrad.backend(backend_name):
+        groups = AdaGrad([{"params": [a, b]}, {"params": [c], "lr": 0.5, "maximize": True}], lr=0.1)
+        named = AdaGrad({"a": a2, "b": b2, "c": c2}, lr=0.1)
+        ga, gb, gc = grads_for([a, b, c], 1)
+        assert groups.step([[ga, gb], [gc]]) is True
+        named.step({"c": gc, "b": gb, "a": ga})
+    assert a.tobytes() == a2.tobytes() and b.tobytes() == b2.tobytes()
+    assert c.tobytes() != c2.tobytes()  # group 2 had its own lr and maximize
+    c3 = arrays([10, 20, 30])[2]
+    fastadagrad.reference.adagrad_update(c3, gc, np.zeros_like(c3), lr=0.5, maximize=True)
+    assert c.tobytes() == c3.tobytes()
+    assert [g.step for g in groups.groups] == [1, 1]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_state_is_int64_step_and_param_dtype_accumulators(backend_name):
+    opt = run(backend_name, arrays([5, 6], np.float64), steps=3, initial_accumulator_value=0.25)
+    sd = opt.state_dict()
+    assert sd["group0.step"] == 3 and isinstance(sd["group0.step"], int)
+    assert sd["group0.accum0"].dtype == np.float64
+    opt.groups[0].step = 2**40   # far beyond float32's 2**24: still exact
+    opt.step(grads_for(opt.groups[0].params, 9))
+    assert opt.groups[0].step == 2**40 + 1
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_resume_from_npz_is_bit_identical(backend_name, tmp_path):
+    kw = dict(lr=0.05, lr_decay=0.01, weight_decay=1e-3, initial_accumulator_value=0.1)
+    with fastadagrad.backend(backend_name):
+        straight = arrays([100, 3, 2000], seed=4)
+        opt = AdaGrad([{"params": straight[:2]}, {"params": straight[2:], "lr": 0.2}], **kw)
+        for s in range(100):
+            g = grads_for(straight, s)
+            opt.step([g[:2], g[2:]])
+
+        first = arrays([100, 3, 2000], seed=4)
+        opt1 = AdaGrad([{"params": first[:2]}, {"params": first[2:], "lr": 0.2}], **kw)
+        for s in range(50):
+            g = grads_for(first, s)
+            opt1.step([g[:2], g[2:]])
+        np.savez(tmp_path / "ckpt.npz", **opt1.state_dict())
+        np.savez(tmp_path / "params.npz", *first)
+
+        loaded = np.load(tmp_path / "params.npz")
+        resumed = [loaded[f"arr_{i}"].copy() for i in range(3)]
+        opt2 = AdaGrad([{"params": resumed[:2]}, {"params": resumed[2:], "lr": 999.0}], **kw)
+        opt2.load_state_dict(np.load(tmp_path / "ckpt.npz"))
+        assert opt2.groups[1].options["lr"] == 0.2  # restored from the checkpoint
+        for s in range(50, 100):
+            g = grads_for(resumed, s)
+            opt2.step([g[:2], g[2:]])
+    for a, b in zip(straight, resumed):
+        assert_same_bits(a, b, "resumed param")
+    assert [g.step for g in opt2.groups] == [100, 100]
+
+
+def test_bad_state_leaves_optimizer_unchanged():
+    params = arrays([4, 5])
+    opt = run("numpy", params, steps=2)
+    good = opt.state_dict()
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in opt.state_dict().items()}
+    bad_states = [
+        ({**good, "group0.accum1": np.zeros(4, np.float32)}, "accum1"),
+        ({**good, "group0.accum0": np.zeros(4, np.float64)}, "accum0"),
+        ({**good, "group0.step": -1}, "step"),
+        ({**good, "group0.lr": float("nan")}, "lr"),
+        ({**good, "groups": 2}, "groups"),
+        ({**good, "format": "other"}, "format"),
+        ({k: v for k, v in good.items() if k != "group0.accum1"}, "accum1"),
+    ]
+    for state, fragment in bad_states:
+        if "group0.accum0" in state and state is not bad_states[1][0]:
+            state["group0.accum0"] = state["group0.accum0"] + 1  # would change if written
+        with pytest.raises((ValueError, TypeError), match=fragment):
+            opt.load_state_dict(state)
+        after = opt.state_dict()
+        for k, v in before.items():
+            if isinstance(v, np.ndarray):
+                assert v.tobytes() == after[k].tobytes(), k
+            else:
+                assert v == after[k], k
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_invalid_grads_write_nothing(backend_name):
+    params = arrays([10, 20, 30])
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad(params, lr=0.1)
+        opt.step(grads_for(params, 0))
+    snapshot = [p.copy() for p in params] + [a.copy() for a in opt.groups[0].accums]
+    g = grads_for(params, 1)
+    cases = [
+        (g[:2], ValueError, "has 2 arrays"),
+        ([g[0], g[1], g[2][:29]], ValueError, "`grads[2]` has shape (29,)"),
+        ([g[0], g[1].astype(np.float64), g[2]], TypeError, "`grads[1]` has dtype float64"),
+        ([g[0], list(g[1]), g[2]], TypeError, "`grads[1]` must be a numpy.ndarray"),
+        ([g[0], params[1], g[2]], ValueError, "overlap"),
+        ([g[0], params[2][5:25], g[2]], ValueError, "`grads[1]` and `params[2]` overlap"),
+        ({"a": g[0]}, TypeError, "`grads` must be a list"),
+    ]
+    for bad, exc, fragment in cases:
+        with fastadagrad.backend(backend_name), pytest.raises(exc) as info:
+            opt.step(bad)
+        assert fragment in str(info.value), str(info.value)
+        now = [p for p in params] + list(opt.groups[0].accums)
+        for a, b in zip(snapshot, now):
+            assert a.tobytes() == b.tobytes(), fragment
+        assert opt.groups[0].step == 1
+
+
+def test_constructor_validation():
+    p = arrays([3])
+    with pytest.raises(ValueError, match="`convention`"):
+        AdaGrad(p, convention="jax")
+    with pytest.raises(TypeError, match="`lr` is required"):
+        AdaGrad(p, convention="optax")
+    with pytest.raises(ValueError, match="`lr` must be >= 0"):
+        AdaGrad(p, lr=-1)
+    with pytest.raises(ValueError, match="`nonfinite`"):
+        AdaGrad(p, nonfinite="ignore")
+    with pytest.raises(ValueError, match="unknown options"):
+        AdaGrad([{"params": p, "momentum": 0.9}])
+    with pytest.raises(TypeError, match="`params\\[0\\]` has dtype int64"):
+        AdaGrad([np.zeros(3, np.int64)])
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        AdaGrad([ro])
+    base = np.zeros(10)
+    with pytest.raises(ValueError, match="overlap"):
+        AdaGrad([base[:6], base[4:]])
+    AdaGrad([base[::2], base[1::2]])  # interleaved, disjoint: fine
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_policies(backend_name, bad_value):
+    params = arrays(SIZES)
+    grads = grads_for(params, 3)
+    grads[5][123] = bad_value
+    for policy in ("propagate", "skip", "raise"):
+        ps = [p.copy() for p in params]
+        with fastadagrad.backend(backend_name):
+            opt = AdaGrad(ps, lr=0.1, nonfinite=policy)
+            before = [p.copy() for p in ps] + [a.copy() for a in opt.groups[0].accums]
+            if policy == "raise":
+                with pytest.raises(ValueError, match=r"`grads\[5\]` holds NaN or inf"):
+                    opt.step(grads)
+            else:
+                applied = opt.step(grads)
+        after = ps + list(opt.groups[0].accums)
+        if policy == "propagate":
+            assert applied is True and opt.groups[0].step == 1
+            assert not np.isfinite(ps[5][123])
+            assert np.isfinite(ps[5][:123]).all()
+        else:
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after)), policy
+            assert opt.groups[0].step == 0
+            if policy == "skip":
+                assert applied is False and opt.last_step_skipped and opt.skipped_steps == 1
+                assert opt.step(grads_for(params, 4)) is True and not opt.last_step_skipped
+
+
+def test_skip_covers_all_groups(compiled):
+    a, b = arrays([50_000, 10])
+    ga, gb = grads_for([a, b], 0)
+    gb[3] = np.nan
+    opt = AdaGrad([{"params": [a]}, {"params": [b]}], nonfinite="skip")
+    a0 = a.copy()
+    assert opt.step([[ga], [gb]]) is False
+    assert a.tobytes() == a0.tobytes() and [g.step for g in opt.groups] == [0, 0]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_non_contiguous_params_and_grads(backend_name):
+    base = np.random.default_rng(0).standard_normal((40, 60))
+    p1, p2 = base[:, ::2], base.T[1::4]         # views of one buffer, disjoint elements
+    ref = [np.array(p1), np.array(p2)]
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad([p1, p2], lr=0.1)
+        g = [np.asfortranarray(x) for x in grads_for([p1, p2], 0)]
+        opt.step(g)
+    for r, gg in zip(ref, g):
+        fastadagrad.reference.adagrad_update(r, np.array(gg), np.zeros_like(r), lr=0.1)
+    assert_same_bits(p1, ref[0], "p1")
+    assert_same_bits(p2, ref[1], "p2")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_pack_and_packed_step(backend_name):
+    originals = arrays([12, 1000, 7]) + [np.arange(6, dtype=np.float32).reshape(2, 3)]
+    views, arena = fastadagrad.pack(originals)
+    assert arena.size == sum(o.size for o in originals)
+    for v, o in zip(views, originals):
+        assert v.shape == o.shape and v.tobytes() == o.tobytes()
+        assert np.shares_memory(v, arena)
+    ref = [o.copy() for o in originals]
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad(views, packed=True, lr=0.1)
+        ref_opt = AdaGrad(ref, lr=0.1)
+        for s in range(3):
+            g = grads_for(originals, s)
+            flat = np.concatenate([x.ravel() for x in g])
+            assert opt.step(flat if s % 2 == 0 else g)
+            ref_opt.step(g)
+    for v, r in zip(views, ref):
+        assert v.tobytes() == r.tobytes()
+    with pytest.raises(ValueError, match="fastadagrad.pack"):
+        AdaGrad(arrays([3, 4]), packed=True)
+    with pytest.raises(ValueError, match="flat grad"):
+        opt.step(np.zeros(5, np.float32))
+
+
+def test_accumulators_are_read_only_views():
+    opt = AdaGrad(arrays([3]), initial_accumulator_value=0.5)
+    acc = opt.accumulators[0][0]
+    assert np.all(acc == 0.5)
+    with pytest.raises(ValueError):
+        acc[0] = 1.0
