@@ -20,21 +20,24 @@ from fastadagrad._backend import (
     set_backend,
 )
 from fastadagrad._backend import _kernels
-from fastadagrad.optimizer import CONVENTIONS, AdaGrad, pack
+from fastadagrad.optimizer import CONVENTIONS, AdaGrad, SparseGrad, pack
 
 __version__ = "0.1.0"
 __all__ = [
     "adagrad_update", "backend", "get_backend", "set_backend", "compiled_available",
     "get_num_threads", "set_num_threads", "get_isa", "show_config", "__version__",
-    "AdaGrad", "CONVENTIONS", "pack",
+    "AdaGrad", "CONVENTIONS", "SparseGrad", "pack", "sparse_adagrad_update",
 ]
 
 
 if _kernels is not None:
-    # The compiled dispatcher: it routes to the NumPy twin itself when that backend is selected.
+    # The compiled dispatchers: they route to the NumPy twin themselves when that backend is
+    # selected (set_backend), so early-bound references follow the backend too.
     adagrad_update = _kernels.adagrad_update
+    sparse_adagrad_update = _kernels.sparse_adagrad_update
 else:
     adagrad_update = reference.adagrad_update
+    sparse_adagrad_update = reference.sparse_adagrad_update
 
 
 def get_num_threads() -> int:

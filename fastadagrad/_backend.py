@@ -38,7 +38,7 @@ def set_backend(name: str) -> None:
     if name == "cython" and _kernels is None:
         raise ValueError(f"the compiled backend is not available: {IMPORT_ERROR}")
     if _kernels is not None:
-        _kernels._set_delegate(reference.adagrad_update if name == "numpy" else None)
+        _kernels._set_delegate(reference if name == "numpy" else None)
     _current = name
 
 

@@ -22,6 +22,8 @@ ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const 
 ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
                                Py_ssize_t sg, double* accum, Py_ssize_t sa,
                                const DenseOpts* o) noexcept nogil
+ctypedef void (*add_f32_t)(Py_ssize_t n, float* dst, const float* src) noexcept nogil
+ctypedef void (*add_f64_t)(Py_ssize_t n, double* dst, const double* src) noexcept nogil
 ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
 ctypedef bint (*finite_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
 ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
@@ -33,6 +35,10 @@ ctypedef struct KernelTable:
     dense_f64_t dense_f64
     strided_f32_t strided_f32
     strided_f64_t strided_f64
+    dense_f32_t rowwise_f32      # same signature: (d, row, grad, &accum_of_row, opts)
+    dense_f64_t rowwise_f64
+    add_f32_t add_into_f32
+    add_f64_t add_into_f64
     finite_f32_t all_finite_f32
     finite_f64_t all_finite_f64
     probe_f32_t probe_f32

@@ -151,6 +151,60 @@ cdef void strided(Py_ssize_t n, floating* param, Py_ssize_t sp, const floating* 
                         o.zero_if_accum_zero)
 
 
+cdef inline void _rowwise_loop(Py_ssize_t d, floating* row, const floating* grad,
+                               floating* accum, const Coefficients* c, bint decay) noexcept nogil:
+    cdef floating sign = <floating>c.sign, clr = <floating>c.clr, wd = <floating>c.wd
+    cdef floating eps_in = <floating>c.eps_in, eps_out = <floating>c.eps_out
+    cdef floating lane[8]
+    cdef floating t, acc, denom
+    cdef Py_ssize_t j, k, d8 = d - d % 8
+    for k in range(8):
+        lane[k] = 0
+    for j in range(0, d8, 8):
+        for k in range(8):
+            t = grad[j + k] * sign
+            if decay:
+                t = t + wd * row[j + k]
+            lane[k] = lane[k] + t * t
+    for j in range(d8, d):
+        t = grad[j] * sign
+        if decay:
+            t = t + wd * row[j]
+        lane[j - d8] = lane[j - d8] + t * t
+    acc = accum[0] + (((lane[0] + lane[1]) + (lane[2] + lane[3]))
+                      + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) / <floating>d
+    accum[0] = acc
+    denom = _sqrt(acc + eps_in) + eps_out
+    for j in range(d):
+        t = grad[j] * sign
+        if decay:
+            t = t + wd * row[j]
+        row[j] = row[j] - (clr * t) / denom
+
+
+cdef void rowwise(Py_ssize_t d, floating* row, const floating* grad, floating* accum,
+                  const DenseOpts* o) noexcept nogil:
+    """Row-wise AdaGrad on one row of d elements with one accumulator:
+    accum += mean(g*g); row -= (clr * g) / (sqrt(accum) + eps)  [or sqrt(accum + eps)].
+
+    The sum of squares has a fixed order on every ISA: 8 lanes, lane k sums the elements
+    j = k, k + 8, k + 16, ... left to right (starting from the first), then
+    ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); mean = sum / d. (reference.py: the same.)
+    """
+    cdef Coefficients c = _coefficients(o)
+    if o.weight_decay != 0:
+        _rowwise_loop(d, row, grad, accum, &c, True)
+    else:
+        _rowwise_loop(d, row, grad, accum, &c, False)
+
+
+cdef void add_into(Py_ssize_t n, floating* dst, const floating* src) noexcept nogil:
+    """dst += src (merging the gradients of duplicate indices, in order of appearance)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = dst[i] + src[i]
+
+
 cdef bint all_finite(Py_ssize_t n, const floating* x) noexcept nogil:
     """True if no element is NaN or +-inf (exponent bits all ones), vectorised integer test."""
     cdef Py_ssize_t i
@@ -182,6 +236,10 @@ _TABLE.dense_f32 = dense[float]
 _TABLE.dense_f64 = dense[double]
 _TABLE.strided_f32 = strided[float]
 _TABLE.strided_f64 = strided[double]
+_TABLE.rowwise_f32 = rowwise[float]
+_TABLE.rowwise_f64 = rowwise[double]
+_TABLE.add_into_f32 = add_into[float]
+_TABLE.add_into_f64 = add_into[double]
 _TABLE.all_finite_f32 = all_finite[float]
 _TABLE.all_finite_f64 = all_finite[double]
 _TABLE.probe_f32 = probe[float]

@@ -43,6 +43,40 @@ def _dense_options() -> list[dict[str, Any]]:
     return out
 
 
+def sparse_batches(rng: np.random.Generator, n_rows: int, batch: int, count: int,
+                   dup_fraction: float = 0.25) -> list[np.ndarray]:
+    """`count` random int64 batches of `batch` row indices, `dup_fraction` of them repeats of
+    other indices of the same batch (so about 75% unique rows)."""
+    out = []
+    for _ in range(count):
+        idx = rng.integers(0, n_rows, batch)
+        dups = rng.choice(batch, int(batch * dup_fraction), replace=False)
+        idx[dups] = idx[rng.integers(0, batch, dups.size)]
+        out.append(idx)
+    return out
+
+
+def _sparse_inputs(rowwise: bool) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:
+    """A batch of shape[0] indices into a table of 2 * batch + 3 rows of 13 features (13: not
+    a multiple of the 8 row-wise lanes), a quarter of them repeats, in a random order."""
+    def make(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> dict[str, np.ndarray]:
+        b = int(np.prod(shape))
+        n, d = 2 * b + 3, 13
+        idx = sparse_batches(rng, n, b, 1)[0] if b else np.zeros(0, np.int64)
+        return {
+            "table": rng.standard_normal((n, d)).astype(dtype),
+            "accum": np.abs(rng.standard_normal((n,) if rowwise else (n, d))).astype(dtype),
+            "indices": idx,
+            "grads": rng.standard_normal((b, d)).astype(dtype),
+        }
+    return make
+
+
+def _sparse_options() -> list[dict[str, Any]]:
+    return [dict(lr=0.1, eps=1e-6, maximize=m, weight_decay=wd, eps_placement=pl)
+            for m, wd, pl in itertools.product((False, True), (0.0, 0.05), ("outside", "inside"))]
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A public kernel: `fast(*arrays, **options)` must equal `slow(...)` byte for byte."""
@@ -65,6 +99,24 @@ KERNELS: dict[str, Kernel] = {
         outputs=("param", "accum"),
         options=_dense_options(),
         formula="accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
+    ),
+    "sparse_adagrad_update": Kernel(
+        name="sparse_adagrad_update",
+        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
+        slow=reference.sparse_adagrad_update,
+        make_inputs=_sparse_inputs(rowwise=False),
+        outputs=("table", "accum"),
+        options=_sparse_options(),
+        formula="rows r of the batch (duplicates summed): accum[r] += g*g; table[r] -= lr*g / (sqrt(accum[r]) + eps)",
+    ),
+    "sparse_adagrad_update (row-wise)": Kernel(
+        name="sparse_adagrad_update (row-wise)",
+        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
+        slow=reference.sparse_adagrad_update,
+        make_inputs=_sparse_inputs(rowwise=True),
+        outputs=("table", "accum"),
+        options=_sparse_options(),
+        formula="rows r of the batch: accum[r] += mean(g*g); table[r] -= lr*g / (sqrt(accum[r]) + eps)",
     ),
 }
 
@@ -142,6 +194,58 @@ class OptimizerWorkload:
                 and all(a.tobytes() == b.tobytes() for a, b in accs))
 
 
+class SparseWorkload:
+    """sparse_adagrad_update on an (n_rows, dim) table with a fresh random batch per call
+    (cycling through 16 pre-drawn batches), against the NumPy backend and torch's sparse
+    Embedding + Adagrad step."""
+
+    def __init__(self, n_rows: int, dim: int, batch: int, dtype: Any, rng: np.random.Generator,
+                 rowwise: bool = False) -> None:
+        self.table = rng.standard_normal((n_rows, dim)).astype(dtype)
+        self.batches = sparse_batches(rng, n_rows, batch, 16)
+        self.grads = [rng.standard_normal((batch, dim)).astype(dtype) for _ in range(4)]
+        acc_shape = (n_rows,) if rowwise else (n_rows, dim)
+        # np.full writes every page now: np.zeros would leave the first-touch page faults
+        # (several ms per step on a 256 MB table) inside the timed steps.
+        self.f = (self.table.copy(), np.full(acc_shape, 0.1, dtype))
+        self.s = (self.table.copy(), np.full(acc_shape, 0.1, dtype))
+        self.calls = {"fast": 0, "numpy": 0}
+
+        def step(which: str, fn: Callable[..., None], arrays: tuple[np.ndarray, np.ndarray]) -> Callable[[], None]:
+            def run() -> None:
+                i = self.calls[which]
+                self.calls[which] = i + 1
+                fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01)
+            return run
+
+        self.fast = step("fast", _kernels.sparse_adagrad_update, self.f)
+        self.numpy = step("numpy", reference.sparse_adagrad_update, self.s)
+        self.rowwise = rowwise
+
+    def torch(self) -> Callable[[], None] | None:
+        if self.rowwise:
+            return None  # torch has no row-wise AdaGrad
+        import torch
+        emb = torch.nn.Embedding.from_pretrained(torch.from_numpy(self.table.copy()),
+                                                 freeze=False, sparse=True)
+        opt = torch.optim.Adagrad(emb.parameters(), lr=0.01)
+        batches = [torch.from_numpy(b) for b in self.batches]
+        grads = [torch.from_numpy(g) for g in self.grads]
+        calls = [0]
+
+        def step() -> None:
+            i = calls[0]
+            calls[0] = i + 1
+            idx = batches[i % 16]
+            emb.weight.grad = torch.sparse_coo_tensor(idx[None, :], grads[i % 4],
+                                                      emb.weight.shape)
+            opt.step()
+        return step
+
+    def identical(self) -> bool:
+        return all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
+
+
 @dataclass(frozen=True)
 class BenchCase:
     """One row of the benchmark table."""
@@ -167,5 +271,8 @@ BENCH_CASES: list[BenchCase] = [
     *(_dense_case(n, quick=n < 64_000_000) for n in DENSE_SIZES),
     BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5,
               lambda dtype, rng: OptimizerWorkload(200, 1000, dtype, rng)),
-    BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5, None),
+    BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5,
+              lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
+    BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
+              lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
 ]

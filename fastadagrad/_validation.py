@@ -146,3 +146,63 @@ def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placem
     opts = check_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize)
     check_no_overlap({"param": param, "grad": grad, "accum": accum})
     return opts
+
+
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def check_indices(indices: Any, n_rows: int) -> np.ndarray:
+    """1-D int32/int64 indices, each in [0, n_rows) (negatives are rejected, never wrapped);
+    returned as a C-contiguous int64 array (a copy only when needed)."""
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"`indices` must be a numpy.ndarray of int32 or int64, got "
+                        f"{type(indices).__name__}")
+    if indices.dtype.newbyteorder("=") not in INDEX_DTYPES:
+        raise TypeError(f"`indices` has dtype {indices.dtype}; it must be int32 or int64")
+    if indices.ndim != 1:
+        raise ValueError(f"`indices` must be 1-D, got shape {indices.shape}")
+    idx = np.ascontiguousarray(indices, dtype=np.int64)
+    if idx.size:
+        bad = np.flatnonzero((idx < 0) | (idx >= n_rows))
+        if bad.size:
+            pos = int(bad[0])
+            raise ValueError(f"`indices[{pos}]` = {int(idx[pos])} is out of range for a table of "
+                             f"{n_rows} rows (valid: 0 <= index < {n_rows}; negatives are not "
+                             f"wrapped); {bad.size} bad index(es), nothing was updated")
+    return idx
+
+
+def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps: Any,
+                 eps_placement: Any, maximize: Any, weight_decay: Any
+                 ) -> tuple[DenseOptions, np.ndarray, np.ndarray]:
+    """Every check of `sparse_adagrad_update`; returns (options, int64 indices, C-contiguous
+    grads). Raises TypeError/ValueError naming the argument."""
+    check_array("table", table, writable=True)
+    check_array("accum", accum, writable=True)
+    check_array("grads", grads, writable=False)
+    if table.ndim != 2:
+        raise ValueError(f"`table` must be 2-D (rows x features), got shape {table.shape}")
+    n, d = table.shape
+    for name, x in (("table", table), ("accum", accum)):
+        if not (x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative):
+            raise ValueError(f"`{name}` must be C-contiguous, aligned and native-endian (it is "
+                             "updated in place row by row)")
+    if accum.dtype != table.dtype:
+        raise TypeError(f"`accum` has dtype {accum.dtype} but `table` has dtype {table.dtype}")
+    if accum.shape not in ((n, d), (n,)):
+        raise ValueError(f"`accum` has shape {accum.shape}; it must be {(n, d)} (element-wise) "
+                         f"or {(n,)} (row-wise)")
+    if grads.dtype.newbyteorder("=") != table.dtype:
+        raise TypeError(f"`grads` has dtype {grads.dtype} but `table` has dtype {table.dtype}")
+    idx = check_indices(indices, n)
+    if grads.shape != (idx.size, d):
+        raise ValueError(f"`grads` has shape {grads.shape}; it must be {(idx.size, d)} "
+                         "(one row per index)")
+    lr_ = check_real("lr", lr)
+    eps_ = check_real("eps", eps)
+    inside = check_eps_placement(eps_placement)
+    maximize_ = check_flag("maximize", maximize)
+    wd = check_real("weight_decay", weight_decay)
+    check_no_overlap({"table": table, "accum": accum, "grads": grads})
+    g = np.ascontiguousarray(grads, dtype=table.dtype)  # read-only input: a copy is harmless
+    return DenseOptions(lr_, eps_, wd, maximize_, inside), idx, g

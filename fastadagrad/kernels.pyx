@@ -272,13 +272,14 @@ cdef void _set_opts(DenseOpts* o, object opts) except *:
     o.zero_if_accum_zero = opts.zero_if_accum_zero
 
 
-cdef object _delegate = None   # the NumPy backend when it is selected, else None
+cdef object _delegate = None   # the NumPy backend module when it is selected, else None
 
 
-def _set_delegate(fn):
-    """Route adagrad_update to `fn` (the NumPy twin) or, with None, to the compiled loops."""
+def _set_delegate(module):
+    """Route the public functions to `module` (fastadagrad.reference) or, with None, to the
+    compiled loops."""
     global _delegate
-    _delegate = fn
+    _delegate = module
 
 
 cdef void _contiguous(int typenum, Py_ssize_t n, void* p, void* g, void* a,
@@ -345,7 +346,7 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _delegate is not None:
-        return _delegate(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
+        return _delegate.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
                          maximize=maximize)
     cdef DenseOpts o
@@ -647,3 +648,6 @@ cdef class ArrayTable:
         else:
             multi_dense_update(self.k, <double**>self.params, <double**>self.grads,
                                <double**>self.accums, self.offsets, o)
+
+
+include "_sparse.pxi"

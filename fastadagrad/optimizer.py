@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
+import re
+from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -39,7 +40,16 @@ CONVENTIONS: dict[str | None, dict[str, Any]] = {
                weight_decay_mode="coupled", zero_if_accum_zero=False),
 }
 GROUP_OPTIONS = ("lr", "eps", "eps_placement", "lr_decay", "weight_decay",
-                 "initial_accumulator_value", "maximize")
+                 "initial_accumulator_value", "maximize", "rowwise")
+
+
+class SparseGrad(NamedTuple):
+    """The gradient of a 2-D parameter given on some rows: `values[k]` is the gradient of row
+    `indices[k]` (int32/int64; duplicates are summed before squaring). AdaGrad.step routes it
+    to fastadagrad.sparse_adagrad_update: only those rows and their accumulators change."""
+
+    indices: np.ndarray
+    values: np.ndarray
 NONFINITE = ("propagate", "skip", "raise")
 STATE_FORMAT = "fastadagrad.AdaGrad/1"
 
@@ -62,8 +72,15 @@ class _Group:
                 self.accums.append(flat_accum[pos:pos + p.size].reshape(p.shape))
                 pos += p.size
             self.flat = (flat_param, flat_accum)
+        elif options["rowwise"]:
+            for name, p in zip(names, params):
+                if p.ndim != 2:
+                    raise ValueError(f"`{name}` has shape {p.shape}; rowwise=True needs 2-D "
+                                     "(rows x features) parameters")
+            self.accums = [np.full(p.shape[0], init, dtype=p.dtype) for p in params]
         else:
             self.accums = [np.full_like(p, init, order="K") for p in params]
+        self.rowwise = options["rowwise"]
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
         self.build_table()
@@ -84,7 +101,8 @@ class _Group:
                          and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
         one_dtype = len({p.dtype for p in self.params}) <= 1
         self.table = (kernels.ArrayTable(self.params, self.accums)
-                      if kernels is not None and contiguous and one_dtype else None)
+                      if kernels is not None and contiguous and one_dtype and not self.rowwise
+                      else None)
         if kernels is not None and self.flat is not None:
             self.flat_table = kernels.ArrayTable([self.flat[0]], [self.flat[1]])
 
@@ -108,6 +126,11 @@ def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         out[name] = _validation.check_real(f"{where}{name}", out[name])
     _validation.check_eps_placement(out["eps_placement"])
     out["maximize"] = _validation.check_flag(f"{where}maximize", out["maximize"])
+    out["rowwise"] = _validation.check_flag(f"{where}rowwise", out["rowwise"])
+    if out["rowwise"] and (out["zero_if_accum_zero"] or (
+            out["weight_decay_mode"] == "decoupled" and out["weight_decay"] != 0)):
+        raise ValueError(f"`{where}rowwise` is not available with this convention's formula "
+                         "(optax's zero mask or Keras' decoupled weight decay)")
     return out
 
 
@@ -134,7 +157,8 @@ class AdaGrad:
                  eps_placement: str | None = None, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float | None = None,
                  maximize: bool = False, convention: str | None = None,
-                 nonfinite: str = "propagate", packed: bool = False) -> None:
+                 nonfinite: str = "propagate", packed: bool = False,
+                 rowwise: bool = False) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -148,6 +172,7 @@ class AdaGrad:
                         initial_accumulator_value=initial_accumulator_value)
         self.defaults: dict[str, Any] = {k: (conv[k] if v is None else v) for k, v in explicit.items()}
         self.defaults.update(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
+                             rowwise=rowwise,
                              weight_decay_mode=conv["weight_decay_mode"],
                              zero_if_accum_zero=conv["zero_if_accum_zero"])
         _check_options(self.defaults, "")
@@ -241,21 +266,29 @@ class AdaGrad:
         compiled = _backend.get_backend() == "cython"
         tables = [g.table if compiled else None for g in self.groups]
         # General path: validate all groups, scan all, then update all.
-        for group, grads_g in zip(self.groups, per_group):
-            self._validate_group(group, grads_g)
-        bad_at = self._first_nonfinite(per_group, tables) if check else None
+        sparse = [self._validate_group(group, grads_g) for group, grads_g in zip(self.groups, per_group)]
+        bad_at = self._first_nonfinite(per_group, tables, sparse) if check else None
         if bad_at is not None:
             return self._finish_bad(bad_at)
-        for group, grads_g, table in zip(self.groups, per_group, tables):
+        kernels = _backend._kernels
+        for group, grads_g, table, sp in zip(self.groups, per_group, tables, sparse):
             clr = group.clr_at(group.step + 1)
             opts = group.opts._replace(clr=clr)
-            if table is not None and table.step(grads_g, opts, clr, False) == -1:
+            if not sp and table is not None and table.step(grads_g, opts, clr, False) == -1:
                 pass
-            elif compiled:
-                for p, g, a in zip(group.params, grads_g, group.accums):
-                    _backend._kernels.update_validated(p, g, a, opts)
             else:
-                reference.multi_update(group.params, grads_g, group.accums, opts)
+                for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
+                    if i in sp:
+                        idx, values = sp[i]
+                        if compiled:
+                            kernels.sparse_validated(p, a, idx, values, opts)
+                        elif idx.size:
+                            with np.errstate(all="ignore"):
+                                reference.sparse_step(p, a, idx, values, opts)
+                    elif compiled:
+                        kernels.update_validated(p, g, a, opts)
+                    else:
+                        reference.multi_update([p], [g], [a], opts)
             group.step += 1
         self.last_step_skipped = False
         return True
@@ -317,29 +350,56 @@ class AdaGrad:
     def _finish_bad(self, where: tuple[int, int]) -> bool:
         gi, i = where
         if self.nonfinite == "raise":
-            name = (self.groups[gi].names[i].replace("params", "grads", 1) if i >= 0
+            name = (_grad_name(self.groups[gi].names[i]) if i >= 0
                     else "grads" if len(self.groups) == 1 else f"grads[{gi}]")
             raise ValueError(f"`{name}` holds NaN or inf (nonfinite='raise'); nothing was updated")
         self.skipped_steps += 1
         self.last_step_skipped = True
         return False
 
-    def _validate_group(self, group: _Group, grads: list[Any]) -> None:
-        for name, p, g, a in zip(group.names, group.params, grads, group.accums):
-            gname = name.replace("params", "grads", 1)
+    def _validate_group(self, group: _Group, grads: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Check every grad of the group; return {array index: (int64 indices, values)} for
+        the sparse ones (a dense grad of a rowwise parameter counts as a sparse grad of all
+        its rows)."""
+        sparse = {}
+        dense_grads = []
+        for i, (name, p, g, a) in enumerate(zip(group.names, group.params, grads, group.accums)):
+            gname = _grad_name(name)
+            if isinstance(g, SparseGrad) or group.rowwise:
+                if not isinstance(g, SparseGrad):
+                    _validation.check_array(gname, g, writable=False)
+                    g = SparseGrad(np.arange(p.shape[0] if p.ndim else 0), g)
+                if p.ndim != 2:
+                    raise ValueError(f"`{gname}` is a SparseGrad but `{name}` has shape {p.shape}; "
+                                     "sparse gradients need 2-D (rows x features) parameters")
+                if group.options["weight_decay_mode"] == "decoupled" and group.options["weight_decay"]:
+                    raise ValueError(f"`{gname}`: sparse gradients are not supported with Keras' "
+                                     "decoupled weight decay (it decays every row)")
+                try:
+                    o, idx, values = _validation.check_sparse(
+                        p, a, g.indices, g.values, 0.0, 0.0, "outside", False, 0.0)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{gname}: {exc}".replace("`table`", f"`{name}`")
+                                    .replace("`grads`", "`values`")) from None
+                sparse[i] = (idx, values)
+                continue
+            dense_grads.append((gname, g))
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
             _validation.check_no_overlap({name: p, gname: g, f"accumulator of {name}": a})
         params = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
-        _check_grads_disjoint(params, [(n.replace("params", "grads", 1), g)
-                                       for n, g in zip(group.names, grads)])
+        _check_grads_disjoint(params, dense_grads + [(f"grads values {i}", v)
+                                                     for i, (_, v) in sparse.items()])
+        return sparse
 
-    def _first_nonfinite(self, per_group: list[list[np.ndarray]], tables: list[Any]) -> tuple[int, int] | None:
-        for gi, (grads, table) in enumerate(zip(per_group, tables)):
-            bad = table.first_nonfinite(grads) if table is not None else -2
+    def _first_nonfinite(self, per_group: list[list[Any]], tables: list[Any],
+                         sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[int, int] | None:
+        for gi, (grads, table, sp) in enumerate(zip(per_group, tables, sparse)):
+            bad = table.first_nonfinite(grads) if table is not None and not sp else -2
             if bad == -2:
-                bad = next((i for i, g in enumerate(grads) if not np.isfinite(g).all()), -1)
+                bad = next((i for i, g in enumerate(grads)
+                            if not np.isfinite(sp[i][1] if i in sp else g).all()), -1)
             if bad >= 0:
                 return gi, bad
         return None
@@ -426,6 +486,15 @@ class AdaGrad:
         sizes = [sum(p.size for p in g.params) for g in self.groups]
         return (f"AdaGrad(groups={len(self.groups)}, elements={sizes}, convention={self.convention!r}, "
                 f"nonfinite={self.nonfinite!r}, steps={[g.step for g in self.groups]})")
+
+
+def _grad_name(param_name: str) -> str:
+    """The name of a param's grad in step()'s argument: params[0]['params'][2] -> grads[0][2],
+    params[3] -> grads[3], params['w'] -> grads['w']."""
+    m = re.fullmatch(r"params\[(\d+)\]\['params'\]\[(\d+)\]", param_name)
+    if m:
+        return f"grads[{m.group(1)}][{m.group(2)}]"
+    return "grads" + param_name[len("params"):]
 
 
 def eval_key(k: str) -> Any:

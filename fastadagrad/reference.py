@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastadagrad._validation import DenseOptions, check_dense
+from fastadagrad._validation import DenseOptions, check_dense, check_sparse
 
 
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
@@ -75,3 +75,79 @@ def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list
         for p, g, a in zip(params, grads, accums):
             if p.size:
                 _dense_step(p, g, a, o)
+
+
+ROWWISE_LANES = 8
+
+
+def rowwise_mean_square(g: np.ndarray) -> np.ndarray:
+    """Mean over each row of g*g with the compiled kernel's fixed order: 8 lanes, lane k sums
+    columns k, k+8, k+16, ... left to right, then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), / d."""
+    b, d = g.shape
+    sq = np.multiply(g, g)
+    pad = (-d) % ROWWISE_LANES
+    if pad:
+        sq = np.concatenate([sq, np.zeros((b, pad), dtype=g.dtype)], axis=1)  # + 0 is exact
+    lanes = np.cumsum(sq.reshape(b, -1, ROWWISE_LANES), axis=1)[:, -1, :]  # sequential sums
+    l = [lanes[:, k] for k in range(ROWWISE_LANES)]
+    total = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+    return np.divide(total, g.dtype.type(d))
+
+
+def merge_duplicates(idx: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique rows, merged grads): the rows of duplicate indices summed in order of
+    appearance, starting from the first occurrence (g1 + g2 + ...)."""
+    rows, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+    merged = grads[first].copy()
+    rest = np.ones(idx.size, dtype=bool)
+    rest[first] = False
+    np.add.at(merged, inverse[rest], grads[rest])   # unbuffered, in order of appearance
+    return rows, merged
+
+
+def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndarray,
+                          grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
+                          eps_placement: str = "outside", maximize: bool = False,
+                          weight_decay: float = 0.0) -> None:
+    """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
+
+    table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
+    (checked before anything is written; negatives are rejected, not wrapped); grads (B, D).
+    accum (N, D): element-wise AdaGrad on each touched row r with its merged gradient g:
+        g = -g (maximize); g = g + weight_decay * table[r]; accum[r] += g*g;
+        table[r] -= (lr * g) / (sqrt(accum[r]) + eps)        [or sqrt(accum[r] + eps)]
+    accum (N,): row-wise AdaGrad (FBGEMM/TorchRec): accum[r] += mean(g*g) over the row (fixed
+        summation order, see rowwise_mean_square); table[r] -= (lr * g) / (sqrt(accum[r]) + eps).
+    Weight decay (coupled) touches only the rows in the batch, once per unique row. Duplicate
+    indices are summed before squaring, in order of appearance. An empty batch is a no-op.
+    """
+    o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
+                             weight_decay)
+    if idx.size == 0 or table.shape[1] == 0:
+        return
+    with np.errstate(all="ignore"):
+        sparse_step(table, accum, idx, g, o)
+
+
+def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
+                o: DenseOptions) -> None:
+    """The sparse step on validated arguments (rows gathered, updated, scattered back)."""
+    rows, merged = merge_duplicates(idx, grads)
+    t = table.dtype.type
+    p = table[rows]
+    if accum.ndim == 2:
+        a = accum[rows]
+        _dense_step(p, merged, a, o)
+        accum[rows] = a
+    else:
+        g = np.multiply(merged, t(-1)) if o.maximize else merged
+        if o.weight_decay != 0:
+            g = np.add(g, np.multiply(t(o.weight_decay), p))
+        a = np.add(accum[rows], rowwise_mean_square(g))
+        accum[rows] = a
+        if o.eps_inside:
+            denom = np.sqrt(np.add(a, t(o.eps)))
+        else:
+            denom = np.add(np.sqrt(a), t(o.eps))
+        np.subtract(p, np.divide(np.multiply(t(o.clr), g), denom[:, None]), out=p)
+    table[rows] = p

@@ -1,0 +1,204 @@
+# Sparse and row-wise AdaGrad over the rows a batch touches (included by kernels.pyx).
+#
+# 1. Merge duplicates with an open-addressing hash (row -> unique id, ids in order of first
+#    appearance): a row seen once is read straight from `grads`; a row seen k > 1 times is
+#    summed into a scratch row in order of appearance, g1 + g2 + ... (deterministic).
+# 2. Update every unique row, in parallel over rows (each row by exactly one thread, with the
+#    same ISA loop as the dense kernel, so any thread count gives the same bytes), prefetching
+#    the table and accumulator rows a few rows ahead.
+# All memory is allocated before the first write; a failure writes nothing.
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FA_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #else
+    #define FA_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void FA_PREFETCH(const void* p) noexcept nogil
+
+cdef Py_ssize_t _PREFETCH_AHEAD = 8
+
+
+cdef inline void _prefetch_row(const char* p, Py_ssize_t nbytes) noexcept nogil:
+    cdef Py_ssize_t off
+    for off in range(0, nbytes, 64):
+        FA_PREFETCH(p + off)
+
+
+cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) noexcept nogil:
+    """Position of the first index outside [0, n), or -1."""
+    cdef Py_ssize_t p
+    for p in range(b):
+        if idx[p] < 0 or idx[p] >= n:
+            return p
+    return -1
+
+
+cdef int sparse_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
+                       const int64_t* idx, Py_ssize_t b, const floating* grads,
+                       const DenseOpts* o) noexcept nogil:
+    """AdaGrad on rows idx[0..b) of a C-contiguous (n, d) table with the (b, d) grads; accum is
+    (n, d) (element-wise) or (n,) (row-wise). Indices must be in range. Returns -1 if out of
+    memory (nothing written), else the number of unique rows."""
+    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, k, nu = 0, nmulti = 0, r
+    cdef int64_t* keys
+    cdef Py_ssize_t* ids
+    cdef Py_ssize_t* uid
+    cdef Py_ssize_t* count
+    cdef Py_ssize_t* first
+    cdef int64_t* urow
+    cdef const floating** src
+    cdef floating* scratch = NULL
+    cdef int nt, t
+    if b == 0:
+        return 0
+    while cap < 2 * b:
+        cap *= 2
+        shift -= 1
+    keys = <int64_t*>malloc(cap * sizeof(int64_t))
+    ids = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
+    uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    count = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    first = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    src = <const floating**>malloc(b * sizeof(floating*))
+    if not (keys and ids and uid and count and first and urow and src):
+        nu = -1
+    else:
+        # 1. unique rows in order of first appearance (Fibonacci hashing, linear probing)
+        for h in range(cap):
+            keys[h] = -1
+        for p in range(b):
+            r = idx[p]
+            h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
+            while keys[h] != -1 and keys[h] != r:
+                h = (h + 1) & (cap - 1)
+            if keys[h] == -1:
+                keys[h] = r
+                ids[h] = nu
+                urow[nu] = r
+                first[nu] = p
+                count[nu] = 0
+                nu += 1
+            u = ids[h]
+            uid[p] = u
+            count[u] += 1
+            if count[u] == 2:
+                nmulti += 1
+        # 2. merged gradient rows, summed in order of appearance
+        if nmulti:
+            scratch = <floating*>malloc(nmulti * d * sizeof(floating))
+            if scratch == NULL:
+                nu = -1
+        if nu >= 0:
+            k = 0
+            for u in range(nu):
+                if count[u] > 1:
+                    src[u] = scratch + k * d
+                    memcpy(scratch + k * d, grads + first[u] * d, d * sizeof(floating))
+                    k += 1
+                else:
+                    src[u] = grads + first[u] * d
+            for p in range(b):
+                u = uid[p]
+                if count[u] > 1 and p != first[u]:
+                    if floating is float:
+                        _table.add_into_f32(d, <float*>src[u], grads + p * d)
+                    else:
+                        _table.add_into_f64(d, <double*>src[u], grads + p * d)
+            # 3. the rows, in parallel
+            nt = _threads_for(nu * d)
+            if nt == 1:
+                _sparse_rows(0, nu, table, accum, rowwise, d, urow, src, o)
+            else:
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    _sparse_rows(t * nu // nt, (t + 1) * nu // nt, table, accum, rowwise, d,
+                                 urow, src, o)
+    free(keys)
+    free(ids)
+    free(uid)
+    free(count)
+    free(first)
+    free(urow)
+    free(src)
+    free(scratch)
+    return nu
+
+
+cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,
+                       bint rowwise, Py_ssize_t d, const int64_t* urow, const floating** src,
+                       const DenseOpts* o) noexcept nogil:
+    cdef Py_ssize_t u, ahead, nbytes = d * sizeof(floating)
+    cdef int64_t r
+    for u in range(start, stop):
+        ahead = u + _PREFETCH_AHEAD
+        if ahead < stop:
+            _prefetch_row(<const char*>(table + urow[ahead] * d), nbytes)
+            if rowwise:
+                FA_PREFETCH(accum + urow[ahead])
+            else:
+                _prefetch_row(<const char*>(accum + urow[ahead] * d), nbytes)
+        r = urow[u]
+        if floating is float:
+            if rowwise:
+                _table.rowwise_f32(d, table + r * d, src[u], accum + r, o)
+            else:
+                _table.dense_f32(d, table + r * d, src[u], accum + r * d, o)
+        else:
+            if rowwise:
+                _table.rowwise_f64(d, table + r * d, src[u], accum + r, o)
+            else:
+                _table.dense_f64(d, table + r * d, src[u], accum + r * d, o)
+
+
+def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
+                          eps_placement="outside", maximize=False, weight_decay=0.0):
+    """AdaGrad on the rows of `table` that `indices` names (duplicates summed first)."""
+    if _delegate is not None:
+        return _delegate.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
+                                               eps_placement=eps_placement, maximize=maximize,
+                                               weight_decay=weight_decay)
+    opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
+                                            eps_placement, maximize, weight_decay)
+    sparse_validated(table, accum, idx, g, opts)
+
+
+def sparse_validated(table, accum, idx, grads, opts):
+    """The sparse step on arguments that passed _validation.check_sparse: idx a C-contiguous
+    in-range int64 array, grads a C-contiguous (len(idx), d) array of the table's dtype."""
+    cdef DenseOpts o
+    cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu
+    cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
+    cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
+    _set_opts(&o, opts)
+    if b == 0 or d == 0:
+        return
+    with nogil:
+        if is_f32:
+            nu = sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a), rowwise,
+                               d, <int64_t*>cnp.PyArray_DATA(i), b,
+                               <const float*>cnp.PyArray_DATA(g), &o)
+        else:
+            nu = sparse_update(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
+                               rowwise, d, <int64_t*>cnp.PyArray_DATA(i), b,
+                               <const double*>cnp.PyArray_DATA(g), &o)
+    if nu < 0:
+        raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
+
+
+sparse_adagrad_update.__doc__ = _reference.sparse_adagrad_update.__doc__
+
+
+def _set_prefetch_ahead(n):
+    """Tuning knob for the benchmarks: rows prefetched ahead in the sparse update (default 8)."""
+    global _PREFETCH_AHEAD
+    old = _PREFETCH_AHEAD
+    _PREFETCH_AHEAD = n
+    return old

@@ -1,0 +1,274 @@
+"""sparse_adagrad_update (element-wise and row-wise), its validation, and AdaGrad's SparseGrad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastadagrad
+from fastadagrad import AdaGrad, SparseGrad
+from fastadagrad._backend import compiled_available
+from fastadagrad.reference import rowwise_mean_square
+from conftest import assert_same_bits
+
+BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
+DTYPES = [np.float32, np.float64]
+
+
+def make(n=50, d=13, b=40, dtype=np.float32, rowwise=False, seed=0, idx=None):
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((n, d)).astype(dtype)
+    accum = np.abs(rng.standard_normal((n,) if rowwise else (n, d))).astype(dtype)
+    if idx is None:
+        idx = rng.integers(0, n, b)
+    grads = rng.standard_normal((len(idx), d)).astype(dtype)
+    return table, accum, np.asarray(idx), grads
+
+
+def both(table, accum, idx, grads, **kw):
+    out = []
+    for name in BACKENDS:
+        t, a = table.copy(), accum.copy()
+        with fastadagrad.backend(name):
+            fastadagrad.sparse_adagrad_update(t, a, idx, grads, **kw)
+        out.append((t, a))
+    for t, a in out[1:]:
+        assert_same_bits(t, out[0][0], "table")
+        assert_same_bits(a, out[0][1], "accum")
+    return out[-1]
+
+
+def explicit_elementwise(table, accum, idx, grads, lr=0.01, eps=1e-10):
+    """The definition, one unique row at a time, with the merged gradient summed in order."""
+    table, accum = table.copy(), accum.copy()
+    for r in dict.fromkeys(idx.tolist()):
+        rows = [k for k in range(len(idx)) if idx[k] == r]
+        g = grads[rows[0]].copy()
+        for k in rows[1:]:
+            g = g + grads[k]
+        fastadagrad.reference.adagrad_update(table[r], g, accum[r], lr=lr, eps=eps)
+    return table, accum
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pattern", ["random", "all equal", "half equal", "no duplicates"])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_elementwise_duplicates_summed_before_squaring(dtype, pattern, index_dtype):
+    b = 64
+    idx = {"random": np.random.default_rng(1).integers(0, 50, b),
+           "all equal": np.full(b, 7),
+           "half equal": np.where(np.arange(b) % 2 == 0, 3, np.arange(b) % 50),
+           "no duplicates": np.random.default_rng(2).permutation(50)[:40]}[pattern]
+    table, accum, idx, grads = make(dtype=dtype, idx=idx.astype(index_dtype))
+    got_t, got_a = both(table, accum, idx, grads)
+    exp_t, exp_a = explicit_elementwise(table, accum, idx, grads)
+    assert_same_bits(got_t, exp_t, "table")
+    assert_same_bits(got_a, exp_a, "accum")
+    untouched = np.setdiff1d(np.arange(50), idx)
+    assert got_t[untouched].tobytes() == table[untouched].tobytes()
+    if pattern == "all equal":   # one row, one update with the summed gradient
+        assert np.allclose(got_a[7], accum[7] + grads.sum(axis=0) ** 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 7, 8, 13, 16, 64, 100])
+def test_rowwise_definition_and_summation_order(dtype, d):
+    table, accum, idx, grads = make(d=d, dtype=dtype, rowwise=True, idx=[4, 9, 4, 0])
+    got_t, got_a = both(table, accum, idx, grads, lr=0.1)
+    g4 = grads[0] + grads[2]
+    for r, g in ((4, g4), (9, grads[1]), (0, grads[3])):
+        ms = rowwise_mean_square(g[None, :])[0]
+        # the fixed order is a sum of squares: close to the plain mean, exact to its own rule
+        assert np.isclose(ms, np.mean(g.astype(np.float64) ** 2), rtol=1e-5)
+        acc = accum[r] + ms
+        assert got_a[r] == acc
+        expected = table[r] - (dtype(0.1) * g) / (np.sqrt(acc) + dtype(1e-10))
+        assert got_t[r].tobytes() == expected.astype(dtype).tobytes()
+    others = np.setdiff1d(np.arange(len(accum)), [0, 4, 9])
+    assert got_a[others].tobytes() == accum[others].tobytes()
+
+
+def test_rowwise_lane_order_is_what_the_docs_say():
+    g = np.arange(1, 20, dtype=np.float32)[None, :] / 7
+    sq = (g * g)[0]
+    lanes = [np.float32(0)] * 8
+    for j, v in enumerate(sq):
+        lanes[j % 8] = np.float32(lanes[j % 8] + v)
+    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    assert rowwise_mean_square(g)[0] == np.float32(total / np.float32(19))
+
+
+@pytest.mark.parametrize("rowwise", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_counts_give_identical_bytes(compiled, restore_threads, rowwise, dtype):
+    rng = np.random.default_rng(3)
+    n, d, b = 20_000, 64, 4096
+    table = rng.standard_normal((n, d)).astype(dtype)
+    accum = np.full((n,) if rowwise else (n, d), 0.1, dtype)
+    idx = rng.integers(0, n, b)
+    idx[: b // 4] = idx[b // 4: b // 2]   # a quarter duplicates
+    grads = rng.standard_normal((b, d)).astype(dtype)
+    results = []
+    for threads in (1, 2, 3):
+        fastadagrad.set_num_threads(threads)
+        t, a = table.copy(), accum.copy()
+        fastadagrad.sparse_adagrad_update(t, a, idx, grads, weight_decay=0.01)
+        results.append((t, a))
+    ref_t, ref_a = table.copy(), accum.copy()
+    fastadagrad.reference.sparse_adagrad_update(ref_t, ref_a, idx, grads, weight_decay=0.01)
+    for t, a in results:
+        assert t.tobytes() == ref_t.tobytes() and a.tobytes() == ref_a.tobytes()
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_empty_batch_is_a_no_op(backend_name, rowwise):
+    table, accum, _, _ = make(rowwise=rowwise)
+    t, a = table.copy(), accum.copy()
+    with fastadagrad.backend(backend_name):
+        fastadagrad.sparse_adagrad_update(t, a, np.zeros(0, np.int64), np.zeros((0, 13), np.float32))
+    assert t.tobytes() == table.tobytes() and a.tobytes() == accum.tobytes()
+
+
+def bad_sparse_calls():
+    t, a, i, g = make()
+    yield "index N", ValueError, "`indices[2]` = 50 is out of range", (t, a, np.array([1, 2, 50, 3]), g[:4]), {}
+    yield "index -1", ValueError, "`indices[1]` = -1 is out of range", (t, a, np.array([0, -1, 5]), g[:3]), {}
+    yield "index huge", ValueError, "`indices[0]` = 9223372036854775807", (t, a, np.array([2**63 - 1]), g[:1]), {}
+    yield "index int8", TypeError, "`indices` has dtype int8", (t, a, np.array([1], np.int8), g[:1]), {}
+    yield "index float", TypeError, "`indices` has dtype float64", (t, a, np.array([1.0]), g[:1]), {}
+    yield "index list", TypeError, "`indices` must be a numpy.ndarray", (t, a, [1, 2], g[:2]), {}
+    yield "index 2-D", ValueError, "`indices` must be 1-D", (t, a, np.array([[1, 2]]), g[:2]), {}
+    yield "grads rows", ValueError, "`grads` has shape (3, 13)", (t, a, np.array([1, 2]), g[:3]), {}
+    yield "grads dtype", TypeError, "`grads` has dtype float64", (t, a, i, g.astype(np.float64)), {}
+    yield "accum shape", ValueError, "`accum` has shape (50, 12)", (t, a[:, :12].copy(), i, g), {}
+    yield "accum dtype", TypeError, "`accum` has dtype float64", (t, a.astype(np.float64), i, g), {}
+    yield "table 1-D", ValueError, "`table` must be 2-D", (t[0], a[0], np.array([0]), g[:1, :1]), {}
+    yield "table view", ValueError, "`table` must be C-contiguous", (t[:, :12], a[:, :12], i, g[:, :12]), {}
+    yield "table int", TypeError, "`table` has dtype int64", (t.astype(np.int64), a, i, g), {}
+    yield "grads overlap", ValueError, "`table` and `grads` overlap", (t, a, np.array([0, 1]), t[:2]), {}
+    yield "lr", ValueError, "`lr` must be >= 0", (t, a, i, g), dict(lr=-1.0)
+    yield "eps", ValueError, "`eps` must be finite", (t, a, i, g), dict(eps=float("nan"))
+    yield "maximize", TypeError, "`maximize` must be a bool", (t, a, i, g), dict(maximize="yes")
+    yield "placement", ValueError, "`eps_placement`", (t, a, i, g), dict(eps_placement="both")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("case", list(bad_sparse_calls()), ids=lambda c: c[0])
+def test_bad_calls_leave_everything_unchanged(backend_name, case):
+    label, exc, fragment, args, kwargs = case
+    snapshot = [np.array(x, copy=True) if isinstance(x, np.ndarray) else None for x in args]
+    with fastadagrad.backend(backend_name), pytest.raises(exc) as info:
+        fastadagrad.sparse_adagrad_update(*args, **kwargs)
+    assert fragment in str(info.value), str(info.value)
+    for x, snap in zip(args, snapshot):
+        if snap is not None:
+            assert x.tobytes() == snap.tobytes(), label
+
+
+def test_bad_index_after_good_ones_writes_nothing(compiled):
+    """FBGEMM stops midway after writing earlier rows; we check every index first."""
+    table, accum, _, grads = make(b=5)
+    idx = np.array([1, 2, 3, 4, 50])
+    t, a = table.copy(), accum.copy()
+    with pytest.raises(ValueError, match=r"`indices\[4\]` = 50"):
+        fastadagrad.sparse_adagrad_update(t, a, idx, grads)
+    assert t.tobytes() == table.tobytes() and a.tobytes() == accum.tobytes()
+
+
+# ----------------------------------------------------------------------------- optimizer
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_optimizer_routes_sparse_grads(backend_name, rowwise, tmp_path):
+    rng = np.random.default_rng(5)
+    emb = rng.standard_normal((30, 8)).astype(np.float32)
+    w = rng.standard_normal(4).astype(np.float32)
+    emb_ref = emb.copy()
+    acc_ref = np.full((30,) if rowwise else (30, 8), 0.2, np.float32)
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad([{"params": [emb], "rowwise": rowwise}, {"params": [w]}], lr=0.1,
+                      lr_decay=0.01, initial_accumulator_value=0.2)
+        assert opt.groups[0].accums[0].shape == acc_ref.shape
+        for step in range(1, 6):
+            idx = rng.integers(0, 30, 12)
+            vals = rng.standard_normal((12, 8)).astype(np.float32)
+            opt.step([[SparseGrad(idx, vals)], [rng.standard_normal(4).astype(np.float32)]])
+            # the group's clr includes lr_decay; the public function takes the effective lr
+            fastadagrad.sparse_adagrad_update(emb_ref, acc_ref, idx, vals,
+                                              lr=0.1 / (1 + (step - 1) * 0.01))
+    assert emb.tobytes() == emb_ref.tobytes()
+    assert opt.groups[0].accums[0].tobytes() == acc_ref.tobytes()
+    # state_dict round trip through npz
+    np.savez(tmp_path / "s.npz", **opt.state_dict())
+    opt2 = AdaGrad([{"params": [emb.copy()], "rowwise": rowwise}, {"params": [w.copy()]}], lr=0.1)
+    opt2.load_state_dict(np.load(tmp_path / "s.npz"))
+    assert opt2.groups[0].accums[0].tobytes() == acc_ref.tobytes()
+    assert opt2.groups[0].step == 5
+
+
+def test_optimizer_sparse_validation_names_the_grad():
+    emb = np.zeros((10, 4), np.float32)
+    opt = AdaGrad([emb])
+    with pytest.raises(ValueError, match=r"grads\[0\].*`indices\[1\]` = 10"):
+        opt.step([SparseGrad(np.array([1, 10]), np.ones((2, 4), np.float32))])
+    assert opt.groups[0].step == 0 and not emb.any()
+    with pytest.raises(ValueError, match="2-D"):
+        AdaGrad([np.zeros(3)]).step([SparseGrad(np.array([0]), np.ones((1, 1)))])
+    with pytest.raises(ValueError, match="rowwise=True needs 2-D"):
+        AdaGrad([np.zeros(3)], rowwise=True)
+    with pytest.raises(ValueError, match="rowwise"):
+        AdaGrad([np.zeros((3, 2))], rowwise=True, convention="optax", lr=0.1)
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_optimizer_nonfinite_sparse_values(policy):
+    emb = np.ones((10, 4))
+    opt = AdaGrad([emb], nonfinite=policy)
+    vals = np.ones((2, 4))
+    vals[1, 2] = np.inf
+    if policy == "raise":
+        with pytest.raises(ValueError, match=r"`grads\[0\]` holds NaN or inf"):
+            opt.step([SparseGrad(np.array([1, 2]), vals)])
+    else:
+        assert opt.step([SparseGrad(np.array([1, 2]), vals)]) is False
+    assert (emb == 1).all() and opt.groups[0].step == 0
+
+
+# ----------------------------------------------------------------------------- torch
+def test_against_torch_sparse_embedding():
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+    rng = np.random.default_rng(8)
+    n, d = 200, 16
+    init = rng.standard_normal((n, d)).astype(np.float32)
+    emb = torch.nn.Embedding.from_pretrained(torch.from_numpy(init.copy()), freeze=False, sparse=True)
+    topt = torch.optim.Adagrad(emb.parameters(), lr=0.05)
+    table, accum = init.copy(), np.zeros((n, d), np.float32)
+    worst, acc_ulps = 0.0, 0
+    for step in range(30):
+        idx = rng.integers(0, n, 64)
+        idx[:16] = idx[16:32]   # duplicates
+        out_grad = rng.standard_normal((64, d)).astype(np.float32)
+        topt.zero_grad()
+        emb(torch.from_numpy(idx)).backward(torch.from_numpy(out_grad))
+        topt.step()
+        before = table.copy()
+        fastadagrad.sparse_adagrad_update(table, accum, idx, out_grad, lr=0.05)
+        t = emb.weight.detach().numpy()
+        # torch computes p + (-clr) * (g / std): one rounding apart from (clr * g) / std, so
+        # measure the difference in ulps of this step's update (plus the parameter's own ulp)
+        update = np.abs(t - before)
+        diff = np.abs(table - t) - np.spacing(np.abs(t))
+        ulps_of_update = np.where(diff > 0, diff / np.spacing(np.maximum(update, 1e-30)), 0)
+        worst = max(worst, float(ulps_of_update.max()))
+        tsum = topt.state[emb.weight]["sum"].to_dense().numpy()
+        # accumulators: equal up to the order torch's coalesce sums duplicates in (3+ repeats;
+        # three gradients ~1 summed in another order differ by ~3e-7 in g, so by up to ~1e-6
+        # in g*g after cancellation)
+        np.testing.assert_allclose(accum, tsum, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)
+        acc_ulps = max(acc_ulps, int(np.abs(accum.view(np.int32).astype(np.int64)
+                                            - tsum.view(np.int32).astype(np.int64)).max()))
+        table[...] = t                      # re-sync to torch's state each step
+        accum[...] = topt.state[emb.weight]["sum"].to_dense().numpy()
+    print(f"\nsparse vs torch: accumulators within {acc_ulps} ulps; params within 1 ulp + "
+          f"{worst:.1f} ulps of the step's update")
+    assert worst <= 4
