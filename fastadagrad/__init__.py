@@ -25,7 +25,7 @@ from fastadagrad.optimizer import CONVENTIONS, AdaGrad, SparseGrad, pack
 __version__ = "0.1.0"
 __all__ = [
     "adagrad_update", "backend", "get_backend", "set_backend", "compiled_available",
-    "get_num_threads", "set_num_threads", "get_isa", "show_config", "__version__",
+    "get_num_threads", "set_num_threads", "get_isa", "show_config", "get_include", "__version__",
     "AdaGrad", "CONVENTIONS", "SparseGrad", "pack", "sparse_adagrad_update",
 ]
 
@@ -38,6 +38,14 @@ if _kernels is not None:
 else:
     adagrad_update = reference.adagrad_update
     sparse_adagrad_update = reference.sparse_adagrad_update
+
+
+def get_include() -> str:
+    """The directory to pass as a Cython include path (`cythonize(..., include_path=[...])`)
+    so that `cimport fastadagrad.kernels` finds kernels.pxd; see that file for the C-level API.
+    (Usually unnecessary: Cython also finds it on sys.path.)"""
+    import os
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def get_num_threads() -> int:

@@ -40,7 +40,7 @@ cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) 
     return -1
 
 
-cdef int sparse_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
+cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
                        const int64_t* idx, Py_ssize_t b, const floating* grads,
                        const DenseOpts* o) noexcept nogil:
     """AdaGrad on rows idx[0..b) of a C-contiguous (n, d) table with the (b, d) grads; accum is

@@ -651,3 +651,60 @@ cdef class ArrayTable:
 
 
 include "_sparse.pxi"
+
+
+# ----------------------------------------------------------------------------- C-level API
+# Declared in kernels.pxd for `cimport fastadagrad.kernels`; thin non-fused names over the
+# dispatching functions above.
+cdef void adagrad_options(DenseOpts* opts, double lr, double eps, bint eps_inside,
+                          double weight_decay, double lr_decay, long long step,
+                          bint maximize) noexcept nogil:
+    opts.lr = lr / (1.0 + <double>(step - 1) * lr_decay)
+    opts.eps = eps
+    opts.eps_inside = eps_inside
+    opts.weight_decay = weight_decay
+    opts.maximize = maximize
+    opts.decoupled_weight_decay = 0
+    opts.zero_if_accum_zero = False
+
+
+cdef void adagrad_dense_f32(Py_ssize_t n, float* param, const float* grad, float* accum,
+                            const DenseOpts* opts) noexcept nogil:
+    dense_update(n, param, grad, accum, opts)
+
+
+cdef void adagrad_dense_f64(Py_ssize_t n, double* param, const double* grad, double* accum,
+                            const DenseOpts* opts) noexcept nogil:
+    dense_update(n, param, grad, accum, opts)
+
+
+cdef void adagrad_multi_f32(Py_ssize_t k, float** params, float** grads, float** accums,
+                            const Py_ssize_t* offsets, const DenseOpts* opts) noexcept nogil:
+    multi_dense_update(k, params, grads, accums, offsets, opts)
+
+
+cdef void adagrad_multi_f64(Py_ssize_t k, double** params, double** grads, double** accums,
+                            const Py_ssize_t* offsets, const DenseOpts* opts) noexcept nogil:
+    multi_dense_update(k, params, grads, accums, offsets, opts)
+
+
+cdef Py_ssize_t adagrad_first_nonfinite_f32(Py_ssize_t k, float** grads,
+                                            const Py_ssize_t* offsets) noexcept nogil:
+    return multi_first_nonfinite(k, grads, offsets)
+
+
+cdef Py_ssize_t adagrad_first_nonfinite_f64(Py_ssize_t k, double** grads,
+                                            const Py_ssize_t* offsets) noexcept nogil:
+    return multi_first_nonfinite(k, grads, offsets)
+
+
+cdef Py_ssize_t adagrad_sparse_f32(float* table, float* accum, bint rowwise, Py_ssize_t d,
+                                   const int64_t* idx, Py_ssize_t b, const float* grads,
+                                   const DenseOpts* opts) noexcept nogil:
+    return sparse_update(table, accum, rowwise, d, idx, b, grads, opts)
+
+
+cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, Py_ssize_t d,
+                                   const int64_t* idx, Py_ssize_t b, const double* grads,
+                                   const DenseOpts* opts) noexcept nogil:
+    return sparse_update(table, accum, rowwise, d, idx, b, grads, opts)
