@@ -9,17 +9,22 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Iterator
+from typing import Any, Iterator
 
 from fastadagrad import reference
 
 BACKENDS = ("cython", "numpy")
+__all__ = ["BACKENDS", "IMPORT_ERROR", "_kernels", "backend", "compiled_available",
+           "get_backend", "set_backend"]
 
+_kernels: Any  # the compiled module fastadagrad.kernels, or None when it is not built
+IMPORT_ERROR: ImportError | None
 try:
-    from fastadagrad import kernels as _kernels
-    IMPORT_ERROR: ImportError | None = None
+    from fastadagrad import kernels as _compiled
+    _kernels = _compiled
+    IMPORT_ERROR = None
 except ImportError as exc:  # the extension was not built
-    _kernels = None  # type: ignore[assignment]
+    _kernels = None
     IMPORT_ERROR = exc
 
 _current = "numpy"

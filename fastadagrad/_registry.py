@@ -127,10 +127,11 @@ class Workload(Protocol):
     on separate copies of the same inputs, so that `identical()` can compare their outputs;
     `probe` (dense only) and `torch()` (builds torch's step, or None)."""
 
-    fast: Callable[[], None]
-    numpy: Callable[[], None]
+    fast: Callable[[], Any]
+    numpy: Callable[[], Any]
+    probe: Callable[[], Any] | None
 
-    def torch(self) -> Callable[[], None] | None: ...
+    def torch(self) -> Callable[[], Any] | None: ...
     def identical(self) -> bool: ...
 
 
@@ -144,9 +145,12 @@ class DenseWorkload:
         self.f = {k: v.copy() for k, v in self.inputs.items()}
         self.s = {k: v.copy() for k, v in self.inputs.items()}
         # Bound once, so a timed call costs what a user's call costs and nothing more.
-        self.fast = functools.partial(_kernels.adagrad_update, *self.f.values(), **self.options)
-        self.numpy = functools.partial(reference.adagrad_update, *self.s.values(), **self.options)
-        self.probe = functools.partial(_kernels.bandwidth_probe, *self.f.values())
+        self.fast: Callable[[], Any] = functools.partial(_kernels.adagrad_update, *self.f.values(),
+                                                         **self.options)
+        self.numpy: Callable[[], Any] = functools.partial(reference.adagrad_update,
+                                                          *self.s.values(), **self.options)
+        self.probe: Callable[[], Any] | None = functools.partial(_kernels.bandwidth_probe,
+                                                                 *self.f.values())
 
     def torch(self) -> Callable[[], None] | None:
         import torch
@@ -174,12 +178,13 @@ class OptimizerWorkload:
         self.s = [p.copy() for p in self.params]
         self.fast_opt = AdaGrad(self.f, lr=0.01)
         self.slow_opt = AdaGrad(self.s, lr=0.01)
-        self.fast = functools.partial(self.fast_opt.step, self.grads)
+        self.fast: Callable[[], Any] = functools.partial(self.fast_opt.step, self.grads)
+        self.probe: Callable[[], Any] | None = None
 
         def numpy() -> None:
             with _backend.backend("numpy"):
                 self.slow_opt.step(self.grads)
-        self.numpy = numpy
+        self.numpy: Callable[[], Any] = numpy
 
     def torch(self) -> Callable[[], None] | None:
         import torch
@@ -218,16 +223,20 @@ class SparseWorkload:
                 fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01)
             return run
 
-        self.fast = step("fast", _kernels.sparse_adagrad_update, self.f)
-        self.numpy = step("numpy", reference.sparse_adagrad_update, self.s)
+        self.fast: Callable[[], Any] = step("fast", _kernels.sparse_adagrad_update, self.f)
+        self.numpy: Callable[[], Any] = step("numpy", reference.sparse_adagrad_update, self.s)
+        self.probe: Callable[[], Any] | None = None
         self.rowwise = rowwise
 
     def torch(self) -> Callable[[], None] | None:
         if self.rowwise:
             return None  # torch has no row-wise AdaGrad
         import torch
-        emb = torch.nn.Embedding.from_pretrained(torch.from_numpy(self.table.copy()),
-                                                 freeze=False, sparse=True)
+        n_rows, dim = self.table.shape
+        emb = torch.nn.Embedding(n_rows, dim, sparse=True,
+                                 dtype=torch.from_numpy(self.table[:1]).dtype)
+        with torch.no_grad():
+            emb.weight.copy_(torch.from_numpy(self.table))
         opt = torch.optim.Adagrad(emb.parameters(), lr=0.01)
         batches = [torch.from_numpy(b) for b in self.batches]
         grads = [torch.from_numpy(g) for g in self.grads]
@@ -261,8 +270,10 @@ class BenchCase:
 def _dense_case(n: int, quick: bool = True) -> BenchCase:
     mantissa, exponent = f"{n:.1e}".split("e")
     label = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    def make(dtype: Any, rng: np.random.Generator) -> Workload:
+        return DenseWorkload(n, dtype, rng)
     return BenchCase(name=f"dense {label}", kind="dense", elements=n, bytes_per_element=5,
-                     make=lambda dtype, rng, n=n: DenseWorkload(n, dtype, rng), quick=quick)
+                     make=make, quick=quick)
 
 
 DENSE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 16_000_000, 64_000_000)

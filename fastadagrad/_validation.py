@@ -58,16 +58,28 @@ def check_same_layout(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) 
         raise ValueError(f"`{name}` has shape {x.shape} but `{ref_name}` has shape {ref.shape}")
 
 
+def shares_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Exact overlap test (np.shares_memory), treated as overlapping when it is too hard."""
+    try:
+        # numpy's stub types max_work as Literal[-1, 0]; at run time any bound is accepted
+        return bool(np.shares_memory(a, b, max_work=10**6))  # type: ignore[arg-type]
+    except np.exceptions.TooHardError:  # pragma: no cover - pathological strides only
+        return True
+
+
+def byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    """[low, high) addresses of the memory `a` spans (numpy 1.x and 2.x)."""
+    utils = getattr(np.lib, "array_utils", np)
+    lo, hi = utils.byte_bounds(a)
+    return int(lo), int(hi)
+
+
 def check_no_overlap(named: dict[str, np.ndarray]) -> None:
     """No two of the arrays may share memory (exact test, so interleaved views are fine)."""
     items = list(named.items())
     for i, (name_a, a) in enumerate(items):
         for name_b, b in items[i + 1 :]:
-            try:
-                shared = np.shares_memory(a, b, max_work=10**6)
-            except np.exceptions.TooHardError:  # pragma: no cover - pathological strides only
-                shared = True
-            if shared:
+            if shares_memory(a, b):
                 raise ValueError(f"`{name_a}` and `{name_b}` overlap in memory; pass separate arrays")
 
 

@@ -158,7 +158,7 @@ def time_cases(cases: Sequence[BenchCase], dtypes: Sequence[str], *, quick: bool
             progress(f"[{done}/{total}] timing {case.name} {dtype_name}")
             work = case.make(dtype, rng)
             fns = {"numpy": work.numpy, "fast": work.fast}
-            if case.kind == "dense":
+            if work.probe is not None:
                 fns["probe"] = work.probe
             torch_step = work.torch() if torch is not None else None
             if torch_step is not None:

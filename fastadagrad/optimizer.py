@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, cast
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class _Group:
         self.names = names
         self.step = 0
         self.flat: tuple[np.ndarray, np.ndarray] | None = None  # (param arena, accum arena)
+        self.accums: ArrayList
         init = options["initial_accumulator_value"]
         if packed:
             flat_param = _arena_view(params)
@@ -93,7 +94,7 @@ class _Group:
 
     def clr_at(self, step: int) -> float:
         """lr / (1 + (step - 1) * lr_decay) in double, as _validation.effective_lr."""
-        return self.lr / (1.0 + (step - 1) * self.lr_decay)
+        return float(self.lr / (1.0 + (step - 1) * self.lr_decay))
 
     def build_table(self) -> None:
         kernels = _backend._kernels
@@ -177,7 +178,7 @@ class AdaGrad:
                              zero_if_accum_zero=conv["zero_if_accum_zero"])
         _check_options(self.defaults, "")
         self._structure, raw_groups = self._parse_params(params)
-        self.groups: list[_Group] = []
+        checked: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
         for gi, (arrays, names, overrides) in enumerate(raw_groups):
             unknown = set(overrides) - set(GROUP_OPTIONS)
             if unknown:
@@ -187,10 +188,9 @@ class AdaGrad:
             options = _check_options({**self.defaults, **overrides}, where)
             for name, p in zip(names, arrays):
                 _validation.check_array(name, p, writable=True)
-            self.groups.append((arrays, names, options))  # type: ignore[arg-type]
-        all_arrays = [(n, p) for arrays, names, _ in self.groups for n, p in zip(names, arrays)]  # type: ignore[misc]
-        _check_disjoint(all_arrays)
-        self.groups = [_Group(a, n, o, self.packed) for a, n, o in self.groups]  # type: ignore[misc]
+            checked.append((arrays, names, options))
+        _check_disjoint([(n, p) for arrays, names, _ in checked for n, p in zip(names, arrays)])
+        self.groups = [_Group(a, n, o, self.packed) for a, n, o in checked]
         self.skipped_steps = 0
         self.last_step_skipped = False
 
@@ -207,15 +207,16 @@ class AdaGrad:
         if not items:
             raise ValueError("`params` is empty")
         if all(isinstance(x, Mapping) for x in items):
-            groups = []
+            groups: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
             for gi, group in enumerate(items):
+                assert isinstance(group, Mapping)
                 if "params" not in group:
                     raise ValueError(f"`params[{gi}]` has no 'params' entry")
                 arrays = list(group["params"])
                 names = [f"params[{gi}]['params'][{i}]" for i in range(len(arrays))]
                 groups.append((arrays, names, {k: v for k, v in group.items() if k != "params"}))
             return "groups", groups
-        return "list", [(items, [f"params[{i}]" for i in range(len(items))], {})]
+        return "list", [(cast(ArrayList, items), [f"params[{i}]" for i in range(len(items))], {})]
 
     def _split_grads(self, grads: Any) -> list[list[Any]]:
         """Grads in the structure of params -> one list per group (counts checked)."""
@@ -337,7 +338,7 @@ class AdaGrad:
         if group.flat_table is not None and _backend._current == "cython":
             bad = group.flat_table.first_nonfinite([g])
             if bad != -2:
-                return bad == -1
+                return bool(bad == -1)
         return bool(np.isfinite(g).all())
 
     def _finish(self, bad: int) -> bool:
@@ -503,43 +504,38 @@ def eval_key(k: str) -> Any:
     return ast.literal_eval(k)
 
 
-def _bounds(a: np.ndarray) -> tuple[int, int]:
-    lo, hi = np.lib.array_utils.byte_bounds(a) if hasattr(np.lib, "array_utils") else np.byte_bounds(a)
-    return lo, hi
-
-
 def _check_disjoint(named: list[tuple[str, np.ndarray]]) -> None:
     """No two params share memory: sort by byte bounds, exact test only where bounds meet."""
-    spans = sorted((_bounds(a), n, a) for n, a in named if a.size)
+    spans = sorted((_validation.byte_bounds(a), n, a) for n, a in named if a.size)
     for i in range(len(spans)):
         (lo_i, hi_i), n_i, a_i = spans[i]
         for j in range(i + 1, len(spans)):
             (lo_j, _), n_j, a_j = spans[j]
             if lo_j >= hi_i:
                 break
-            if np.shares_memory(a_i, a_j, max_work=10**6):
+            if _validation.shares_memory(a_i, a_j):
                 raise ValueError(f"`{n_i}` and `{n_j}` overlap in memory; pass separate arrays")
 
 
 def _check_grads_disjoint(params: list[tuple[str, np.ndarray]], grads: list[tuple[str, np.ndarray]]) -> None:
     """No grad shares memory with any param (grads may share memory with each other).
     Params sorted by start address; prefix maxima of their ends bound the backwards scan."""
-    spans = sorted((_bounds(a), n, a) for n, a in params if a.size)
+    spans = sorted((_validation.byte_bounds(a), n, a) for n, a in params if a.size)
     starts = [lo for (lo, _), _, _ in spans]
     reach = list(itertools.accumulate((hi for (_, hi), _, _ in spans), max))
     for gname, g in grads:
         if not g.size:
             continue
-        glo, ghi = _bounds(g)
+        glo, ghi = _validation.byte_bounds(g)
         k = bisect.bisect_left(starts, ghi) - 1   # params starting before the grad ends
         while k >= 0 and reach[k] > glo:
             (_, hi), pname, p = spans[k]
-            if hi > glo and np.shares_memory(g, p, max_work=10**6):
+            if hi > glo and _validation.shares_memory(g, p):
                 raise ValueError(f"`{gname}` and `{pname}` overlap in memory; pass separate arrays")
             k -= 1
 
 
-def _root(a: np.ndarray) -> Any:
+def _root(a: np.ndarray) -> np.ndarray:
     while isinstance(a.base, np.ndarray):
         a = a.base
     return a
@@ -560,7 +556,7 @@ def _arena_view(arrays: ArrayList) -> np.ndarray:
         end = lo + p.nbytes
     flat = root.reshape(-1).view(np.uint8)
     offset = start - root.__array_interface__["data"][0]
-    return flat[offset:offset + (end - start)].view(arrays[0].dtype)
+    return cast(np.ndarray, flat[offset:offset + (end - start)].view(arrays[0].dtype))
 
 
 def pack(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:

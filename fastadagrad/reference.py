@@ -91,7 +91,7 @@ def rowwise_mean_square(g: np.ndarray) -> np.ndarray:
     lanes = np.cumsum(sq.reshape(b, -1, ROWWISE_LANES), axis=1)[:, -1, :]  # sequential sums
     l = [lanes[:, k] for k in range(ROWWISE_LANES)]
     total = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
-    return np.divide(total, g.dtype.type(d))
+    return np.asarray(np.divide(total, g.dtype.type(d)))
 
 
 def merge_duplicates(idx: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

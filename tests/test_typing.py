@@ -1,0 +1,78 @@
+"""Typing: py.typed and the .pyi stub ship with the package, and `mypy --strict` passes on a
+small usage example (and on the package itself)."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+import fastadagrad
+from conftest import run_python
+
+pytest.importorskip("mypy", reason="mypy is not installed (it is part of the test extras)")
+
+PKG = os.path.dirname(os.path.abspath(fastadagrad.__file__))
+
+EXAMPLE = textwrap.dedent('''
+    import numpy as np
+    import numpy.typing as npt
+
+    import fastadagrad
+    from fastadagrad import AdaGrad, SparseGrad
+
+
+    def train(params: list[npt.NDArray[np.float32]], steps: int) -> float:
+        opt = AdaGrad(params, lr=0.1, convention="torch", nonfinite="skip")
+        for _ in range(steps):
+            applied: bool = opt.step([np.ones_like(p) for p in params])
+            assert applied
+        state = opt.state_dict()
+        opt.load_state_dict(state)
+        return float(params[0][0])
+
+
+    def main() -> None:
+        p = np.zeros(10, np.float32)
+        a = np.zeros_like(p)
+        fastadagrad.adagrad_update(p, np.ones_like(p), a, lr=0.5, eps_placement="inside", step=2)
+        table = np.zeros((100, 8), np.float32)
+        acc = np.zeros(100, np.float32)
+        fastadagrad.sparse_adagrad_update(table, acc, np.array([1, 2]), np.ones((2, 8), np.float32))
+        with fastadagrad.backend("numpy"):
+            x: float = train([np.zeros(3, np.float32)], 2)
+        old: int = fastadagrad.set_num_threads(1)
+        isa: str = fastadagrad.get_isa()
+        views, arena = fastadagrad.pack([np.zeros(3), np.zeros(4)])
+        opt = AdaGrad({"w": views[0], "b": views[1]}, packed=True)
+        opt.step({"w": np.ones(3), "b": np.ones(4)})
+        emb = AdaGrad([{"params": [table], "rowwise": True}])
+        emb.step([[SparseGrad(np.array([3]), np.ones((1, 8), np.float32))]])
+        include: str = fastadagrad.get_include()
+        print(x, old, isa, arena.size, include, fastadagrad.show_config()["backend"])
+
+
+    main()
+''')
+
+
+def test_typing_files_ship_with_the_package():
+    assert os.path.exists(os.path.join(PKG, "py.typed"))
+    assert os.path.exists(os.path.join(PKG, "kernels.pyi"))
+    assert os.path.exists(os.path.join(PKG, "kernels.pxd"))
+
+
+def test_mypy_strict_on_a_usage_example(tmp_path):
+    (tmp_path / "usage.py").write_text(EXAMPLE)
+    out = run_python("", args=("-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                               "usage.py"), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    ran = run_python("", args=("usage.py",), cwd=str(tmp_path))   # and it runs
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_mypy_strict_on_the_package(tmp_path):
+    out = run_python("", args=("-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                               PKG), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
