@@ -22,6 +22,14 @@ ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const 
 ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
                                Py_ssize_t sg, double* accum, Py_ssize_t sa,
                                const DenseOpts* o) noexcept nogil
+from libc.stdint cimport int64_t
+
+ctypedef void (*rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src, float* table,
+                            float* accum, Py_ssize_t d, bint is_rowwise, Py_ssize_t ahead,
+                            const DenseOpts* o) noexcept nogil
+ctypedef void (*rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
+                            double* table, double* accum, Py_ssize_t d, bint is_rowwise,
+                            Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
 ctypedef void (*add_f32_t)(Py_ssize_t n, float* dst, const float* src) noexcept nogil
 ctypedef void (*add_f64_t)(Py_ssize_t n, double* dst, const double* src) noexcept nogil
 ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
@@ -37,6 +45,8 @@ ctypedef struct KernelTable:
     strided_f64_t strided_f64
     dense_f32_t rowwise_f32      # same signature: (d, row, grad, &accum_of_row, opts)
     dense_f64_t rowwise_f64
+    rows_f32_t sparse_rows_f32   # (count, rows, grad rows, table, accum, d, rowwise, ahead, opts)
+    rows_f64_t sparse_rows_f64
     add_f32_t add_into_f32
     add_f64_t add_into_f64
     finite_f32_t all_finite_f32

@@ -13,7 +13,7 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport sqrt, sqrtf
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from fastadagrad._kernel_table cimport DenseOpts, KernelTable
 
 ctypedef fused floating:
@@ -198,6 +198,54 @@ cdef void rowwise(Py_ssize_t d, floating* row, const floating* grad, floating* a
         _rowwise_loop(d, row, grad, accum, &c, False)
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FA_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #else
+    #define FA_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void FA_PREFETCH(const void* p) noexcept nogil
+
+
+cdef inline void _prefetch_row(const void* p, Py_ssize_t nbytes) noexcept nogil:
+    cdef Py_ssize_t off
+    for off in range(0, nbytes, 64):
+        FA_PREFETCH(<const char*>p + off)
+
+
+cdef void sparse_rows(Py_ssize_t count, const int64_t* rows, const floating** src,
+                      floating* table, floating* accum, Py_ssize_t d, bint is_rowwise,
+                      Py_ssize_t ahead, const DenseOpts* o) noexcept nogil:
+    """Update table rows rows[0..count) with the gradient rows src[0..count) (element-wise:
+    accum rows of d; row-wise: one accumulator per row), prefetching `ahead` rows ahead. The
+    options are decoded once for the whole run of rows."""
+    cdef Coefficients c = _coefficients(o)
+    cdef bint decay = o.weight_decay != 0, decoupled = o.decoupled_weight_decay != 0
+    cdef Py_ssize_t u, nbytes = d * sizeof(floating)
+    cdef int64_t r
+    for u in range(count):
+        if u + ahead < count:
+            _prefetch_row(table + rows[u + ahead] * d, nbytes)
+            if is_rowwise:
+                FA_PREFETCH(accum + rows[u + ahead])
+            else:
+                _prefetch_row(accum + rows[u + ahead] * d, nbytes)
+        r = rows[u]
+        if is_rowwise:
+            if decay:
+                _rowwise_loop(d, table + r * d, src[u], accum + r, &c, True)
+            else:
+                _rowwise_loop(d, table + r * d, src[u], accum + r, &c, False)
+        elif o.zero_if_accum_zero or decoupled:
+            dense(d, table + r * d, src[u], accum + r * d, o)
+        elif decay:
+            _dense_loop(d, table + r * d, src[u], accum + r * d, &c, True, False, False)
+        else:
+            _dense_loop(d, table + r * d, src[u], accum + r * d, &c, False, False, False)
+
+
 cdef void add_into(Py_ssize_t n, floating* dst, const floating* src) noexcept nogil:
     """dst += src (merging the gradients of duplicate indices, in order of appearance)."""
     cdef Py_ssize_t i
@@ -238,6 +286,8 @@ _TABLE.strided_f32 = strided[float]
 _TABLE.strided_f64 = strided[double]
 _TABLE.rowwise_f32 = rowwise[float]
 _TABLE.rowwise_f64 = rowwise[double]
+_TABLE.sparse_rows_f32 = sparse_rows[float]
+_TABLE.sparse_rows_f64 = sparse_rows[double]
 _TABLE.add_into_f32 = add_into[float]
 _TABLE.add_into_f64 = add_into[double]
 _TABLE.all_finite_f32 = all_finite[float]

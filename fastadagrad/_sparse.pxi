@@ -12,23 +12,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FA_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
-    #else
-    #define FA_PREFETCH(p) ((void)0)
-    #endif
-    """
-    void FA_PREFETCH(const void* p) noexcept nogil
-
 cdef Py_ssize_t _PREFETCH_AHEAD = 8
-
-
-cdef inline void _prefetch_row(const char* p, Py_ssize_t nbytes) noexcept nogil:
-    cdef Py_ssize_t off
-    for off in range(0, nbytes, 64):
-        FA_PREFETCH(p + off)
 
 
 cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) noexcept nogil:
@@ -134,27 +118,12 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
 cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,
                        bint rowwise, Py_ssize_t d, const int64_t* urow, const floating** src,
                        const DenseOpts* o) noexcept nogil:
-    cdef Py_ssize_t u, ahead, nbytes = d * sizeof(floating)
-    cdef int64_t r
-    for u in range(start, stop):
-        ahead = u + _PREFETCH_AHEAD
-        if ahead < stop:
-            _prefetch_row(<const char*>(table + urow[ahead] * d), nbytes)
-            if rowwise:
-                FA_PREFETCH(accum + urow[ahead])
-            else:
-                _prefetch_row(<const char*>(accum + urow[ahead] * d), nbytes)
-        r = urow[u]
-        if floating is float:
-            if rowwise:
-                _table.rowwise_f32(d, table + r * d, src[u], accum + r, o)
-            else:
-                _table.dense_f32(d, table + r * d, src[u], accum + r * d, o)
-        else:
-            if rowwise:
-                _table.rowwise_f64(d, table + r * d, src[u], accum + r, o)
-            else:
-                _table.dense_f64(d, table + r * d, src[u], accum + r * d, o)
+    if floating is float:
+        _table.sparse_rows_f32(stop - start, urow + start, src + start, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
+    else:
+        _table.sparse_rows_f64(stop - start, urow + start, src + start, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
 
 
 def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
