@@ -1,0 +1,77 @@
+"""Regenerate README.md's "Performance" section (between the performance:start/end markers)
+and docs/performance.png from one run of the benchmark:
+
+    python benchmarks/update_readme.py            # the full run (a few minutes)
+    python benchmarks/update_readme.py --quick    # quicker, noisier
+
+It runs exactly what `python -m fastadagrad bench --plot docs/performance.png` runs, and pastes
+the tables it prints (as Markdown) with the machine they were measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+from fastadagrad import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START, END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def section(result: dict, plot_path: str, quick: bool) -> str:
+    h = result["header"]
+    command = "python -m fastadagrad bench" + (" --quick" if quick else "")
+    return "\n".join([
+        START,
+        "## Performance",
+        "",
+        f"Measured {datetime.date.today().isoformat()} with `{command}` on the project's machine "
+        f"kind: {bench.header_line(h)}. A shared 2-core VM: memory-bound rows move by ±25% from "
+        "run to run, so compare the columns of one row (measured side by side, interleaved), "
+        "not numbers across days. Regenerate this section with "
+        "`python benchmarks/update_readme.py`.",
+        "",
+        bench.report(result, markdown=True),
+        "",
+        "- *numpy*: the NumPy backend (the same API, validation included); *fastadagrad*: the "
+        "compiled backend; *torch*: `torch.optim.Adagrad(fused=True)` for dense rows, the sparse "
+        "`nn.Embedding` + `Adagrad` step for the sparse row, over the same data and threads.",
+        "- *% of probe*: fastadagrad's bytes/s over a 3-read/2-write loop with no sqrt/div over "
+        "the same arrays (`kernels.bandwidth_probe`): out of cache (1.6e7 and up) that is the "
+        "memory limit; in cache the AdaGrad loop is compute-bound (sqrt and division), so it "
+        "stays below the probe.",
+        "- Sparse rows count the elements of the batch (4,096 x 64); each step draws a fresh "
+        "random batch with 25% duplicate indices.",
+        "",
+        f"![G elements/s against array size]({plot_path})",
+        END,
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    plot_rel = "docs/performance.png"
+    result = bench.run(quick=args.quick, echo=lambda line: print(line, file=sys.stderr))
+    if not result["equivalent"]:
+        print("equivalence failed; README not updated", file=sys.stderr)
+        return 1
+    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    bench.plot(result, os.path.join(ROOT, plot_rel))
+    readme = os.path.join(ROOT, "README.md")
+    with open(readme) as f:
+        text = f.read()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(readme, "w") as f:
+        f.write(head + section(result, plot_rel, args.quick) + tail)
+    print(f"updated {readme} and {plot_rel}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
