@@ -90,6 +90,21 @@ class Kernel:
     formula: str = ""
 
 
+def _sparse_kernel(rowwise: bool) -> Kernel:
+    """sparse_adagrad_update with an (N, D) (element-wise) or (N,) (row-wise) accumulator."""
+    accumulate = "accum[r] += mean(g*g)" if rowwise else "accum[r] += g*g"
+    return Kernel(
+        name="sparse_adagrad_update" + (" (row-wise)" if rowwise else ""),
+        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
+        slow=reference.sparse_adagrad_update,
+        make_inputs=_sparse_inputs(rowwise),
+        outputs=("table", "accum"),
+        options=_sparse_options(),
+        formula=f"rows r of the batch (duplicates summed): {accumulate}; "
+                "table[r] -= lr*g / (sqrt(accum[r]) + eps)",
+    )
+
+
 KERNELS: dict[str, Kernel] = {
     "adagrad_update": Kernel(
         name="adagrad_update",
@@ -100,24 +115,8 @@ KERNELS: dict[str, Kernel] = {
         options=_dense_options(),
         formula="accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
     ),
-    "sparse_adagrad_update": Kernel(
-        name="sparse_adagrad_update",
-        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
-        slow=reference.sparse_adagrad_update,
-        make_inputs=_sparse_inputs(rowwise=False),
-        outputs=("table", "accum"),
-        options=_sparse_options(),
-        formula="rows r of the batch (duplicates summed): accum[r] += g*g; table[r] -= lr*g / (sqrt(accum[r]) + eps)",
-    ),
-    "sparse_adagrad_update (row-wise)": Kernel(
-        name="sparse_adagrad_update (row-wise)",
-        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
-        slow=reference.sparse_adagrad_update,
-        make_inputs=_sparse_inputs(rowwise=True),
-        outputs=("table", "accum"),
-        options=_sparse_options(),
-        formula="rows r of the batch: accum[r] += mean(g*g); table[r] -= lr*g / (sqrt(accum[r]) + eps)",
-    ),
+    "sparse_adagrad_update": _sparse_kernel(rowwise=False),
+    "sparse_adagrad_update (row-wise)": _sparse_kernel(rowwise=True),
 }
 
 

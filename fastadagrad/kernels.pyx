@@ -141,6 +141,11 @@ def get_num_threads():
     return _num_threads
 
 
+cdef inline Py_ssize_t _chunk(Py_ssize_t n, int nt) noexcept nogil:
+    """Elements per thread: n / nt rounded up to a multiple of 16 (whole SIMD vectors)."""
+    return ((n + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+
+
 cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
     if n < _parallel_min or _num_threads <= 1:
         return 1
@@ -148,47 +153,47 @@ cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
 
 
 # ----------------------------------------------------------------------------- C-level kernels
+cdef inline void _dense_run(Py_ssize_t n, floating* param, const floating* grad,
+                            floating* accum, const DenseOpts* o) noexcept nogil:
+    if floating is float:
+        _table.dense_f32(n, param, grad, accum, o)
+    else:
+        _table.dense_f64(n, param, grad, accum, o)
+
+
 cdef void dense_update(Py_ssize_t n, floating* param, const floating* grad, floating* accum,
                        const DenseOpts* o) noexcept nogil:
     """Contiguous step over n elements: ISA-dispatched loop, split over threads when large."""
     cdef int nt = _threads_for(n), t
-    cdef Py_ssize_t chunk, start, stop
+    cdef Py_ssize_t chunk = _chunk(n, nt), start
     if nt == 1:
-        if floating is float:
-            _table.dense_f32(n, param, grad, accum, o)
-        else:
-            _table.dense_f64(n, param, grad, accum, o)
-        return
-    chunk = ((n + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
-    for t in prange(nt, num_threads=nt, schedule="static"):
-        start = t * chunk
-        stop = min(n, start + chunk)
-        if start < stop:
-            if floating is float:
-                _table.dense_f32(stop - start, param + start, grad + start, accum + start, o)
-            else:
-                _table.dense_f64(stop - start, param + start, grad + start, accum + start, o)
+        _dense_run(n, param, grad, accum, o)
+    else:
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            start = t * chunk
+            if start < n:
+                _dense_run(min(n, start + chunk) - start, param + start, grad + start,
+                           accum + start, o)
+
+
+cdef inline void _probe_run(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
+    if floating is float:
+        _table.probe_f32(n, x, y, z)
+    else:
+        _table.probe_f64(n, x, y, z)
 
 
 cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
     """The bandwidth probe with the same dispatch and thread split as dense_update."""
     cdef int nt = _threads_for(n), t
-    cdef Py_ssize_t chunk, start, stop
+    cdef Py_ssize_t chunk = _chunk(n, nt), start
     if nt == 1:
-        if floating is float:
-            _table.probe_f32(n, x, y, z)
-        else:
-            _table.probe_f64(n, x, y, z)
-        return
-    chunk = ((n + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
-    for t in prange(nt, num_threads=nt, schedule="static"):
-        start = t * chunk
-        stop = min(n, start + chunk)
-        if start < stop:
-            if floating is float:
-                _table.probe_f32(stop - start, x + start, y + start, z + start)
-            else:
-                _table.probe_f64(stop - start, x + start, y + start, z + start)
+        _probe_run(n, x, y, z)
+    else:
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            start = t * chunk
+            if start < n:
+                _probe_run(min(n, start + chunk) - start, x + start, y + start, z + start)
 
 
 # ----------------------------------------------------------------------------- argument gate
@@ -456,10 +461,7 @@ cdef void _multi_range(Py_ssize_t k, floating** params, floating** grads, floati
         s = max(lo, offsets[i]) - offsets[i]
         e = min(hi, offsets[i + 1]) - offsets[i]
         if e > s:
-            if floating is float:
-                _table.dense_f32(e - s, params[i] + s, grads[i] + s, accums[i] + s, o)
-            else:
-                _table.dense_f64(e - s, params[i] + s, grads[i] + s, accums[i] + s, o)
+            _dense_run(e - s, params[i] + s, grads[i] + s, accums[i] + s, o)
         i += 1
 
 
@@ -473,7 +475,7 @@ cdef void multi_dense_update(Py_ssize_t k, floating** params, floating** grads,
     if nt == 1:
         _multi_range(k, params, grads, accums, offsets, 0, total, o)
         return
-    chunk = ((total + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+    chunk = _chunk(total, nt)
     for t in prange(nt, num_threads=nt, schedule="static"):
         _multi_range(k, params, grads, accums, offsets, t * chunk, min(total, (t + 1) * chunk), o)
 
@@ -486,7 +488,7 @@ cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
     cdef int nt = _threads_for(total), t
     cdef int bad = 0
     if nt > 1:
-        chunk = ((total + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+        chunk = _chunk(total, nt)
         for t in prange(nt, num_threads=nt, schedule="static"):
             bad += _range_has_nonfinite(k, grads, offsets, t * chunk, min(total, (t + 1) * chunk))
         if bad == 0:
