@@ -254,6 +254,54 @@ class SparseWorkload:
         return all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
 
 
+class TorchDropinWorkload:
+    """fastadagrad.torch.Adagrad.step() on one float parameter of n elements with its grad set
+    (the compiled backend; `numpy`: the same drop-in on the NumPy backend), against
+    torch.optim.Adagrad(fused=True)."""
+
+    def __init__(self, n: int, dtype: Any, rng: np.random.Generator) -> None:
+        import torch
+
+        import fastadagrad.torch as ft
+        from fastadagrad import _backend
+
+        self.init = rng.standard_normal(n).astype(dtype)
+        self.grad = rng.standard_normal(n).astype(dtype)
+        self.params = []
+        steps = []
+        for _ in range(2):
+            p = torch.nn.Parameter(torch.from_numpy(self.init.copy()))
+            p.grad = torch.from_numpy(self.grad.copy())
+            self.params.append(p)
+            steps.append(ft.Adagrad([p], lr=0.01).step)
+        self.fast: Callable[[], Any] = steps[0]
+
+        def numpy() -> None:
+            with _backend.backend("numpy"):
+                steps[1]()
+        self.numpy: Callable[[], Any] = numpy
+        self.probe: Callable[[], Any] | None = None
+
+    def torch(self) -> Callable[[], Any] | None:
+        import torch
+        p = torch.nn.Parameter(torch.from_numpy(self.init.copy()))
+        p.grad = torch.from_numpy(self.grad.copy())
+        return torch.optim.Adagrad([p], lr=0.01, fused=True).step
+
+    def identical(self) -> bool:
+        a, b = (p.detach().numpy() for p in self.params)
+        return a.tobytes() == b.tobytes()
+
+
+def _torch_dropin(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
+    return TorchDropinWorkload(n, dtype, rng)
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
 @dataclass(frozen=True)
 class BenchCase:
     """One row of the benchmark table."""
@@ -285,4 +333,7 @@ BENCH_CASES: list[BenchCase] = [
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
+    *(BenchCase(f"torch drop-in {label}", "torch", n, 5,
+                functools.partial(_torch_dropin, n) if _torch_installed() else None)
+      for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
 ]
