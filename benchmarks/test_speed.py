@@ -42,3 +42,18 @@ def test_step(benchmark, case, dtype, impl):
             pytest.skip("torch has no equivalent of this case (row-wise AdaGrad)")
     benchmark.extra_info.update(elements=case.elements, dtype=dtype, impl=impl)
     benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ["adagrad_update", "AdaGrad.step"])
+def test_optimizer_overhead_one_array(benchmark, impl):
+    """The cost of the optimizer object over the bare kernel: one float32 array of 1,000."""
+    import fastadagrad
+
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal(1000).astype(np.float32), rng.standard_normal(1000).astype(np.float32)
+    if impl == "adagrad_update":
+        a = np.zeros_like(p)
+        benchmark(fastadagrad.adagrad_update, p, g, a, lr=0.01)
+    else:
+        opt = fastadagrad.AdaGrad([p], lr=0.01)
+        benchmark(opt.step, [g])

@@ -24,91 +24,172 @@ cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) 
     return -1
 
 
-cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
-                       const int64_t* idx, Py_ssize_t b, const floating* grads,
-                       const DenseOpts* o) noexcept nogil:
-    """AdaGrad on rows idx[0..b) of a C-contiguous (n, d) table with the (b, d) grads; accum is
-    (n, d) (element-wise) or (n,) (row-wise). Indices must be in range. Returns -1 if out of
-    memory (nothing written), else the number of unique rows."""
+cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* src) noexcept nogil:
+    if floating is float:
+        _table.add_into_f32(d, dst, src)
+    else:
+        _table.add_into_f64(d, dst, src)
+
+
+cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
+                            const floating* grads, int64_t* urow, const floating** src,
+                            floating** scratch, Py_ssize_t* work) noexcept nogil:
+    """Unique rows in order of first appearance (Fibonacci hashing, linear probing over a table
+    of >= 2b slots); src[u] is the row's gradient: straight from `grads` for a row seen once,
+    else summed into *scratch in order of appearance. Returns the number of unique rows, or -1
+    when out of memory. `work` holds 5b Py_ssize_t."""
     cdef Py_ssize_t cap = 16, shift = 60, p, h, u, k, nu = 0, nmulti = 0, r
+    cdef Py_ssize_t* uid = work
+    cdef Py_ssize_t* count = work + b
+    cdef Py_ssize_t* first = work + 2 * b
     cdef int64_t* keys
     cdef Py_ssize_t* ids
-    cdef Py_ssize_t* uid
-    cdef Py_ssize_t* count
-    cdef Py_ssize_t* first
-    cdef int64_t* urow
-    cdef const floating** src
-    cdef floating* scratch = NULL
-    cdef int nt, t
-    if b == 0:
-        return 0
     while cap < 2 * b:
         cap *= 2
         shift -= 1
     keys = <int64_t*>malloc(cap * sizeof(int64_t))
     ids = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
-    uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    count = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    first = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    urow = <int64_t*>malloc(b * sizeof(int64_t))
-    src = <const floating**>malloc(b * sizeof(floating*))
-    if not (keys and ids and uid and count and first and urow and src):
-        nu = -1
-    else:
-        # 1. unique rows in order of first appearance (Fibonacci hashing, linear probing)
-        for h in range(cap):
-            keys[h] = -1
-        for p in range(b):
-            r = idx[p]
-            h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
-            while keys[h] != -1 and keys[h] != r:
-                h = (h + 1) & (cap - 1)
-            if keys[h] == -1:
-                keys[h] = r
-                ids[h] = nu
-                urow[nu] = r
-                first[nu] = p
-                count[nu] = 0
-                nu += 1
-            u = ids[h]
-            uid[p] = u
-            count[u] += 1
-            if count[u] == 2:
-                nmulti += 1
-        # 2. merged gradient rows, summed in order of appearance
-        if nmulti:
-            scratch = <floating*>malloc(nmulti * d * sizeof(floating))
-            if scratch == NULL:
-                nu = -1
-        if nu >= 0:
-            k = 0
-            for u in range(nu):
-                if count[u] > 1:
-                    src[u] = scratch + k * d
-                    memcpy(scratch + k * d, grads + first[u] * d, d * sizeof(floating))
-                    k += 1
-                else:
-                    src[u] = grads + first[u] * d
-            for p in range(b):
-                u = uid[p]
-                if count[u] > 1 and p != first[u]:
-                    if floating is float:
-                        _table.add_into_f32(d, <float*>src[u], grads + p * d)
-                    else:
-                        _table.add_into_f64(d, <double*>src[u], grads + p * d)
-            # 3. the rows, in parallel
-            nt = _threads_for(nu * d)
-            if nt == 1:
-                _sparse_rows(0, nu, table, accum, rowwise, d, urow, src, o)
-            else:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    _sparse_rows(t * nu // nt, (t + 1) * nu // nt, table, accum, rowwise, d,
-                                 urow, src, o)
+    if keys == NULL or ids == NULL:
+        free(keys)
+        free(ids)
+        return -1
+    for h in range(cap):
+        keys[h] = -1
+    for p in range(b):
+        r = idx[p]
+        h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
+        while keys[h] != -1 and keys[h] != r:
+            h = (h + 1) & (cap - 1)
+        if keys[h] == -1:
+            keys[h] = r
+            ids[h] = nu
+            urow[nu] = r
+            first[nu] = p
+            count[nu] = 0
+            nu += 1
+        u = ids[h]
+        uid[p] = u
+        count[u] += 1
+        if count[u] == 2:
+            nmulti += 1
     free(keys)
     free(ids)
-    free(uid)
-    free(count)
-    free(first)
+    if nmulti:
+        scratch[0] = <floating*>malloc(nmulti * d * sizeof(floating))
+        if scratch[0] == NULL:
+            return -1
+    k = 0
+    for u in range(nu):
+        if count[u] > 1:
+            src[u] = scratch[0] + k * d
+            memcpy(scratch[0] + k * d, grads + first[u] * d, d * sizeof(floating))
+            k += 1
+        else:
+            src[u] = grads + first[u] * d
+    for p in range(b):
+        u = uid[p]
+        if count[u] > 1 and p != first[u]:
+            _add_row(d, <floating*>src[u], grads + p * d)
+    return nu
+
+
+cdef Py_ssize_t _merge_sort(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
+                            const floating* grads, int64_t* urow, const floating** src,
+                            floating** scratch, Py_ssize_t* work) noexcept nogil:
+    """The same result as _merge_hash through a stable LSD radix sort of the positions by row
+    (8-bit digits): unique rows come out in ascending order, each run of equal rows in order of
+    appearance, so the merged sums are the same bytes. `work` holds 5b Py_ssize_t."""
+    cdef Py_ssize_t* perm = work
+    cdef Py_ssize_t* tmp = work + b
+    cdef Py_ssize_t* swap
+    cdef Py_ssize_t counts[257]
+    cdef Py_ssize_t p, s, e, k = 0, nu = 0, nmulti = 0, digit
+    cdef int64_t maxk = 0
+    cdef int shift = 0
+    for p in range(b):
+        perm[p] = p
+        if idx[p] > maxk:
+            maxk = idx[p]
+    while shift < 64 and (maxk >> shift) > 0:
+        for digit in range(257):
+            counts[digit] = 0
+        for p in range(b):
+            counts[((idx[perm[p]] >> shift) & 255) + 1] += 1
+        for digit in range(256):
+            counts[digit + 1] += counts[digit]
+        for p in range(b):
+            digit = (idx[perm[p]] >> shift) & 255
+            tmp[counts[digit]] = perm[p]
+            counts[digit] += 1
+        swap = perm
+        perm = tmp
+        tmp = swap
+        shift += 8
+    s = 0
+    while s < b:
+        e = s + 1
+        while e < b and idx[perm[e]] == idx[perm[s]]:
+            e += 1
+        nmulti += e - s > 1
+        s = e
+    if nmulti:
+        scratch[0] = <floating*>malloc(nmulti * d * sizeof(floating))
+        if scratch[0] == NULL:
+            return -1
+    s = 0
+    while s < b:
+        e = s + 1
+        while e < b and idx[perm[e]] == idx[perm[s]]:
+            e += 1
+        urow[nu] = idx[perm[s]]
+        if e - s == 1:
+            src[nu] = grads + perm[s] * d
+        else:
+            src[nu] = scratch[0] + k * d
+            memcpy(scratch[0] + k * d, grads + perm[s] * d, d * sizeof(floating))
+            for p in range(s + 1, e):
+                _add_row(d, scratch[0] + k * d, grads + perm[p] * d)
+            k += 1
+        nu += 1
+        s = e
+    return nu
+
+
+cdef int _merge_mode = 0   # 0: hash, 1: sort (see _set_merge)
+
+
+cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
+                              const int64_t* idx, Py_ssize_t b, const floating* grads,
+                              const DenseOpts* o) noexcept nogil:
+    """AdaGrad on rows idx[0..b) of a C-contiguous (n, d) table with the (b, d) grads; accum is
+    (n, d) (element-wise) or (n,) (row-wise). Indices must be in range. Returns -1 if out of
+    memory (nothing written), else the number of unique rows."""
+    cdef Py_ssize_t nu
+    cdef int nt, t
+    cdef Py_ssize_t* work
+    cdef int64_t* urow
+    cdef const floating** src
+    cdef floating* scratch = NULL
+    if b == 0:
+        return 0
+    work = <Py_ssize_t*>malloc(5 * b * sizeof(Py_ssize_t))
+    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    src = <const floating**>malloc(b * sizeof(floating*))
+    if work == NULL or urow == NULL or src == NULL:
+        nu = -1
+    elif _merge_mode == 1:
+        nu = _merge_sort(idx, b, d, grads, urow, src, &scratch, work)
+    else:
+        nu = _merge_hash(idx, b, d, grads, urow, src, &scratch, work)
+    if nu > 0:   # the rows, in parallel; each row by one thread
+        nt = _threads_for(nu * d)
+        if nt == 1:
+            _sparse_rows(0, nu, table, accum, rowwise, d, urow, src, o)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                _sparse_rows(t * nu // nt, (t + 1) * nu // nt, table, accum, rowwise, d,
+                             urow, src, o)
+    free(work)
     free(urow)
     free(src)
     free(scratch)
@@ -170,4 +251,15 @@ def _set_prefetch_ahead(n):
     global _PREFETCH_AHEAD
     old = _PREFETCH_AHEAD
     _PREFETCH_AHEAD = n
+    return old
+
+
+def _set_merge(name):
+    """Benchmark knob: merge duplicate indices by "hash" (default) or "sort"; both give the
+    same bytes. Returns the previous setting."""
+    global _merge_mode
+    old = ("hash", "sort")[_merge_mode]
+    if name not in ("hash", "sort"):
+        raise ValueError(f"`name` must be 'hash' or 'sort', got {name!r}")
+    _merge_mode = name == "sort"
     return old

@@ -272,3 +272,26 @@ def test_against_torch_sparse_embedding():
     print(f"\nsparse vs torch: accumulators within {acc_ulps} ulps; params within 1 ulp + "
           f"{worst:.1f} ulps of the step's update")
     assert worst <= 4
+
+
+@pytest.mark.parametrize("merge", ["hash", "sort"])
+@pytest.mark.parametrize("rowwise", [False, True])
+@pytest.mark.parametrize("n_rows", [1, 300, 70_000])
+def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_rows):
+    """Both duplicate-merge strategies (the benchmark knob kernels._set_merge) equal the NumPy
+    twin, for tables whose row numbers need 0 to 3 radix digits."""
+    rng = np.random.default_rng(12)
+    idx = rng.integers(0, n_rows, 300)
+    idx[:100] = idx[100:200]   # duplicates
+    table = rng.standard_normal((n_rows, 5)).astype(np.float32)
+    accum = np.full((n_rows,) if rowwise else (n_rows, 5), 0.3, np.float32)
+    grads = rng.standard_normal((300, 5)).astype(np.float32)
+    old = compiled._set_merge(merge)
+    try:
+        t, a = table.copy(), accum.copy()
+        fastadagrad.sparse_adagrad_update(t, a, idx, grads, lr=0.1)
+    finally:
+        compiled._set_merge(old)
+    rt, ra = table.copy(), accum.copy()
+    fastadagrad.reference.sparse_adagrad_update(rt, ra, idx, grads, lr=0.1)
+    assert t.tobytes() == rt.tobytes() and a.tobytes() == ra.tobytes()
