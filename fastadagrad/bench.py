@@ -27,33 +27,36 @@ DTYPE_NAMES = ("float32", "float64")
 
 
 # ----------------------------------------------------------------------------- timing
-def time_samples(fn: Callable[[], Any], *, min_time: float, samples: int) -> list[float]:
-    """Per-call seconds: warm up, then `samples` samples of enough calls to last `min_time`."""
+def calibrate(fn: Callable[[], Any], min_time: float) -> int:
+    """Calls per sample so that a sample lasts at least `min_time` (after one warm-up call)."""
     fn()
     number = 1
-    while True:  # calibrate the number of calls per sample
+    while True:
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
         dt = time.perf_counter() - t0
         if dt >= min_time or number >= 1 << 24:
-            break
+            return number
         number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
-    out = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        out.append((time.perf_counter() - t0) / number)
-    return out
+
+
+def sample(fn: Callable[[], Any], number: int) -> float:
+    """Seconds per call over `number` calls."""
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: int) -> dict[str, list[float]]:
-    """Time several functions side by side: sample 1 of each, then sample 2 of each, ..."""
+    """Time several functions side by side: each is warmed up and calibrated once, then
+    sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike)."""
+    numbers = {k: calibrate(fn, min_time) for k, fn in fns.items()}
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(samples):
         for k, fn in fns.items():
-            out[k] += time_samples(fn, min_time=min_time, samples=1)
+            out[k].append(sample(fn, numbers[k]))
     return out
 
 
@@ -117,74 +120,38 @@ def select_cases(quick: bool, sizes: Sequence[int] | None) -> list[BenchCase]:
     return cases
 
 
-def check_equivalence(cases: Sequence[BenchCase], dtypes: Sequence[str],
-                      echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """One step of each backend on the same inputs of every case; identical bytes or not."""
-    out = []
-    rng = np.random.default_rng(20261122)
-    for dtype_name in dtypes:
-        for case in cases:
-            entry: dict[str, Any] = {"case": case.name, "dtype": dtype_name,
-                                     "available": case.make is not None, "identical": None}
-            if case.make is not None:
-                work = case.make(np.dtype(dtype_name), rng)
-                work.fast()
-                work.numpy()
-                entry["identical"] = bool(work.identical())
-                del work
-            verdict = ("not available" if entry["identical"] is None
-                       else "identical" if entry["identical"] else "DIFFERENT")
-            echo(f"  {case.name:<28} {dtype_name:<8} {verdict}")
-            out.append(entry)
-    return out
-
-
-def time_cases(cases: Sequence[BenchCase], dtypes: Sequence[str], *, quick: bool,
-               torch: Any) -> list[dict[str, Any]]:
-    """Interleaved medians of the NumPy backend, fastadagrad, the probe and torch per case."""
+def measure(work: Any, case: BenchCase, dtype: np.dtype, *, quick: bool,
+            torch: Any) -> dict[str, Any]:
+    """Interleaved medians of the NumPy backend, fastadagrad, the probe and torch on `work`."""
     min_time, samples = (0.005, 3) if quick else (0.05, 7)
-    rng = np.random.default_rng(7)
-    rows = []
-    total, done = len(cases) * len(dtypes), 0
-    for dtype_name in dtypes:
-        dtype = np.dtype(dtype_name)
-        for case in cases:
-            done += 1
-            row: dict[str, Any] = {"case": case.name, "kind": case.kind, "dtype": dtype_name,
-                                   "elements": case.elements, "available": case.make is not None}
-            rows.append(row)
-            if case.make is None:
-                continue
-            progress(f"[{done}/{total}] timing {case.name} {dtype_name}")
-            work = case.make(dtype, rng)
-            fns = {"numpy": work.numpy, "fast": work.fast}
-            if work.probe is not None:
-                fns["probe"] = work.probe
-            torch_step = work.torch() if torch is not None else None
-            if torch_step is not None:
-                fns["torch"] = torch_step
-            for key, vals in interleaved(fns, min_time=min_time, samples=samples).items():
-                row[key] = summary(vals)
-            fast = row["fast"]["median"]
-            nbytes = case.bytes_per_element * dtype.itemsize * case.elements
-            row["speedup"] = row["numpy"]["median"] / fast
-            row["gelem_per_s"] = case.elements / fast / 1e9
-            row["gb_per_s"] = nbytes / fast / 1e9
-            if "probe" in row:
-                row["probe_gb_per_s"] = nbytes / row["probe"]["median"] / 1e9
-                row["pct_of_probe"] = 100.0 * row["probe"]["median"] / fast
-            if "torch" in row:
-                row["torch_speedup"] = row["torch"]["median"] / fast
-            del work
-    progress("")
-    return rows
+    row: dict[str, Any] = {}
+    fns = {"numpy": work.numpy, "fast": work.fast}
+    if work.probe is not None:
+        fns["probe"] = work.probe
+    torch_step = work.torch() if torch is not None else None
+    if torch_step is not None:
+        fns["torch"] = torch_step
+    for key, vals in interleaved(fns, min_time=min_time, samples=samples).items():
+        row[key] = summary(vals)
+    fast = row["fast"]["median"]
+    nbytes = case.bytes_per_element * dtype.itemsize * case.elements
+    row["speedup"] = row["numpy"]["median"] / fast
+    row["gelem_per_s"] = case.elements / fast / 1e9
+    row["gb_per_s"] = nbytes / fast / 1e9
+    if "probe" in row:
+        row["probe_gb_per_s"] = nbytes / row["probe"]["median"] / 1e9
+        row["pct_of_probe"] = 100.0 * row["probe"]["median"] / fast
+    if "torch" in row:
+        row["torch_speedup"] = row["torch"]["median"] / fast
+    return row
 
 
 def run(quick: bool = False, dtypes: Sequence[str] = DTYPE_NAMES, sizes: Sequence[int] | None = None,
         threads: int | None = None, use_torch: bool = True,
         echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Equivalence of every case first (echoed line by line), then the timings (skipped when
-    any case differs); returns everything as a JSON-ready dict."""
+    """For every case and dtype: build the inputs once, run one step of each backend on copies
+    and compare their bytes (echoed line by line, before any table is printed), then time that
+    same workload. Once a case differs, nothing more is timed. Returns a JSON-ready dict."""
     if threads is not None:
         fastadagrad.set_num_threads(threads)
     threads = fastadagrad.get_num_threads()
@@ -194,13 +161,40 @@ def run(quick: bool = False, dtypes: Sequence[str] = DTYPE_NAMES, sizes: Sequenc
     cases = select_cases(quick, sizes)
     dtypes = list(dtypes)
     result: dict[str, Any] = {"header": header(threads), "quick": quick, "dtypes": dtypes,
-                              "cases": [c.name for c in cases]}
+                              "cases": [c.name for c in cases], "equivalence": [], "results": []}
     echo(header_line(result["header"]))
     echo("")
     echo("Equivalence (both backends, one step on the same inputs, identical bytes):")
-    result["equivalence"] = check_equivalence(cases, dtypes, echo)
-    result["equivalent"] = all(e["identical"] for e in result["equivalence"] if e["available"])
-    result["results"] = time_cases(cases, dtypes, quick=quick, torch=torch) if result["equivalent"] else []
+    rng = np.random.default_rng(20261122)
+    total, done, equivalent = len(cases) * len(dtypes), 0, True
+    for dtype_name in dtypes:
+        dtype = np.dtype(dtype_name)
+        for case in cases:
+            done += 1
+            entry: dict[str, Any] = {"case": case.name, "dtype": dtype_name,
+                                     "available": case.make is not None, "identical": None}
+            row: dict[str, Any] = {"case": case.name, "kind": case.kind, "dtype": dtype_name,
+                                   "elements": case.elements, "available": case.make is not None}
+            work = None
+            if case.make is not None:
+                progress(f"[{done}/{total}] {case.name} {dtype_name}")
+                work = case.make(dtype, rng)
+                work.fast()
+                work.numpy()
+                entry["identical"] = bool(work.identical())
+                equivalent = equivalent and entry["identical"]
+            verdict = ("not available" if entry["identical"] is None
+                       else "identical" if entry["identical"] else "DIFFERENT")
+            echo(f"  {case.name:<36} {dtype_name:<8} {verdict}")
+            result["equivalence"].append(entry)
+            if work is not None and equivalent:
+                row.update(measure(work, case, dtype, quick=quick, torch=torch))
+            result["results"].append(row)
+            del work
+    progress("")
+    result["equivalent"] = equivalent
+    if not equivalent:
+        result["results"] = []
     return result
 
 

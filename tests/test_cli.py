@@ -1,0 +1,85 @@
+"""`python -m fastadagrad` and `python -m fastadagrad bench` (smoke tests: output and exit
+codes, never timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastadagrad import bench
+from fastadagrad._backend import compiled_available
+from fastadagrad._registry import BENCH_CASES
+from conftest import run_python
+
+pytestmark = pytest.mark.skipif(not compiled_available(), reason="compiled extension not built")
+
+
+def test_info_and_self_check(tmp_path):
+    out = run_python("", args=("-m", "fastadagrad"), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for fragment in ("fastadagrad 0.1.0", "backend:      cython", "ISA path:", "OpenMP:",
+                     "bit-identical on random data: yes", "1e6 float32 elements: fastadagrad"):
+        assert fragment in text, text
+
+
+def test_bench_json_plot_and_tables(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    out = run_python("", args=("-m", "fastadagrad", "bench", "--quick", "--sizes", "1e3,2e3",
+                               "--dtype", "float32", "--threads", "1", "--json", "r.json",
+                               "--plot", "p.png"), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["equivalent"] is True and result["header"]["threads"] == 1
+    names = {r["case"] for r in result["results"]}
+    assert {"dense 1e3", "dense 2e3", "optimizer 200x1000", "sparse 1e6x64 batch 4096"} <= names
+    dense = next(r for r in result["results"] if r["case"] == "dense 1e3")
+    for key in ("numpy", "fast", "probe", "speedup", "gelem_per_s", "gb_per_s", "pct_of_probe"):
+        assert key in dense
+    assert dense["fast"]["min"] <= dense["fast"]["median"] <= dense["fast"]["max"]
+    assert "identical" in out.stdout and "float32:" in out.stdout and "speed-up" in out.stdout
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "timing" not in out.stdout   # progress goes to stderr
+
+
+def test_bench_fails_with_exit_1_when_backends_differ(monkeypatch, capsys):
+    """A case whose backends disagree: its line says DIFFERENT, no table, exit code 1."""
+    from fastadagrad import _registry
+
+    class Broken:
+        probe = None
+
+        def __init__(self, dtype, rng):
+            self.fast = self.numpy = lambda: None
+
+        def torch(self):
+            return None
+
+        def identical(self):
+            return False
+
+    case = _registry.BenchCase("broken", "dense", 10, 5, Broken)
+    monkeypatch.setattr(bench, "select_cases", lambda quick, sizes: [case])
+    code = bench.main(["--quick", "--dtype", "float32", "--no-torch"])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "broken" in text and "DIFFERENT" in text and "FAILED" in text
+    assert "speed-up" not in text.split("FAILED")[0].split("DIFFERENT")[1]
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from fastadagrad import bench\n"
+            "sys.exit(bench.main(['--quick', '--plot', 'x.png']))\n")
+    out = run_python(code, cwd=str(tmp_path))
+    assert out.returncode == 2
+    assert "pip install 'fastadagrad[plot]'" in out.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_every_registered_case_is_in_the_quick_or_full_run():
+    quick = {c.name for c in bench.select_cases(True, None)}
+    full = {c.name for c in bench.select_cases(False, None)}
+    assert quick <= full == {c.name for c in BENCH_CASES}
+    assert "dense 6.4e7" in full - quick
