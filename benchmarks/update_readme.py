@@ -15,9 +15,12 @@ import datetime
 import os
 import sys
 
-from fastadagrad import bench
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    from fastadagrad import bench
+except ImportError:  # not installed: an in-place build (python setup.py build_ext --inplace)
+    sys.path.insert(0, ROOT)
+    from fastadagrad import bench
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
