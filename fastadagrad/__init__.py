@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from fastadagrad import reference
 from fastadagrad._backend import (
     backend,

@@ -309,9 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
     if args.plot:  # fail before the long run, not after it
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
             print("fastadagrad bench: --plot needs matplotlib: pip install 'fastadagrad[plot]'",
                   file=sys.stderr)
             return 2

@@ -7,6 +7,8 @@ instead of skipped compiled-vs-NumPy tests.
 from __future__ import annotations
 
 import os
+from subprocess import CompletedProcess
+from types import ModuleType
 from typing import Iterator
 
 import numpy as np
@@ -76,7 +78,7 @@ def restore_isa() -> Iterator[None]:
 
 
 def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = None,
-               args: tuple[str, ...] = ()) -> "subprocess.CompletedProcess[str]":
+               args: tuple[str, ...] = ()) -> "CompletedProcess[str]":
     """Run `python -c code` (or `python -m ...` via args) importing the same fastadagrad as the
     tests do, with extra environment variables."""
     import os
@@ -89,3 +91,20 @@ def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = N
     full_env.update(env or {})
     cmd = [sys.executable] + (list(args) if args else ["-c", code])
     return subprocess.run(cmd, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+EXAMPLES_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> "ModuleType":
+    """Import examples/<name>.py by path, as a fresh module (examples/ on sys.path for the
+    scripts' shared examples/_common.py)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(EXAMPLES_DIR))
+    spec = importlib.util.spec_from_file_location(f"fastadagrad_example_{name}",
+                                                  EXAMPLES_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import fastadagrad
-from fastadagrad._backend import compiled_available
 from conftest import REQUIRE_COMPILED, run_python
 
 

@@ -8,18 +8,16 @@ matplotlib (the `fastadagrad[examples]` extras) is missing.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
 import struct
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import load_example, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -30,17 +28,6 @@ pytest.importorskip("matplotlib", reason=f"matplotlib not installed; {EXTRAS}")
 
 SMALL = ["--features", "1000", "--examples", "6000", "--epochs", "3", "--batch", "256"]
 METHODS = ("adagrad", "rowwise", "sgd")
-
-
-def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import examples/<name>.py by path, as a fresh module (examples/ on sys.path for _common)."""
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"fastadagrad_example_{name}",
-                                                  EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_png(path: Path) -> None:

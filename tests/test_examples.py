@@ -8,7 +8,6 @@ their shared `_common` helper). Skipped only when the `fastadagrad[examples]` ex
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import struct
 from pathlib import Path
@@ -17,7 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import load_example, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -25,17 +24,6 @@ EXTRAS = "needs the examples extras: pip install 'fastadagrad[examples]'"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytest.importorskip("matplotlib", reason=f"matplotlib not installed; {EXTRAS}")
-
-
-def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import examples/<name>.py by path, as a fresh module."""
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"fastadagrad_example_{name}",
-                                                  EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_png(path: Path, expected: Path) -> None:
