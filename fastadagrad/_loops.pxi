@@ -9,7 +9,8 @@
 # maximize and the eps placement are folded exactly into constants (see Coefficients); the three
 # remaining switches are compile-time constants of eight loop copies, so no loop has a branch.
 # (Runtime switches relied on gcc's loop unswitching, which left some float64 combinations
-# scalar, 8x slower; bitwise selects vectorised but ran 1.5-2x slower.)
+# scalar, 8x slower; bitwise selects vectorised but ran 1.5-2x slower.) After changing a loop,
+# run benchmarks/loop_variants.py: it times every combination on every ISA path.
 
 from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport sqrt, sqrtf

@@ -88,6 +88,7 @@ def header(threads: int) -> dict[str, Any]:
     torch = torch_module()
     return {
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
+        "backend": fastadagrad.get_backend(),
         "isa": fastadagrad.get_isa(), "openmp": fastadagrad.show_config()["openmp"],
         "python": platform.python_version(), "numpy": np.__version__,
         "fastadagrad": fastadagrad.__version__,
@@ -151,7 +152,15 @@ def run(quick: bool = False, dtypes: Sequence[str] = DTYPE_NAMES, sizes: Sequenc
         echo: Callable[[str], None] = print) -> dict[str, Any]:
     """For every case and dtype: build the inputs once, run one step of each backend on copies
     and compare their bytes (echoed line by line, before any table is printed), then time that
-    same workload. Once a case differs, nothing more is timed. Returns a JSON-ready dict."""
+    same workload. Once a case differs, nothing more is timed. Returns a JSON-ready dict.
+    The compiled backend is selected for the run whatever FASTADAGRAD_BACKEND says (the
+    workloads' NumPy side calls the NumPy backend explicitly)."""
+    with fastadagrad.backend("cython"):
+        return _run(quick, dtypes, sizes, threads, use_torch, echo)
+
+
+def _run(quick: bool, dtypes: Sequence[str], sizes: Sequence[int] | None, threads: int | None,
+         use_torch: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     if threads is not None:
         fastadagrad.set_num_threads(threads)
     threads = fastadagrad.get_num_threads()

@@ -15,11 +15,15 @@ from conftest import run_python
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="compiled extension not built")
 
 
-def test_info_and_self_check(tmp_path):
-    out = run_python("", args=("-m", "fastadagrad"), cwd=str(tmp_path))
+@pytest.mark.parametrize("selected", ["cython", "numpy"])
+def test_info_and_self_check(tmp_path, selected):
+    """The self-check and timing compare the compiled backend with the NumPy one even when the
+    NumPy backend is the selected one (which the first line reports)."""
+    out = run_python("", args=("-m", "fastadagrad"), cwd=str(tmp_path),
+                     env={"FASTADAGRAD_BACKEND": selected})
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for fragment in ("fastadagrad 0.1.0", "backend:      cython", "ISA path:", "OpenMP:",
+    for fragment in ("fastadagrad 0.1.0", f"backend:      {selected}", "ISA path:", "OpenMP:",
                      "bit-identical on random data: yes", "1e6 float32 elements: fastadagrad"):
         assert fragment in text, text
 
@@ -28,7 +32,8 @@ def test_bench_json_plot_and_tables(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed")
     out = run_python("", args=("-m", "fastadagrad", "bench", "--quick", "--sizes", "1e3,2e3",
                                "--dtype", "float32", "--threads", "1", "--json", "r.json",
-                               "--plot", "p.png"), cwd=str(tmp_path))
+                               "--plot", "p.png"), cwd=str(tmp_path),
+                     env={"FASTADAGRAD_BACKEND": "numpy"})   # bench selects the compiled one
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["equivalent"] is True and result["header"]["threads"] == 1
@@ -38,6 +43,7 @@ def test_bench_json_plot_and_tables(tmp_path):
     for key in ("numpy", "fast", "probe", "speedup", "gelem_per_s", "gb_per_s", "pct_of_probe"):
         assert key in dense
     assert dense["fast"]["min"] <= dense["fast"]["median"] <= dense["fast"]["max"]
+    assert result["header"]["backend"] == "cython"   # the compiled side really was compiled
     assert "identical" in out.stdout and "float32:" in out.stdout and "speed-up" in out.stdout
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "timing" not in out.stdout   # progress goes to stderr
