@@ -14,22 +14,38 @@ from fastadagrad._validation import DenseOptions, check_dense, check_sparse
 
 
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
-    """param, accum updated in place; every ufunc rounds once, in the arrays' dtype."""
-    t = param.dtype.type
+    """param, accum updated in place; every ufunc rounds once, in the arrays' dtype. Two or
+    three scratch arrays are written through out= (no temporary per operation)."""
+    dtype = param.dtype.newbyteorder("=")
+    t = dtype.type
     clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
-    g = np.negative(grad) if o.maximize else grad
-    if o.weight_decay != 0:
-        g = np.add(g, np.multiply(wd, param))
+    work = np.empty(param.shape, dtype)
+    g = grad
+    if o.maximize or o.weight_decay != 0:
+        g = np.empty(param.shape, dtype)
+        src = grad
+        if o.maximize:
+            src = np.negative(grad, out=g)                 # g = -grad
+        if o.weight_decay != 0:
+            np.multiply(wd, param, out=work)
+            np.add(src, work, out=g)                        # g = g + wd * param
     if o.decoupled_weight_decay != 0:
-        np.subtract(param, np.multiply(np.multiply(param, dwd), clr), out=param)
-    np.add(accum, np.multiply(g, g), out=accum)
+        np.multiply(param, dwd, out=work)
+        np.multiply(work, clr, out=work)
+        np.subtract(param, work, out=param)                 # param = param - param * dwd * clr
+    np.multiply(g, g, out=work)
+    np.add(accum, work, out=accum)                          # accum = accum + g * g
     if o.eps_inside:
-        denom = np.sqrt(np.add(accum, eps))
+        np.add(accum, eps, out=work)
+        np.sqrt(work, out=work)                             # denom = sqrt(accum + eps)
     else:
-        denom = np.add(np.sqrt(accum), eps)
-    update = np.divide(np.multiply(clr, g), denom)
+        np.sqrt(accum, out=work)
+        np.add(work, eps, out=work)                         # denom = sqrt(accum) + eps
+    update = g if g is not grad else np.empty(param.shape, dtype)
+    np.multiply(clr, g, out=update)
+    np.divide(update, work, out=update)                     # (clr * g) / denom
     if o.zero_if_accum_zero:
-        update = np.where(accum == 0, t(0), update)
+        np.copyto(update, t(0), where=accum == 0)           # optax: no update where accum == 0
     np.subtract(param, update, out=param)
 
 
