@@ -3,8 +3,9 @@
 Flags (see ../shared/PERF_NOTES.md and README "Building from source"):
 - -O3 -fno-math-errno: without it gcc keeps the sqrt loop scalar (8x slower);
 - -ffp-contract=off: no FMA contraction, so rounding matches NumPy's separate ufuncs;
-- never -ffast-math or -march=native: the wheel must run on any x86-64 and keep NaN/inf semantics.
-  AVX2/AVX-512 speed comes from extra builds of the same loops chosen at import by CPU features.
+- no fast-math flags (they break NaN/inf semantics and equivalence) and no native-CPU -march
+  (a wheel must run on any x86-64): AVX2/AVX-512 speed comes from extra builds of the same
+  loops, chosen at import by CPU features.
 - OpenMP only if a test compile with -fopenmp succeeds (FASTADAGRAD_NO_OPENMP=1 turns it off).
 """
 
