@@ -518,32 +518,37 @@ cdef int _range_has_nonfinite(Py_ssize_t k, floating** grads, const Py_ssize_t* 
 
 cdef class ArrayTable:
     """The pointer table of one parameter group: params and accumulators (fixed at creation)
-    and the grads of the current step, with element offsets, ready for one C call."""
+    and the grads of the current step, with element offsets, ready for one C call.
 
-    cdef Py_ssize_t k
+    `guard` (default: these params and accumulators) lists every array a grad must not share
+    memory with; the optimizer passes all params and accumulators of all its groups."""
+
+    cdef Py_ssize_t k, nguard
     cdef int typenum
     cdef void** params
     cdef void** accums
     cdef void** grads
     cdef Py_ssize_t* offsets
-    cdef Py_ssize_t* param_lo   # sorted byte ranges of params, for the grad overlap check
-    cdef Py_ssize_t* param_hi
-    cdef list _params, _accums  # references keep the memory alive
+    cdef Py_ssize_t* guard_lo     # guarded byte ranges sorted by start ...
+    cdef Py_ssize_t* guard_reach  # ... and the running maximum of their ends
+    cdef list _params, _accums, _guard  # references keep the memory alive
 
-    def __cinit__(self, list params, list accums):
-        cdef Py_ssize_t i, k = len(params)
+    def __cinit__(self, list params, list accums, guard=None):
+        cdef Py_ssize_t i, k = len(params), reach = 0
         cdef cnp.ndarray p, a
         self.k = k
         self._params = list(params)
         self._accums = list(accums)
+        self._guard = list(params) + list(accums) if guard is None else list(guard)
+        self.nguard = len(self._guard)
         self.params = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.accums = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.grads = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.offsets = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
-        self.param_lo = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
-        self.param_hi = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
-        if not (self.params and self.accums and self.grads and self.offsets and self.param_lo
-                and self.param_hi):
+        self.guard_lo = <Py_ssize_t*>PyMem_Malloc((self.nguard + 1) * sizeof(Py_ssize_t))
+        self.guard_reach = <Py_ssize_t*>PyMem_Malloc((self.nguard + 1) * sizeof(Py_ssize_t))
+        if not (self.params and self.accums and self.grads and self.offsets and self.guard_lo
+                and self.guard_reach):
             raise MemoryError()
         self.typenum = cnp.NPY_FLOAT
         self.offsets[0] = 0
@@ -554,38 +559,39 @@ cdef class ArrayTable:
             self.params[i] = cnp.PyArray_DATA(p)
             self.accums[i] = cnp.PyArray_DATA(a)
             self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(p)
-        order = sorted(range(k), key=lambda j: <Py_ssize_t>self.params[j])
-        for i in range(k):
-            p = params[order[i]]
-            self.param_lo[i] = <Py_ssize_t>cnp.PyArray_DATA(p)
-            self.param_hi[i] = self.param_lo[i] + cnp.PyArray_NBYTES(p)
+        spans = sorted(_validation.byte_bounds(x) for x in self._guard if x.size)
+        self.nguard = len(spans)
+        for i, (lo, hi) in enumerate(spans):
+            reach = max(reach, hi)
+            self.guard_lo[i] = lo
+            self.guard_reach[i] = reach
 
     def __dealloc__(self):
         PyMem_Free(self.params)
         PyMem_Free(self.accums)
         PyMem_Free(self.grads)
         PyMem_Free(self.offsets)
-        PyMem_Free(self.param_lo)
-        PyMem_Free(self.param_hi)
+        PyMem_Free(self.guard_lo)
+        PyMem_Free(self.guard_reach)
 
-    cdef bint _grad_hits_a_param(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
-        """Does the byte range [lo, hi) intersect any param (binary search, sorted ranges)?"""
-        cdef Py_ssize_t a = 0, b = self.k, mid
+    cdef bint _hits_guard(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+        """Does the byte range [lo, hi) intersect a guarded array's range (binary search)?"""
+        cdef Py_ssize_t a = 0, b = self.nguard, mid
         if hi <= lo:
             return False
-        while a < b:   # first param whose start is >= hi
+        while a < b:   # first guarded range starting at or after hi
             mid = (a + b) // 2
-            if self.param_lo[mid] < hi:
+            if self.guard_lo[mid] < hi:
                 a = mid + 1
             else:
                 b = mid
-        return a > 0 and self.param_hi[a - 1] > lo
+        return a > 0 and self.guard_reach[a - 1] > lo
 
     cdef bint _gate(self, list grads) noexcept:
         """All grads are exact, contiguous, aligned, native ndarrays of the params' dtype and
-        shapes, not overlapping any param or accumulator; the params and accumulators are
-        still writable, contiguous and of their original shape. Fills the grad pointers."""
-        cdef Py_ssize_t i, lo, nbytes
+        shapes, not overlapping any guarded array; the params and accumulators are still
+        writable, contiguous and of their original shape. Fills the grad pointers."""
+        cdef Py_ssize_t i, lo
         cdef cnp.ndarray p, a, g
         cdef object item
         cdef int layout
@@ -599,17 +605,20 @@ cdef class ArrayTable:
             p = self._params[i]
             a = self._accums[i]
             layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
-            nbytes = cnp.PyArray_NBYTES(p)
             if not (cnp.PyArray_TYPE(g) == self.typenum and _same_shape(p, g)
                     and _plain_contiguous(g, layout) and _plain_contiguous(p, layout | _W_FLAGS)
                     and _plain_contiguous(a, layout | _W_FLAGS)
-                    and cnp.PyArray_DATA(p) == self.params[i] and _disjoint(g, a, nbytes)):
+                    and cnp.PyArray_DATA(p) == self.params[i]):
                 return False
             lo = <Py_ssize_t>cnp.PyArray_DATA(g)
-            if self._grad_hits_a_param(lo, lo + nbytes):
+            if self._hits_guard(lo, lo + cnp.PyArray_NBYTES(g)):
                 return False
             self.grads[i] = cnp.PyArray_DATA(g)
         return True
+
+    def gate(self, list grads):
+        """True if `grads` pass the C gate (nothing is written either way)."""
+        return self._gate(grads)
 
     def step(self, list grads, opts, double clr, bint check_finite):
         """Gate the grads; if they pass, (optionally) scan them for NaN/inf and update every

@@ -84,7 +84,6 @@ class _Group:
         self.rowwise = options["rowwise"]
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
-        self.build_table()
         self.set_options(options)
 
     def set_options(self, options: dict[str, Any]) -> None:
@@ -96,16 +95,17 @@ class _Group:
         """lr / (1 + (step - 1) * lr_decay) in double, as _validation.effective_lr."""
         return float(self.lr / (1.0 + (step - 1) * self.lr_decay))
 
-    def build_table(self) -> None:
+    def build_table(self, guard: ArrayList) -> None:
+        """The C pointer tables; `guard`: every array of the optimizer (no grad may touch one)."""
         kernels = _backend._kernels
         contiguous = all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
                          and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
         one_dtype = len({p.dtype for p in self.params}) <= 1
-        self.table = (kernels.ArrayTable(self.params, self.accums)
+        self.table = (kernels.ArrayTable(self.params, self.accums, guard)
                       if kernels is not None and contiguous and one_dtype and not self.rowwise
                       else None)
         if kernels is not None and self.flat is not None:
-            self.flat_table = kernels.ArrayTable([self.flat[0]], [self.flat[1]])
+            self.flat_table = kernels.ArrayTable([self.flat[0]], [self.flat[1]], guard)
 
     def dense_options(self, step: int) -> DenseOptions:
         o = self.options
@@ -191,6 +191,9 @@ class AdaGrad:
             checked.append((arrays, names, options))
         _check_disjoint([(n, p) for arrays, names, _ in checked for n, p in zip(names, arrays)])
         self.groups = [_Group(a, n, o, self.packed) for a, n, o in checked]
+        guard = [x for g in self.groups for x in g.params + g.accums]
+        for g in self.groups:
+            g.build_table(guard)
         self.skipped_steps = 0
         self.last_step_skipped = False
 
@@ -266,8 +269,13 @@ class AdaGrad:
         per_group = self._split_grads(grads)
         compiled = _backend.get_backend() == "cython"
         tables = [g.table if compiled else None for g in self.groups]
-        # General path: validate all groups, scan all, then update all.
-        sparse = [self._validate_group(group, grads_g) for group, grads_g in zip(self.groups, per_group)]
+        # General path: validate all groups (in C when every group's grads pass its gate,
+        # else in Python, which names the bad argument), scan all, then update all.
+        if all(t is not None and t.gate(g) for t, g in zip(tables, per_group)):
+            sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.groups]
+        else:
+            sparse = [self._validate_group(group, grads_g)
+                      for group, grads_g in zip(self.groups, per_group)]
         bad_at = self._first_nonfinite(per_group, tables, sparse) if check else None
         if bad_at is not None:
             return self._finish_bad(bad_at)
@@ -388,10 +396,11 @@ class AdaGrad:
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
-            _validation.check_no_overlap({name: p, gname: g, f"accumulator of {name}": a})
-        params = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
-        _check_grads_disjoint(params, dense_grads + [(f"grads values {i}", v)
-                                                     for i, (_, v) in sparse.items()])
+        guarded = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
+        guarded += [(f"the accumulator of {n}", a) for grp in self.groups
+                    for n, a in zip(grp.names, grp.accums)]
+        _check_grads_disjoint(guarded, dense_grads + [(f"grads values {i}", v)
+                                                      for i, (_, v) in sparse.items()])
         return sparse
 
     def _first_nonfinite(self, per_group: list[list[Any]], tables: list[Any],
@@ -518,7 +527,8 @@ def _check_disjoint(named: list[tuple[str, np.ndarray]]) -> None:
 
 
 def _check_grads_disjoint(params: list[tuple[str, np.ndarray]], grads: list[tuple[str, np.ndarray]]) -> None:
-    """No grad shares memory with any param (grads may share memory with each other).
+    """No grad shares memory with any param or accumulator (grads may share memory with each
+    other).
     Params sorted by start address; prefix maxima of their ends bound the backwards scan."""
     spans = sorted((_validation.byte_bounds(a), n, a) for n, a in params if a.size)
     starts = [lo for (lo, _), _, _ in spans]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import re
+
 import numpy as np
 import pytest
 
@@ -305,3 +307,24 @@ def test_accumulators_are_read_only_views():
     assert np.all(acc == 0.5)
     with pytest.raises(ValueError):
         acc[0] = 1.0
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_grads_may_not_touch_any_param_or_accumulator_of_any_group(backend_name):
+    """The C gate and the Python validator guard every param and accumulator of the optimizer,
+    not only the grad's own: a grad viewing another group's param or an accumulator is refused
+    before anything is written."""
+    a, b, c = arrays([10, 20, 30])
+    with fastadagrad.backend(backend_name):
+        opt = AdaGrad([{"params": [a, b]}, {"params": [c], "lr": 0.5}], lr=0.1)
+        good = grads_for([a, b, c], 0)
+        opt.step([good[:2], good[2:]])
+        snapshot = [x.copy() for x in (a, b, c)] + [x.copy() for g in opt.groups for x in g.accums]
+        for bad, fragment in (
+                ([[good[0], c[5:25]], [good[2]]], "`grads[0][1]` and `params[1]['params'][0]` overlap"),
+                ([[good[0], opt.accumulators[1][0][:20]], [good[2]]], "the accumulator of")):
+            with pytest.raises(ValueError, match=re.escape(fragment)):
+                opt.step(bad)
+        now = [a, b, c] + [x for g in opt.groups for x in g.accums]
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(snapshot, now))
+        assert [g.step for g in opt.groups] == [1, 1]
