@@ -314,13 +314,13 @@ class AdaGrad:
         for gi, (group, g) in enumerate(zip(self.groups, flats)):
             assert group.flat is not None
             name = "grads" if len(self.groups) == 1 else f"grads[{gi}]"
-            p, a = group.flat
+            p = group.flat[0]
             _validation.check_array(name, g, writable=False)
             if g.shape != p.shape:
                 raise ValueError(f"`{name}` has shape {g.shape}; a flat grad of packed params "
                                  f"has shape {p.shape}")
             _validation.check_same_layout("packed params", p, name, g)
-            _validation.check_no_overlap({"packed params": p, name: g, "accumulators": a})
+            _check_grads_disjoint(self._guarded(), [(name, g)])
         if check:
             for gi, g in enumerate(flats):
                 if not self._all_finite_flat(self.groups[gi], g):
@@ -396,12 +396,15 @@ class AdaGrad:
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
-        guarded = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
-        guarded += [(f"the accumulator of {n}", a) for grp in self.groups
-                    for n, a in zip(grp.names, grp.accums)]
-        _check_grads_disjoint(guarded, dense_grads + [(f"grads values {i}", v)
+        _check_grads_disjoint(self._guarded(), dense_grads + [(f"grads values {i}", v)
                                                       for i, (_, v) in sparse.items()])
         return sparse
+
+    def _guarded(self) -> list[tuple[str, np.ndarray]]:
+        """Every param and accumulator of every group, named: no grad may share their memory."""
+        named = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
+        return named + [(f"the accumulator of {n}", a) for grp in self.groups
+                        for n, a in zip(grp.names, grp.accums)]
 
     def _first_nonfinite(self, per_group: list[list[Any]], tables: list[Any],
                          sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[int, int] | None:

@@ -299,6 +299,10 @@ def test_pack_and_packed_step(backend_name):
         AdaGrad(arrays([3, 4]), packed=True)
     with pytest.raises(ValueError, match="flat grad"):
         opt.step(np.zeros(5, np.float32))
+    before = arena.copy()
+    with pytest.raises(ValueError, match="overlap"):
+        opt.step(arena)   # the params' own memory as the flat grad
+    assert arena.tobytes() == before.tobytes()
 
 
 def test_accumulators_are_read_only_views():
