@@ -210,11 +210,7 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
     if grads.shape != (idx.size, d):
         raise ValueError(f"`grads` has shape {grads.shape}; it must be {(idx.size, d)} "
                          "(one row per index)")
-    lr_ = check_real("lr", lr)
-    eps_ = check_real("eps", eps)
-    inside = check_eps_placement(eps_placement)
-    maximize_ = check_flag("maximize", maximize)
-    wd = check_real("weight_decay", weight_decay)
+    opts = check_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize)  # clr = lr
     check_no_overlap({"table": table, "accum": accum, "grads": grads})
     g = np.ascontiguousarray(grads, dtype=table.dtype)  # read-only input: a copy is harmless
-    return DenseOptions(lr_, eps_, wd, maximize_, inside), idx, g
+    return opts, idx, g
