@@ -74,6 +74,19 @@ def byte_bounds(a: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+def overlapping_pair(arrays: list[np.ndarray]) -> tuple[int, int] | None:
+    """Indices (i, j) of two arrays that share memory, or None: sorted by byte bounds, with
+    the exact test only where bounds meet (O(n log n) for disjoint arrays)."""
+    spans = sorted((*byte_bounds(a), k) for k, a in enumerate(arrays) if a.size)
+    for i in range(len(spans)):
+        for j in range(i + 1, len(spans)):
+            if spans[j][0] >= spans[i][1]:
+                break
+            if shares_memory(arrays[spans[i][2]], arrays[spans[j][2]]):
+                return spans[i][2], spans[j][2]
+    return None
+
+
 def check_no_overlap(named: dict[str, np.ndarray]) -> None:
     """No two of the arrays may share memory (exact test, so interleaved views are fine)."""
     items = list(named.items())

@@ -517,16 +517,12 @@ def eval_key(k: str) -> Any:
 
 
 def _check_disjoint(named: list[tuple[str, np.ndarray]]) -> None:
-    """No two params share memory: sort by byte bounds, exact test only where bounds meet."""
-    spans = sorted((_validation.byte_bounds(a), n, a) for n, a in named if a.size)
-    for i in range(len(spans)):
-        (lo_i, hi_i), n_i, a_i = spans[i]
-        for j in range(i + 1, len(spans)):
-            (lo_j, _), n_j, a_j = spans[j]
-            if lo_j >= hi_i:
-                break
-            if _validation.shares_memory(a_i, a_j):
-                raise ValueError(f"`{n_i}` and `{n_j}` overlap in memory; pass separate arrays")
+    """No two params share memory."""
+    pair = _validation.overlapping_pair([a for _, a in named])
+    if pair is not None:
+        i, j = sorted(pair)
+        raise ValueError(f"`{named[i][0]}` and `{named[j][0]}` overlap in memory; pass separate "
+                         "arrays")
 
 
 def _check_grads_disjoint(params: list[tuple[str, np.ndarray]], grads: list[tuple[str, np.ndarray]]) -> None:

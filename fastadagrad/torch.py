@@ -257,15 +257,8 @@ def _entry(p: torch.Tensor, st: dict[str, Any]) -> Optional[_Entry]:
 
 
 def _disjoint(arrays: list[np.ndarray]) -> bool:
-    """No two of the arrays share memory (sorted byte ranges; exact test where they meet)."""
-    spans = sorted((*_validation.byte_bounds(a), k) for k, a in enumerate(arrays) if a.size)
-    for i in range(len(spans)):
-        for j in range(i + 1, len(spans)):
-            if spans[j][0] >= spans[i][1]:
-                break
-            if _validation.shares_memory(arrays[spans[i][2]], arrays[spans[j][2]]):
-                return False
-    return True
+    """No two of the arrays share memory."""
+    return _validation.overlapping_pair(arrays) is None
 
 
 class Adagrad(torch.optim.Adagrad):
