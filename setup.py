@@ -33,7 +33,7 @@ MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 
 def extension(name, **kw):
-    return Extension(f"fastadagrad.{name}", [f"fastadagrad/{name}.pyx"],
+    return Extension(f"fastadagrad.{name}", [f"src/fastadagrad/{name}.pyx"],
                      include_dirs=[numpy.get_include()], define_macros=MACROS, **kw)
 
 
