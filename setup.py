@@ -1,12 +1,20 @@
-"""Build the compiled backend: kernels.pyx (dispatch, OpenMP) and _loops.pxi once per ISA level.
+"""Build the compiled backend: one extension, fastadagrad.kernels, from
+- kernels.pyx (Cython: argument gate, dispatch, threads) and _csrc/dispatch.c, compiled with the
+  baseline flags only: this is all the code that runs at import;
+- _csrc/isa_{generic,avx2,avx512}.c: the same loops (_csrc/loops.h) compiled once per ISA level
+  with that level's -m flags. They hold loops and a const table of pointers, no other code, and
+  are used only after the CPU check in dispatch.c (NumPy's "dispatch sources" model).
 
-Flags (see ../shared/PERF_NOTES.md and README "Building from source"):
+Flags (see README "Building from source"):
 - -O3 -fno-math-errno: without it gcc keeps the sqrt loop scalar (8x slower);
 - -ffp-contract=off: no FMA contraction, so rounding matches NumPy's separate ufuncs;
 - no fast-math flags (they break NaN/inf semantics and equivalence) and no native-CPU -march
-  (a wheel must run on any x86-64): AVX2/AVX-512 speed comes from extra builds of the same
-  loops, chosen at import by CPU features.
+  (a wheel must run on any x86-64).
 - OpenMP only if a test compile with -fopenmp succeeds (FASTADAGRAD_NO_OPENMP=1 turns it off).
+
+FASTADAGRAD_PUREPYTHON=1 installs the NumPy backend only (no compiler needed). Without it, a
+failed compile (no C compiler) also falls back to the NumPy backend, with a warning that says how
+to get the compiled one.
 """
 
 import os
@@ -15,26 +23,30 @@ import shutil
 import sys
 import tempfile
 
-import numpy
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+SRC = os.path.join("src", "fastadagrad")
+CSRC = os.path.join(SRC, "_csrc")
 GCC_LIKE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 ISA_FLAGS = {
-    "generic": [],
     "avx2": ["-mavx2"],
     "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq",
                "-mprefer-vector-width=512"],
 }
-MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
-
-
-def extension(name, **kw):
-    return Extension(f"fastadagrad.{name}", [f"src/fastadagrad/{name}.pyx"],
-                     include_dirs=[numpy.get_include()], define_macros=MACROS, **kw)
+CYTHON_DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
+                     "cdivision": True, "initializedcheck": False}
+PURE_PYTHON = os.environ.get("FASTADAGRAD_PUREPYTHON", "") not in ("", "0")
+NO_COMPILER_HELP = (
+    "fastadagrad: the C extension could not be built ({error}). Installing the pure-NumPy "
+    "backend only: same results, several times slower. To get the compiled kernels, install a "
+    "C compiler and the Python headers (Debian/Ubuntu: apt-get install gcc python3-dev; "
+    "Fedora: dnf install gcc python3-devel; macOS: xcode-select --install; Windows: the MSVC "
+    "Build Tools) and reinstall with `pip install --force-reinstall --no-cache-dir fastadagrad` "
+    "(or `pip install .` in a checkout). Set FASTADAGRAD_PUREPYTHON=1 to skip the build on purpose."
+)
 
 
 def compiles(compiler, flags, code="int main(void) { return 0; }\n", link=False):
@@ -55,44 +67,73 @@ def compiles(compiler, flags, code="int main(void) { return 0; }\n", link=False)
 
 
 class BuildExt(build_ext):
-    """Adds per-compiler flags, drops ISA builds the compiler cannot make, detects OpenMP."""
+    """Compiles the ISA units with their own flags, detects OpenMP, and falls back to the
+    pure-NumPy install when there is no working compiler."""
 
-    def build_extensions(self):
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, missing headers: keep the pure-Python install
+            if os.environ.get("FASTADAGRAD_REQUIRE_COMPILED") == "1":
+                raise
+            self.warn(NO_COMPILER_HELP.format(error=f"{type(exc).__name__}: {exc}"))
+            print(NO_COMPILER_HELP.format(error=f"{type(exc).__name__}: {exc}"), file=sys.stderr)
+
+    def build_extension(self, ext):
         msvc = self.compiler.compiler_type == "msvc"
         base = MSVC_FLAGS if msvc else GCC_LIKE_FLAGS
-        keep = []
-        for ext in self.extensions:
-            isa = ext.name.rsplit("_isa_", 1)[1] if "_isa_" in ext.name else None
-            flags = list(base)
-            if isa is not None and isa != "generic":
-                if msvc or not X86 or not compiles(self.compiler, ISA_FLAGS[isa]):
-                    print(f"fastadagrad: skipping the {isa} build (compiler/platform lacks it)")
-                    continue
-                flags += ISA_FLAGS[isa]
-            if ext.name == "fastadagrad.kernels":
-                omp = ["/openmp"] if msvc else ["-fopenmp"]
-                code = "#include <omp.h>\nint main(void) { return omp_get_max_threads(); }\n"
-                if os.environ.get("FASTADAGRAD_NO_OPENMP") != "1" and compiles(
-                        self.compiler, omp, code, link=True):
-                    flags += omp
-                    ext.extra_link_args = list(ext.extra_link_args or []) + ([] if msvc else omp)
-                    print("fastadagrad: building with OpenMP")
-                else:
-                    print("fastadagrad: OpenMP not available, building serial kernels")
-            ext.extra_compile_args = flags + list(ext.extra_compile_args or [])
-            keep.append(ext)
-        self.extensions = keep
-        super().build_extensions()
+        objects = self._compile_isa_units(ext, base, msvc)
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        flags = list(base)
+        omp = ["/openmp"] if msvc else ["-fopenmp"]
+        code = "#include <omp.h>\nint main(void) { return omp_get_max_threads(); }\n"
+        if os.environ.get("FASTADAGRAD_NO_OPENMP") != "1" and compiles(self.compiler, omp, code,
+                                                                      link=True):
+            flags += omp
+            ext.extra_link_args = list(ext.extra_link_args or []) + ([] if msvc else omp)
+            print("fastadagrad: building with OpenMP")
+        else:
+            print("fastadagrad: OpenMP not available, building serial kernels")
+        ext.extra_compile_args = flags + list(ext.extra_compile_args or [])
+        super().build_extension(ext)
+
+    def _compile_isa_units(self, ext, base, msvc):
+        """Objects of _csrc/isa_<level>.c, each with its level's flags; defines FA_HAVE_<LEVEL>
+        for dispatch.c for every level that was built (the generic one always is)."""
+        levels = {"generic": []}
+        for isa, isa_flags in ISA_FLAGS.items():
+            if msvc or not X86 or not compiles(self.compiler, isa_flags):
+                print(f"fastadagrad: skipping the {isa} loops (compiler/platform lacks them)")
+                continue
+            levels[isa] = isa_flags
+            ext.define_macros.append((f"FA_HAVE_{isa.upper()}", "1"))
+        objects = []
+        for isa, isa_flags in levels.items():
+            objects += self.compiler.compile(
+                [os.path.join(CSRC, f"isa_{isa}.c")], output_dir=self.build_temp,
+                include_dirs=[CSRC], extra_postargs=base + isa_flags, depends=[
+                    os.path.join(CSRC, name) for name in ("loops.h", "loops_typed.h",
+                                                          "kernel_table.h")])
+        return objects
 
 
-isa_names = ["generic"] + (["avx2", "avx512"] if X86 else [])
-extensions = [extension("kernels")] + [extension(f"_isa_{isa}") for isa in isa_names]
+def extensions():
+    if PURE_PYTHON:
+        print("fastadagrad: FASTADAGRAD_PUREPYTHON is set: installing the NumPy backend only")
+        return []
+    try:
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        print(NO_COMPILER_HELP.format(error=exc), file=sys.stderr)
+        return []
+    ext = Extension("fastadagrad.kernels",
+                    [os.path.join(SRC, "kernels.pyx"), os.path.join(CSRC, "dispatch.c")],
+                    include_dirs=[numpy.get_include(), "src", CSRC],
+                    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                    depends=[os.path.join(SRC, "_sparse.pxi"),
+                             os.path.join(CSRC, "kernel_table.h")])
+    return cythonize([ext], compiler_directives=CYTHON_DIRECTIVES)
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
-                             "cdivision": True, "initializedcheck": False},
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -70,7 +70,7 @@ SETUP = textwrap.dedent('''
     from Cython.Build import cythonize
     from setuptools import Extension, setup
     setup(name="embedder", ext_modules=cythonize(
-        [Extension("embedder", ["embedder.pyx"])],
+        [Extension("embedder", ["embedder.pyx"], include_dirs=[fastadagrad.get_include()])],
         include_path=[fastadagrad.get_include()], quiet=True),
         script_args=["build_ext", "--inplace"])
 ''')

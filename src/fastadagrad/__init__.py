@@ -39,9 +39,9 @@ else:
 
 
 def get_include() -> str:
-    """The directory to pass as a Cython include path (`cythonize(..., include_path=[...])`)
-    so that `cimport fastadagrad.kernels` finds kernels.pxd; see that file for the C-level API.
-    (Usually unnecessary: Cython also finds it on sys.path.)"""
+    """The directory to put on the C include path (`Extension(..., include_dirs=[...])`) and,
+    if needed, the Cython include path, so that `cimport fastadagrad.kernels` finds kernels.pxd
+    and the C header it declares; see kernels.pxd for the C-level API."""
     import os
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,55 +1,59 @@
-# The C types shared by the ISA builds (_isa_*.pyx) and the dispatcher (kernels.pyx).
-#
-# Every ISA module compiles the same loops (_loops.pxi) with different -m flags and exports
-# one KernelTable through a PyCapsule; kernels.pyx picks one table at import.
+# The C types shared by the per-ISA loop units and the dispatcher (kernels.pyx), declared from
+# their single C definition: _csrc/kernel_table.h (see that file). Code that cimports this (or
+# kernels.pxd) must have fastadagrad.get_include() on its C include path.
 
-ctypedef struct DenseOpts:
-    double lr             # the effective learning rate clr = lr / (1 + (step - 1) * lr_decay)
-    double eps
-    double weight_decay   # coupled (torch): g = g + weight_decay * param; skipped when 0
-    double decoupled_weight_decay  # Keras 3: param = param - param * wd * clr first; skipped when 0
-    bint maximize         # g = -grad
-    bint eps_inside       # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
-    bint zero_if_accum_zero  # optax: no update where the new accumulator is exactly 0
-
-ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
-                             const DenseOpts* o) noexcept nogil
-ctypedef void (*dense_f64_t)(Py_ssize_t n, double* param, const double* grad, double* accum,
-                             const DenseOpts* o) noexcept nogil
-ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const float* grad,
-                               Py_ssize_t sg, float* accum, Py_ssize_t sa,
-                               const DenseOpts* o) noexcept nogil
-ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
-                               Py_ssize_t sg, double* accum, Py_ssize_t sa,
-                               const DenseOpts* o) noexcept nogil
 from libc.stdint cimport int64_t
 
-ctypedef void (*rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src, float* table,
-                            float* accum, Py_ssize_t d, bint is_rowwise, Py_ssize_t ahead,
-                            const DenseOpts* o) noexcept nogil
-ctypedef void (*rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
-                            double* table, double* accum, Py_ssize_t d, bint is_rowwise,
-                            Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
-ctypedef void (*add_f32_t)(Py_ssize_t n, float* dst, const float* src) noexcept nogil
-ctypedef void (*add_f64_t)(Py_ssize_t n, double* dst, const double* src) noexcept nogil
-ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
-ctypedef bint (*finite_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
-ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
-ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
+cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
+    ctypedef struct DenseOpts:
+        double lr             # the effective learning rate clr = lr / (1 + (step - 1) * lr_decay)
+        double eps
+        double weight_decay   # coupled (torch): g = g + weight_decay * param; skipped when 0
+        double decoupled_weight_decay  # Keras 3: param = param - param * wd * clr first
+        bint maximize         # g = -grad
+        bint eps_inside       # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
+        bint zero_if_accum_zero  # optax: no update where the new accumulator is exactly 0
 
-ctypedef struct KernelTable:
-    const char* isa
-    dense_f32_t dense_f32
-    dense_f64_t dense_f64
-    strided_f32_t strided_f32
-    strided_f64_t strided_f64
-    dense_f32_t rowwise_f32      # same signature: (d, row, grad, &accum_of_row, opts)
-    dense_f64_t rowwise_f64
-    rows_f32_t sparse_rows_f32   # (count, rows, grad rows, table, accum, d, rowwise, ahead, opts)
-    rows_f64_t sparse_rows_f64
-    add_f32_t add_into_f32
-    add_f64_t add_into_f64
-    finite_f32_t all_finite_f32
-    finite_f64_t all_finite_f64
-    probe_f32_t probe_f32
-    probe_f64_t probe_f64
+    ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
+                                 const DenseOpts* o) noexcept nogil
+    ctypedef void (*dense_f64_t)(Py_ssize_t n, double* param, const double* grad, double* accum,
+                                 const DenseOpts* o) noexcept nogil
+    ctypedef void (*strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp, const float* grad,
+                                   Py_ssize_t sg, float* accum, Py_ssize_t sa,
+                                   const DenseOpts* o) noexcept nogil
+    ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
+                                   Py_ssize_t sg, double* accum, Py_ssize_t sa,
+                                   const DenseOpts* o) noexcept nogil
+    ctypedef void (*rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src,
+                                float* table, float* accum, Py_ssize_t d, bint is_rowwise,
+                                Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+    ctypedef void (*rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
+                                double* table, double* accum, Py_ssize_t d, bint is_rowwise,
+                                Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+    ctypedef void (*add_f32_t)(Py_ssize_t n, float* dst, const float* src) noexcept nogil
+    ctypedef void (*add_f64_t)(Py_ssize_t n, double* dst, const double* src) noexcept nogil
+    ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
+    ctypedef bint (*finite_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
+    ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
+    ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
+
+    ctypedef struct KernelTable:
+        const char* isa
+        dense_f32_t dense_f32
+        dense_f64_t dense_f64
+        strided_f32_t strided_f32
+        strided_f64_t strided_f64
+        dense_f32_t rowwise_f32      # same signature: (d, row, grad, &accum_of_row, opts)
+        dense_f64_t rowwise_f64
+        rows_f32_t sparse_rows_f32   # (count, rows, grad rows, table, accum, d, rowwise, ahead, opts)
+        rows_f64_t sparse_rows_f64
+        add_f32_t add_into_f32
+        add_f64_t add_into_f64
+        finite_f32_t all_finite_f32
+        finite_f64_t all_finite_f64
+        probe_f32_t probe_f32
+        probe_f64_t probe_f64
+
+    const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
+    int fa_cpu_supports(const char* isa) noexcept nogil
+    const KernelTable* fa_kernel_table(const char* isa) noexcept nogil

@@ -7,8 +7,10 @@
 #     with nogil:
 #         adagrad_dense_f32(n, param_ptr, grad_ptr, accum_ptr, &opts)
 #
-# Build your extension with fastadagrad installed (Cython finds this file on sys.path, or pass
-# include_path=[fastadagrad.get_include()] to cythonize); link nothing: the functions are
+# Build your extension with fastadagrad installed and its header directory on the C include
+# path, as with numpy.get_include(): Extension(..., include_dirs=[fastadagrad.get_include()])
+# (Cython finds this file on sys.path, or pass include_path=[fastadagrad.get_include()] to
+# cythonize). Link nothing: the functions are
 # imported at run time from fastadagrad.kernels through its C-API capsule, so you get the same
 # runtime ISA dispatch (AVX-512/AVX2/generic), OpenMP split and thread count
 # (fastadagrad.set_num_threads) as the Python API, and bit-identical results.

@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The compiled backend: argument gate, runtime ISA dispatch, OpenMP split, the GIL released.
 
-The loops themselves live in _loops.pxi and are compiled once per ISA level (_isa_generic,
-_isa_avx2, _isa_avx512); at import this module picks the best table the CPU supports (override
-with FASTADAGRAD_ISA=generic|avx2|avx512). Work is split across threads only above
+The loops themselves live in C (_csrc/loops.h) and are compiled once per ISA level
+(_csrc/isa_{generic,avx2,avx512}.c, linked into this module); at import this module picks the
+best table the CPU supports (override with FASTADAGRAD_ISA=generic|avx2|avx512). Work is split across threads only above
 PARALLEL_MIN_ELEMENTS, in chunks that are multiples of 16 elements; every element is computed by
 the same scalar formula, so results are bit-identical for every thread count and ISA.
 """
@@ -15,11 +15,11 @@ import numpy as _np
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 
-from fastadagrad._kernel_table cimport DenseOpts, KernelTable
+from fastadagrad._kernel_table cimport (DenseOpts, KernelTable, fa_cpu_supports, fa_isa_compiled,
+                                        fa_kernel_table)
 
 from fastadagrad import _validation
 from fastadagrad import reference as _reference
@@ -37,21 +37,9 @@ cdef extern from *:
     #define FA_OPENMP 0
     static int fa_omp_max_threads(void) { return 1; }
     #endif
-    static int fa_cpu_supports(const char *isa) {
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        if (strcmp(isa, "avx2") == 0)
-            return __builtin_cpu_supports("avx2");
-        if (strcmp(isa, "avx512") == 0)
-            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-                && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    #endif
-        return strcmp(isa, "generic") == 0;
-    }
     """
     const int FA_OPENMP
     int fa_omp_max_threads() noexcept nogil
-    int fa_cpu_supports(const char* isa) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -68,18 +56,21 @@ cdef Py_ssize_t _CHUNK_ALIGN = 16
 ISA_LEVELS = ("avx512", "avx2", "generic")   # best first
 
 # ----------------------------------------------------------------------------- ISA dispatch
+# The loops live in C units compiled once per ISA level (_csrc/isa_*.c) and linked into this
+# module; each holds only loops and a const table of pointers to them. This module is compiled
+# for the baseline, so importing it never executes an AVX instruction: a table is used only
+# after fa_kernel_table() has checked that this CPU (and OS) supports its level.
 cdef KernelTable _table
-_isa_modules = {}
-for _name in ISA_LEVELS:
-    try:
-        _isa_modules[_name] = __import__(f"fastadagrad._isa_{_name}", fromlist=["TABLE"])
-    except ImportError:
-        pass
 
 
 def isa_compiled():
     """ISA levels this build contains, best first."""
-    return tuple(name for name in ISA_LEVELS if name in _isa_modules)
+    cdef Py_ssize_t i = 0
+    names = []
+    while fa_isa_compiled[i] != NULL:
+        names.append(fa_isa_compiled[i].decode())
+        i += 1
+    return tuple(names)
 
 
 def isa_available():
@@ -90,10 +81,12 @@ def isa_available():
 def set_isa(name):
     """Use the loops compiled for ISA level `name` (one of isa_available())."""
     global _table
-    if name not in isa_available():
+    cdef const KernelTable* table = NULL
+    if isinstance(name, str) and name in isa_compiled():
+        table = fa_kernel_table(name.encode())
+    if table == NULL:
         raise ValueError(f"`name` must be one of {isa_available()} on this CPU/build, got {name!r}")
-    _table = (<KernelTable*>PyCapsule_GetPointer(_isa_modules[name].TABLE,
-                                                  b"fastadagrad.KernelTable"))[0]
+    _table = table[0]
 
 
 def get_isa():

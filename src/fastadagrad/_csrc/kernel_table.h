@@ -1,0 +1,80 @@
+/* The C types shared by the per-ISA loop units (isa_*.c) and the dispatcher (kernels.pyx).
+ *
+ * Each isa_<level>.c compiles the loops of loops.h with that level's -m flags and defines one
+ * `const KernelTable fa_table_<level>`: static data (function pointers), no code runs to fill it,
+ * so linking an ISA unit into the extension never executes an instruction the CPU may lack.
+ * fa_kernel_table() (dispatch.c, baseline flags) hands out a table only if the CPU supports it.
+ */
+#ifndef FASTADAGRAD_KERNEL_TABLE_H
+#define FASTADAGRAD_KERNEL_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef ptrdiff_t fa_ssize_t;   /* Py_ssize_t without Python.h */
+
+typedef struct DenseOpts {
+    double lr;                     /* the effective rate clr = lr / (1 + (step - 1) * lr_decay) */
+    double eps;
+    double weight_decay;           /* coupled (torch): g = g + weight_decay * param; skipped when 0 */
+    double decoupled_weight_decay; /* Keras 3: param = param - param * wd * clr first; skipped when 0 */
+    int maximize;                  /* g = -grad */
+    int eps_inside;                /* denom = sqrt(accum + eps) instead of sqrt(accum) + eps */
+    int zero_if_accum_zero;        /* optax: no update where the new accumulator is exactly 0 */
+} DenseOpts;
+
+typedef void (*dense_f32_t)(fa_ssize_t n, float *param, const float *grad, float *accum,
+                            const DenseOpts *o);
+typedef void (*dense_f64_t)(fa_ssize_t n, double *param, const double *grad, double *accum,
+                            const DenseOpts *o);
+typedef void (*strided_f32_t)(fa_ssize_t n, float *param, fa_ssize_t sp, const float *grad,
+                              fa_ssize_t sg, float *accum, fa_ssize_t sa, const DenseOpts *o);
+typedef void (*strided_f64_t)(fa_ssize_t n, double *param, fa_ssize_t sp, const double *grad,
+                              fa_ssize_t sg, double *accum, fa_ssize_t sa, const DenseOpts *o);
+typedef void (*rows_f32_t)(fa_ssize_t count, const int64_t *rows, const float **src, float *table,
+                           float *accum, fa_ssize_t d, int is_rowwise, fa_ssize_t ahead,
+                           const DenseOpts *o);
+typedef void (*rows_f64_t)(fa_ssize_t count, const int64_t *rows, const double **src,
+                           double *table, double *accum, fa_ssize_t d, int is_rowwise,
+                           fa_ssize_t ahead, const DenseOpts *o);
+typedef void (*add_f32_t)(fa_ssize_t n, float *dst, const float *src);
+typedef void (*add_f64_t)(fa_ssize_t n, double *dst, const double *src);
+typedef int (*finite_f32_t)(fa_ssize_t n, const float *x);
+typedef int (*finite_f64_t)(fa_ssize_t n, const double *x);
+typedef void (*probe_f32_t)(fa_ssize_t n, float *x, const float *y, float *z);
+typedef void (*probe_f64_t)(fa_ssize_t n, double *x, const double *y, double *z);
+
+typedef struct KernelTable {
+    const char *isa;
+    dense_f32_t dense_f32;
+    dense_f64_t dense_f64;
+    strided_f32_t strided_f32;
+    strided_f64_t strided_f64;
+    dense_f32_t rowwise_f32;       /* same signature: (d, row, grad, &accum_of_row, opts) */
+    dense_f64_t rowwise_f64;
+    rows_f32_t sparse_rows_f32;    /* (count, rows, grad rows, table, accum, d, rowwise, ahead, opts) */
+    rows_f64_t sparse_rows_f64;
+    add_f32_t add_into_f32;
+    add_f64_t add_into_f64;
+    finite_f32_t all_finite_f32;
+    finite_f64_t all_finite_f64;
+    probe_f32_t probe_f32;
+    probe_f64_t probe_f64;
+} KernelTable;
+
+/* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */
+extern const char *const fa_isa_compiled[];
+/* 1 if this CPU (and OS) can run ISA level `isa` ("avx512", "avx2", "generic"), else 0. */
+int fa_cpu_supports(const char *isa);
+/* The table of ISA level `isa` if it is compiled in and this CPU supports it, else NULL. */
+const KernelTable *fa_kernel_table(const char *isa);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

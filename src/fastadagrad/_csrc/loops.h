@@ -1,0 +1,66 @@
+/* The AdaGrad loops, written once and compiled once per ISA level: isa_<level>.c defines FA_ISA
+ * (the level's name as a token) and includes this file; setup.py compiles each unit with that
+ * level's -m flags plus -O3 -fno-math-errno (so sqrt vectorises) and -ffp-contract=off (no FMA:
+ * NumPy's rounding). A unit holds these loops and one const table of pointers to them, nothing
+ * else: no code of it runs unless the dispatcher chose its table for this CPU.
+ */
+#include <math.h>
+#include <string.h>
+#include "kernel_table.h"
+
+#define FA_CAT3_(a, b, c) a##_##b##_##c
+#define FA_CAT3(a, b, c) FA_CAT3_(a, b, c)
+#define FA_FN(name) FA_CAT3(fa, FA_ISA, name)          /* fa_<isa>_<name> */
+#define FA_STR_(x) #x
+#define FA_STR(x) FA_STR_(x)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FA_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FA_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+#else
+#define FA_ALWAYS_INLINE inline
+#define FA_PREFETCH(p) ((void)0)
+#endif
+
+static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
+{
+    fa_ssize_t off;
+    for (off = 0; off < nbytes; off += 64)
+        FA_PREFETCH((const char *)p + off);
+}
+#define fa_prefetch_bytes FA_FN(prefetch_bytes)
+
+#define FA_T float
+#define FA_U uint32_t
+#define FA_SFX f32
+#define FA_SQRT sqrtf
+#define FA_EXP_MASK 0x7f800000u
+#include "loops_typed.h"
+#undef FA_T
+#undef FA_U
+#undef FA_SFX
+#undef FA_SQRT
+#undef FA_EXP_MASK
+
+#define FA_T double
+#define FA_U uint64_t
+#define FA_SFX f64
+#define FA_SQRT sqrt
+#define FA_EXP_MASK 0x7ff0000000000000ull
+#include "loops_typed.h"
+#undef FA_T
+#undef FA_U
+#undef FA_SFX
+#undef FA_SQRT
+#undef FA_EXP_MASK
+
+const KernelTable FA_CAT3(fa, table, FA_ISA) = {
+    FA_STR(FA_ISA),
+    FA_FN(dense_f32), FA_FN(dense_f64),
+    FA_FN(strided_f32), FA_FN(strided_f64),
+    FA_FN(rowwise_f32), FA_FN(rowwise_f64),
+    FA_FN(sparse_rows_f32), FA_FN(sparse_rows_f64),
+    FA_FN(add_into_f32), FA_FN(add_into_f64),
+    FA_FN(all_finite_f32), FA_FN(all_finite_f64),
+    FA_FN(probe_f32), FA_FN(probe_f64),
+};
