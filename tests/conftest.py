@@ -18,9 +18,25 @@ import fastadagrad
 from fastadagrad._backend import IMPORT_ERROR, _kernels
 
 REQUIRE_COMPILED = os.environ.get("FASTADAGRAD_REQUIRE_COMPILED") == "1"
+# Set by .ci/run in the leg that installs the optional peers: a test skipped because a package
+# "is not installed" then fails the run instead of hiding a missing install step.
+REQUIRE_PEERS = os.environ.get("FASTADAGRAD_REQUIRE_PEERS") == "1"
 
 if REQUIRE_COMPILED and _kernels is None:
     raise RuntimeError(f"FASTADAGRAD_REQUIRE_COMPILED=1 but the extension did not import: {IMPORT_ERROR}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not REQUIRE_PEERS:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    missing = sorted({str(r.longrepr[2]) for r in skipped
+                      if isinstance(r.longrepr, tuple) and "not installed" in str(r.longrepr[2])})
+    if missing:
+        print("\nFASTADAGRAD_REQUIRE_PEERS=1 but tests were skipped for a missing package:\n  "
+              + "\n  ".join(missing))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_report_header(config: pytest.Config) -> str:

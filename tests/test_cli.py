@@ -44,7 +44,10 @@ def test_bench_json_plot_and_tables(tmp_path):
         assert key in dense
     assert dense["fast"]["min"] <= dense["fast"]["median"] <= dense["fast"]["max"]
     assert result["header"]["backend"] == "cython"   # the compiled side really was compiled
-    assert "identical" in out.stdout and "float32:" in out.stdout and "speed-up" in out.stdout
+    assert "identical" in out.stdout and "float32:" in out.stdout and "vs numpy" in out.stdout
+    tail = out.stdout.strip().splitlines()
+    assert tail[-1] == f"equivalence: all {len(result['equivalence'])} cases bit-identical"
+    assert tail[-2].startswith("machine:") and "ISA " in tail[-2] and "1 threads" in tail[-2]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "timing" not in out.stdout   # progress goes to stderr
 
@@ -71,7 +74,22 @@ def test_bench_fails_with_exit_1_when_backends_differ(monkeypatch, capsys):
     text = capsys.readouterr().out
     assert code == 1
     assert "broken" in text and "DIFFERENT" in text and "FAILED" in text
-    assert "speed-up" not in text.split("FAILED")[0].split("DIFFERENT")[1]
+    assert "vs numpy" not in text.split("FAILED")[0].split("DIFFERENT")[1]
+    assert text.strip().splitlines()[-1].startswith("equivalence: FAILED, 1 of 1 cases differ (broken")
+
+
+@pytest.mark.parametrize("ratio, text", [(41.25, "41.2x faster"), (1.0, "1.0x faster"),
+                                         (0.2, "5.0x slower"), (0.5, "2.0x slower")])
+def test_ratios_below_one_say_slower(ratio, text):
+    assert bench.fmt_ratio(ratio) == text
+
+
+def test_noisy_timings_are_starred():
+    quiet = {"median": 1e-3, "min": 0.9e-3, "max": 1.3e-3}
+    noisy = {"median": 1e-3, "min": 0.9e-3, "max": 1.4e-3}
+    assert bench.fmt_timing(quiet) == "1 ms"
+    assert bench.fmt_timing(noisy) == "1 ms *"
+    assert not bench.is_noisy(quiet) and bench.is_noisy(noisy)
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path):

@@ -13,7 +13,9 @@ import fastadagrad
 
 def info() -> int:
     cfg = fastadagrad.show_config()
+    from fastadagrad.bench import cpu_model
     print(f"fastadagrad {cfg['version']}")
+    print(f"CPU:          {cpu_model()}")
     print(f"backend:      {cfg['backend']} (compiled extension "
           f"{'available' if cfg['compiled_available'] else 'NOT available'})")
     print(f"ISA path:     {cfg['isa']} (available: {', '.join(cfg['isa_available']) or 'none'}; "
@@ -45,9 +47,10 @@ def self_check_and_timing() -> int:
           f"{'yes' if same else 'NO'}")
     work = DenseWorkload(1_000_000, np.float32, rng)
     t = bench.interleaved({"numpy": work.numpy, "fast": work.fast}, min_time=0.02, samples=5)
-    tn, tf = (bench.summary(t[k])["median"] for k in ("numpy", "fast"))
-    print(f"timing:       1e6 float32 elements: fastadagrad {bench.fmt_time(tf)}, NumPy "
-          f"{bench.fmt_time(tn)}: {tn / tf:.1f}x faster (medians)")
+    sn, sf = (bench.summary(t[k]) for k in ("numpy", "fast"))
+    print(f"timing:       1e6 float32 elements: fastadagrad {bench.fmt_timing(sf)}, NumPy "
+          f"{bench.fmt_timing(sn)}: {bench.fmt_ratio(sn['median'] / sf['median'])} (medians"
+          f"{'; * = noisy, samples spread > %.1fx' % bench.NOISY_SPREAD if bench.is_noisy(sf) or bench.is_noisy(sn) else ''})")
     return 0 if same else 1
 
 

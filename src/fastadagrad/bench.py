@@ -105,6 +105,23 @@ def fmt_time(seconds: float | None) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+NOISY_SPREAD = 1.5   # max/min of a timing's samples above this: marked noisy ("*")
+
+
+def fmt_ratio(ratio: float) -> str:
+    """How many times faster (ratio = their time / our time); below 1 it says "slower"."""
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
+def fmt_timing(s: dict[str, float]) -> str:
+    """A median, starred when the samples' spread (max/min) exceeds NOISY_SPREAD."""
+    return fmt_time(s["median"]) + (" *" if is_noisy(s) else "")
+
+
+def is_noisy(s: dict[str, float]) -> bool:
+    return s["min"] > 0 and s["max"] / s["min"] > NOISY_SPREAD
+
+
 def progress(msg: str) -> None:
     sys.stderr.write(f"\r\033[K{msg}" if sys.stderr.isatty() else f"{msg}\n")
     sys.stderr.flush()
@@ -208,7 +225,7 @@ def _run(quick: bool, dtypes: Sequence[str], sizes: Sequence[int] | None, thread
 
 
 # ----------------------------------------------------------------------------- output
-COLUMNS = ("case", "elements", "numpy", "fastadagrad", "min-max", "speed-up", "G el/s", "GB/s",
+COLUMNS = ("case", "elements", "numpy", "fastadagrad", "min-max", "vs numpy", "G el/s", "GB/s",
            "% of probe", "torch", "vs torch")
 
 
@@ -222,12 +239,12 @@ def table_rows(result: dict[str, Any], dtype: str) -> list[list[str]]:
             continue
         f = r["fast"]
         rows.append([
-            r["case"], f"{r['elements']:,}", fmt_time(r["numpy"]["median"]), fmt_time(f["median"]),
-            f"{fmt_time(f['min'])}-{fmt_time(f['max'])}", f"{r['speedup']:.1f}x",
+            r["case"], f"{r['elements']:,}", fmt_timing(r["numpy"]), fmt_timing(f),
+            f"{fmt_time(f['min'])}-{fmt_time(f['max'])}", fmt_ratio(r["speedup"]),
             f"{r['gelem_per_s']:.2f}", f"{r['gb_per_s']:.1f}",
             f"{r['pct_of_probe']:.0f}%" if "pct_of_probe" in r else "-",
-            fmt_time(r["torch"]["median"]) if "torch" in r else "-",
-            f"{r['torch_speedup']:.1f}x" if "torch" in r else "-",
+            fmt_timing(r["torch"]) if "torch" in r else "-",
+            fmt_ratio(r["torch_speedup"]) if "torch" in r else "-",
         ])
     return rows
 
@@ -253,8 +270,10 @@ def header_line(h: dict[str, Any]) -> str:
 
 def report(result: dict[str, Any], markdown: bool = False) -> str:
     """The speed tables, one per dtype."""
-    lines = ["Speed-up = NumPy-backend time / fastadagrad time (medians of interleaved samples); "
-             "% of probe = fastadagrad bytes/s over a 3-read/2-write loop at the same size."]
+    lines = ["vs numpy / vs torch = their time / fastadagrad time (medians of interleaved samples); "
+             "% of probe = fastadagrad bytes/s over a 3-read/2-write loop at the same size; "
+             f"* = noisy (samples spread more than {NOISY_SPREAD}x, max/min: a busy "
+             "machine)."]
     for dtype in result["dtypes"]:
         lines += ["", f"**{dtype}**" if markdown else f"{dtype}:", "",
                   format_table(table_rows(result, dtype), markdown)]
@@ -333,8 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(result, f, indent=1)
     if args.plot:
         plot(result, args.plot)
-    if not result["equivalent"]:
-        print("\nFAILED: the compiled and NumPy backends gave different bytes (see above); "
-              "no timings taken.")
-        return 1
-    return 0
+    print()
+    print("machine:     " + header_line(result["header"]))
+    print(verdict_line(result))
+    return 0 if result["equivalent"] else 1
+
+
+def verdict_line(result: dict[str, Any]) -> str:
+    """The one closing verdict of a run."""
+    checked = [e for e in result["equivalence"] if e["identical"] is not None]
+    bad = [f"{e['case']} {e['dtype']}" for e in checked if not e["identical"]]
+    if not bad:
+        return f"equivalence: all {len(checked)} cases bit-identical"
+    return (f"equivalence: FAILED, {len(bad)} of {len(checked)} cases differ ({', '.join(bad)}); "
+            "no timings taken")
