@@ -71,8 +71,11 @@ def _select_at_import() -> None:
         requested = "cython"
     if requested == "cython" and _kernels is None:
         warnings.warn("fastadagrad: the compiled extension could not be imported "
-                      f"({IMPORT_ERROR}); using the slower NumPy backend", RuntimeWarning,
-                      stacklevel=3)
+                      f"({IMPORT_ERROR}); using the NumPy backend (same results, several times "
+                      "slower). To get the compiled kernels, install a C compiler and the "
+                      "Python headers, then reinstall: pip install --force-reinstall "
+                      "--no-cache-dir fastadagrad. Set FASTADAGRAD_BACKEND=numpy to silence "
+                      "this warning.", RuntimeWarning, stacklevel=3)
         requested = "numpy"
     set_backend(requested)
 
