@@ -7,6 +7,7 @@ the NumPy backend is used with a RuntimeWarning (none when numpy was asked for).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import warnings
 from typing import Any, Iterator
@@ -20,10 +21,13 @@ __all__ = ["BACKENDS", "IMPORT_ERROR", "_kernels", "backend", "compiled_availabl
 _kernels: Any  # the compiled module fastadagrad.kernels, or None when it is not built
 IMPORT_ERROR: ImportError | None
 try:
+    if importlib.util.find_spec("fastadagrad.kernels") is None:
+        raise ImportError("fastadagrad.kernels is not built (installed without a working C "
+                          "compiler, or with FASTADAGRAD_PUREPYTHON=1)")
     from fastadagrad import kernels as _compiled
     _kernels = _compiled
     IMPORT_ERROR = None
-except ImportError as exc:  # the extension was not built
+except ImportError as exc:  # not built, or built but not loadable (e.g. a missing libgomp)
     _kernels = None
     IMPORT_ERROR = exc
 
