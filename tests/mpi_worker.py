@@ -219,7 +219,7 @@ def dense_ckpt_params():
     return [np.random.default_rng(5).standard_normal(s).astype(np.float32) for s in SHAPES]
 
 
-def train(emb, opt, steps, size, refs=None) -> None:
+def train(emb, opt, steps, size) -> None:
     for step in steps:
         idx, grads = sparse_batch(step, RANK, size, np.float32)
         emb.step(idx, grads)

@@ -18,9 +18,10 @@ import pytest
 
 from fastadagrad.distributed import BlockPartition, CyclicPartition
 
+from conftest import same_package_env
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "mpi_worker.py"
-SRC = str(HERE.parent / "src")
 MPIRUN = shutil.which("mpirun")
 # Forwarded to the ranks (when set), so that e.g. the NumPy-backend rerun also runs under MPI.
 FORWARD = ("FASTADAGRAD_BACKEND", "FASTADAGRAD_ISA", "FASTADAGRAD_REQUIRE_COMPILED")
@@ -50,8 +51,7 @@ def mpirun(np_: int, *args: str) -> None:
                 "--mca", "btl_tcp_if_include", "lo"]
         if os.geteuid() == 0:
             cmd += ["--allow-run-as-root"]
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+    env = same_package_env({"OMP_NUM_THREADS": "1"})
     for var in ("OMP_NUM_THREADS", "PYTHONPATH") + FORWARD:
         if var in env and ("Open MPI" in version or "OpenRTE" in version):
             cmd += ["-x", var]
@@ -101,7 +101,7 @@ def test_missing_mpi4py_is_a_clear_import_error() -> None:
             "try:\n    d.ShardedEmbedding(10, 4)\n"
             "except ImportError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=SRC), timeout=60)
+                         env=same_package_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     assert "ERR fastadagrad.distributed needs mpi4py" in out.stdout
     assert "pip install 'fastadagrad[mpi]'" in out.stdout

@@ -8,7 +8,6 @@ or torch.distributed.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
 if not torch.distributed.is_available():
     pytest.skip("this torch build has no torch.distributed", allow_module_level=True)
+
+from conftest import same_package_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,9 +39,7 @@ def test_two_processes_match_torch_and_one_process(tmp_path: Path) -> None:
     fastadagrad.torch.Adagrad), with and without parameters_as_bucket_view, sharded state_dict
     consolidated, saved and loaded; fsdp2: fully_shard (DTensor params, updated on their local
     shards), checkpointed with torch.distributed.checkpoint, plus Replicate/Partial DTensors."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")])),
-        OMP_NUM_THREADS="1")
+    env = same_package_env({"OMP_NUM_THREADS": "1"})
     cmd = [sys.executable, str(HERE / "torch_dist_worker.py"), ",".join(ENGINES),
            str(free_port()), str(tmp_path)]
     try:
