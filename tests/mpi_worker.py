@@ -203,6 +203,16 @@ def check_rejections() -> None:
                  lambda: ShardedEmbedding(N_ROWS, DIM, partition="nope" if RANK == 0 else "block"))
     expect_error(ValueError, f"rank 0 of {SIZE}: `path`", lambda: emb.load("/nonexistent/ckpt"))
 
+    class InitError(Exception):
+        pass
+
+    def bad_init(rows):   # any exception in a user callback, on one rank only
+        if RANK == last:
+            raise InitError("no values for these rows")
+        return np.zeros((rows.size, DIM), np.float32)
+    expect_error(RuntimeError, f"rank {last} of {SIZE}: InitError: no values for these rows",
+                 lambda: ShardedEmbedding(N_ROWS, DIM, init=bad_init))
+
 
 # ------------------------------------------------------------------------- checkpoints
 CKPT_STEPS = 3

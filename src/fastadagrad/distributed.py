@@ -28,6 +28,7 @@ Debian's `openmpi-bin libopenmpi-dev`); importing this module never needs it.
 from __future__ import annotations
 
 import abc
+import builtins
 import json
 import os
 from typing import Any, Callable, Optional, Sequence, TypeVar
@@ -41,7 +42,6 @@ __all__ = ["Partition", "BlockPartition", "CyclicPartition", "ShardedEmbedding",
 
 T = TypeVar("T")
 _FORMAT = "fastadagrad.distributed/1"
-_AGREED_ERRORS = {"TypeError": TypeError, "ValueError": ValueError, "OSError": OSError}
 
 
 def _mpi() -> Any:
@@ -63,26 +63,29 @@ def _comm(comm: Any) -> Any:
 def agree(comm: Any, check: Callable[[], T]) -> T:
     """Run `check()` on every rank of `comm` and agree on the outcome with one small collective.
 
-    If it raised TypeError, ValueError or OSError on any rank, every rank raises the error of the
-    lowest such rank (same class, same message, prefixed with that rank); otherwise every rank
-    gets its own result. Costs one Allreduce of one integer when all is well (plus one Bcast of
-    the message when not). Call it collectively, like any MPI collective.
+    If it raised on any rank, every rank raises the error of the lowest such rank: the same
+    built-in exception class (TypeError, ValueError, OSError, ...; RuntimeError for other
+    classes) and the same message, prefixed with that rank. Otherwise every rank gets its own
+    result. Costs one Allreduce of one integer when all is well (plus one Bcast of the message
+    when not). Call it collectively, like any MPI collective.
     """
     MPI = _mpi()
-    err: Optional[BaseException] = None
+    err: Optional[Exception] = None
     result: Any = None
     try:
         result = check()
-    except (TypeError, ValueError, OSError) as exc:
+    except Exception as exc:   # re-raised below, on every rank
         err = exc
     first = np.array([comm.rank if err is not None else comm.size], dtype=np.int64)
     comm.Allreduce(MPI.IN_PLACE, first, op=MPI.MIN)
     r = int(first[0])
     if r == comm.size:
         return result  # type: ignore[no-any-return]
-    kind, msg = comm.bcast((type(err).__name__ if type(err).__name__ in _AGREED_ERRORS
-                            else "OSError", str(err)) if comm.rank == r else None, root=r)
-    raise _AGREED_ERRORS[kind](f"rank {r} of {comm.size}: {msg}") from err
+    kind, msg = comm.bcast((type(err).__name__, str(err)) if comm.rank == r else None, root=r)
+    cls = getattr(builtins, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls, msg = RuntimeError, f"{kind}: {msg}"
+    raise cls(f"rank {r} of {comm.size}: {msg}") from err
 
 
 def _same_everywhere(comm: Any, what: dict[str, Any]) -> None:
@@ -220,12 +223,19 @@ class _Route:
 
     def __init__(self, comm: Any, part: Partition, idx: np.ndarray) -> None:
         owner = part.owner(idx)
-        self.order = np.argsort(owner, kind="stable")
+        # grouped by owner, position order kept; None when already grouped (e.g. one owner)
+        self.order: Optional[np.ndarray] = (
+            None if owner.size < 2 or bool(np.all(owner[1:] >= owner[:-1]))
+            else np.argsort(owner, kind="stable"))
         self.sendcounts = np.bincount(owner, minlength=comm.size).astype(np.int64)
         self.recvcounts = np.empty(comm.size, dtype=np.int64)
         comm.Alltoall(self.sendcounts, self.recvcounts)
-        send_local = np.ascontiguousarray(part.local(idx)[self.order], dtype=np.int64)
+        send_local = np.ascontiguousarray(self.grouped(part.local(idx)), dtype=np.int64)
         self.local = _alltoallv(comm, send_local, self.sendcounts, self.recvcounts)
+
+    def grouped(self, x: np.ndarray) -> np.ndarray:
+        """`x` (one entry per index of the batch) in send order."""
+        return x if self.order is None else x[self.order]
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -352,6 +362,8 @@ class ShardedEmbedding:
         route = _Route(self.comm, self.partition, idx)
         rows = self.table[route.local]   # the rows other ranks asked for, by requester
         back = _alltoallv(self.comm, rows, route.recvcounts, route.sendcounts, self.dim)
+        if route.order is None:
+            return back
         out = np.empty((idx.size, self.dim), dtype=self.dtype)
         out[route.order] = back
         return out
@@ -367,7 +379,7 @@ class ShardedEmbedding:
         idx, g = agree(self.comm, lambda: self._check_batch(indices, grads))
         assert g is not None
         route = _Route(self.comm, self.partition, idx)
-        send = np.ascontiguousarray(g[route.order], dtype=self.dtype)
+        send = np.ascontiguousarray(route.grouped(g), dtype=self.dtype)
         recv = _alltoallv(self.comm, send, route.sendcounts, route.recvcounts, self.dim)
         sparse_adagrad_update(self.table, self.accum, route.local, recv, **self.hyper)
 
