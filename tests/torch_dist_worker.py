@@ -4,8 +4,10 @@
 
 spawns 2 processes (once, for all the engines listed) (gloo, CPU, 127.0.0.1:PORT) that train a small MLP for 20 steps with
 fastadagrad.torch.Adagrad and with torch.optim.Adagrad under the engine, and compare after every
-step: ours against torch's (the tolerance of independent runs in tests/test_torch_dropin.py,
-rtol 1e-4 of each tensor's scale), and against one process training on the whole batch. Also:
+step: each step of ours against one torch step from the same state and grads (the per-step
+bound of tests/test_torch_dropin.py: 1 ulp of the param plus 4 ulps of the step); the whole
+runs against each other (the independent-run tolerance there, rtol 1e-4 of each tensor's
+scale), and against one process training on the whole batch. Also:
 no parameter falls back to torch's implementation, the replicas agree bit for bit, and a
 checkpoint saved mid-run and loaded into fresh objects continues bit-identically. Any failure
 raises in a rank: torch.multiprocessing.spawn then exits non-zero.
@@ -89,13 +91,55 @@ def replicas_agree(arrays: list[np.ndarray], what: str) -> None:
     assert all(e == every[0] for e in every), f"{what}: the ranks' replicas differ"
 
 
+def local_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t.to_local() if type(t).__name__ == "DTensor" else t).numpy().copy()
+
+
+class TorchTwin:
+    """The per-step check of tests/test_torch_dropin.py, on the engine's own grads: before our
+    local optimizer steps, a torch.optim.Adagrad over copies of its params, grads and state;
+    after, one torch step from that same state, and ours must be within 1 ulp of the param
+    plus 4 ulps of the step (the bound of test_torch_compat)."""
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        self.before = [local_numpy(p) for p in self.params]
+        self.clones = []
+        for p in self.params:
+            c = p.detach().clone().requires_grad_(True)
+            c.grad = p.grad.detach().clone()
+            self.clones.append(c)
+        self.twin = torch.optim.Adagrad(self.clones, **HYPER)
+        sd = opt.state_dict()
+        ids = [i for g in sd["param_groups"] for i, p in zip(g["params"],
+               [p for og in opt.param_groups for p in og["params"]]) if p.grad is not None]
+        # copies: load_state_dict would alias tensors of the right dtype and device
+        state = {k: {n: v.clone() for n, v in sd["state"][i].items()} for k, i in enumerate(ids)}
+        self.twin.load_state_dict({"state": state,
+                                   "param_groups": [dict(sd["param_groups"][0],
+                                                         params=list(range(len(ids))))]})
+
+    def check(self, what: str) -> None:
+        self.twin.step()
+        for p, c, b in zip(self.params, self.clones, self.before):
+            x, t = local_numpy(p), local_numpy(c)
+            bound = np.spacing(np.abs(t)) + 4 * np.finfo(t.dtype).eps * np.abs(t - b)
+            assert np.all(np.abs(x - t) <= bound), f"{what}: one step differs from torch's"
+
+
 def train(model, opt, rank: int, steps: int, full=lambda ps: [p.detach().numpy().copy()
-                                                                 for p in ps]):
+                                                                 for p in ps], local=None):
+    """`steps` steps on this rank's half of the batch; the params after each. With `local`
+    (our optimizer on this rank), every step is also checked against torch's step."""
     x, y = batch(rank)
     out = []
-    for _ in range(steps):
+    for step in range(steps):
         nn.functional.mse_loss(model(x), y).backward()
+        twin = TorchTwin(local) if local is not None else None
         opt.step()
+        if twin is not None:
+            twin.check(f"step {step + 1}")
         opt.zero_grad()
         out.append(full(list(model.parameters())))
     return out
@@ -116,7 +160,7 @@ def ddp(rank: int, tmp: str) -> None:
         model = DDP(mlp())
         opt = cls(model.parameters(), **HYPER)
         fallbacks = count_fallbacks(opt)
-        runs[cls] = train(model, opt, rank, STEPS)
+        runs[cls] = train(model, opt, rank, STEPS, local=opt if cls is ft.Adagrad else None)
         assert fallbacks[0] == 0, f"DDP: {fallbacks[0]} params fell back to torch"
         replicas_agree(runs[cls][-1], f"DDP {cls.__module__}")
     check_runs(runs[ft.Adagrad], runs[torch.optim.Adagrad], reference, "DDP")
@@ -135,7 +179,8 @@ def zero(rank: int, tmp: str) -> None:
             opt = ZeRO(model.parameters(), optimizer_class=cls,
                        parameters_as_bucket_view=bucket_view, **HYPER)
             fallbacks = count_fallbacks(opt.optim)
-            runs[cls] = train(model, opt, rank, HALF)
+            runs[cls] = train(model, opt, rank, HALF,
+                              local=opt.optim if cls is ft.Adagrad else None)
             if cls is ft.Adagrad:   # a sharded checkpoint, loaded into fresh objects
                 assert len(opt.optim.state) < 4, "the optimizer state is not sharded"
                 opt.consolidate_state_dict(to=0)
@@ -182,7 +227,7 @@ def fsdp2(rank: int, tmp: str) -> None:
         opt = cls(model.parameters(), **HYPER)
         assert all(type(p).__name__ == "DTensor" for p in model.parameters())
         fallbacks = count_fallbacks(opt)
-        runs[cls] = train(model, opt, rank, HALF, full)
+        runs[cls] = train(model, opt, rank, HALF, full, local=opt if cls is ft.Adagrad else None)
         if cls is ft.Adagrad:   # DCP: every rank saves its shards, fresh objects load them
             msd, osd = get_state_dict(model, opt)
             dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(tmp, "fsdp2"))
