@@ -306,6 +306,8 @@ def _dtensor_views(p: Any, g: Any, st: Optional[dict[str, Any]]
     except (RuntimeError, TypeError):
         return None
     _, pv, av, stepv = entry
+    if pv.size and _validation.shares_memory(pv, av):
+        return None
     return [lp, ls], pv, gv, av, stepv
 
 
