@@ -93,6 +93,18 @@ def restore_isa() -> Iterator[None]:
         _kernels.set_isa(isa)
 
 
+def same_package_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ plus `env`, with PYTHONPATH leading to the fastadagrad the tests import (an
+    installed one or src/), for child processes."""
+    import os
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastadagrad.__file__)))
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [full_env.get("PYTHONPATH")] if p])
+    full_env.update(env or {})
+    return full_env
+
+
 def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = None,
                args: tuple[str, ...] = ()) -> "CompletedProcess[str]":
     """Run `python -c code` (or `python -m ...` via args) importing the same fastadagrad as the
@@ -101,10 +113,7 @@ def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = N
     import subprocess
     import sys
 
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastadagrad.__file__)))
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [full_env.get("PYTHONPATH")] if p])
-    full_env.update(env or {})
+    full_env = same_package_env(env)
     cmd = [sys.executable] + (list(args) if args else ["-c", code])
     return subprocess.run(cmd, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600)
 

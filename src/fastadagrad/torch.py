@@ -32,6 +32,11 @@ fastadagrad's sparse kernel (``sparse_adagrad_update``: duplicates summed before
 torch's coalesce does; torch computes ``p + (-clr) * (g / std)`` there, we ``p - (clr * g) / std``,
 a few ulps apart), except with weight_decay, which torch refuses for sparse grads (its error).
 
+DTensor parameters with Shard/Replicate placements (FSDP2's ``fully_shard``) are updated on
+their local shards (the update is element-wise), one kernel call each, when the grad and ``sum``
+are DTensors with the same placements and mesh; Partial placements and anything else go to
+torch's step on the DTensors.
+
 Falls back to torch's own implementation (``torch.optim.adagrad.adagrad`` on the same state
 tensors, with the group's ``foreach``/``fused`` flags): parameters on other devices (CUDA, meta,
 ...), other dtypes (float16, bfloat16, complex), other non-NumPy-viewable grads,
@@ -137,7 +142,7 @@ class _Plan:
                  "stepv", "statedicts", "pptr", "sptr", "tableable", "dtypes", "one_dtype",
                  "all_table", "tables", "slow", "lazy", "key", "opts", "lr", "lr_decay",
                  "bump_all", "state_obj", "sequential", "differentiable", "gcache",
-                 "gtensor", "gptr", "gview")
+                 "gtensor", "gptr", "gview", "dtensors")
 
     def __init__(self, group: dict[str, Any], state: Any) -> None:
         self.group = group
@@ -157,6 +162,7 @@ class _Plan:
         self.dtypes: list[np.dtype] = []
         self.slow: list[torch.Tensor] = []   # always stepped by torch
         self.lazy: list[torch.Tensor] = []   # accelerable, but torch has not created state yet
+        self.dtensors: list[torch.Tensor] = []   # DTensors (FSDP2): updated on their local shard
         self.tables: dict[Any, Any] = {}
         self.all_table: Any = None
         self.key: Any = None
@@ -165,7 +171,11 @@ class _Plan:
         self.differentiable = bool(group.get("differentiable", False))
         for p in self.params_list:
             if self.differentiable or not accelerated(p):
-                self.slow.append(p)
+                local = None if self.differentiable else _dtensor_local(p)
+                if local is not None and accelerated(local):
+                    self.dtensors.append(p)
+                else:
+                    self.slow.append(p)
                 continue
             st = state.get(p)
             if not st:
@@ -259,6 +269,46 @@ def _entry(p: torch.Tensor, st: dict[str, Any]) -> Optional[_Entry]:
 def _disjoint(arrays: list[np.ndarray]) -> bool:
     """No two of the arrays share memory."""
     return _validation.overlapping_pair(arrays) is None
+
+
+def _dtensor_local(t: Any) -> Optional[torch.Tensor]:
+    """The local shard of a DTensor whose placements are all Shard or Replicate (then an
+    element-wise update of every rank's local tensor is the update of the global tensor);
+    None for anything else, including Partial placements (sums not yet reduced)."""
+    if type(t).__name__ != "DTensor" or not torch.distributed.is_available():
+        return None
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    if not isinstance(t, DTensor) or not all(isinstance(pl, (Shard, Replicate))
+                                             for pl in t.placements):
+        return None
+    local: torch.Tensor = t._local_tensor
+    return local
+
+
+def _dtensor_views(p: Any, g: Any, st: Optional[dict[str, Any]]
+                   ) -> Optional[tuple[list[torch.Tensor], np.ndarray, np.ndarray, np.ndarray,
+                                       np.ndarray]]:
+    """([local param, local sum], param, grad, sum and step views) for a DTensor param whose
+    grad and sum are DTensors with its placements and mesh and local shards of its local shape
+    (anything else: None, torch's step)."""
+    s: Any = st.get("sum") if st else None
+    lp, lg, ls = _dtensor_local(p), _dtensor_local(g), _dtensor_local(s)
+    if (st is None or lp is None or lg is None or ls is None or not accelerated(lp)
+            or g.placements != p.placements or s.placements != p.placements
+            or g.device_mesh != p.device_mesh or s.device_mesh != p.device_mesh
+            or lg.shape != lp.shape or lg.dtype != lp.dtype):
+        return None
+    entry = _entry(lp, {"sum": ls, "step": st.get("step")})
+    if entry is None:
+        return None
+    try:
+        gv = lg.numpy()   # a view; raises for requires_grad, neg/conj bits
+    except (RuntimeError, TypeError):
+        return None
+    _, pv, av, stepv = entry
+    if pv.size and _validation.shares_memory(pv, av):
+        return None
+    return [lp, ls], pv, gv, av, stepv
 
 
 class Adagrad(torch.optim.Adagrad):
@@ -376,6 +426,8 @@ class Adagrad(torch.optim.Adagrad):
                     raise RuntimeError("fastadagrad.torch: inconsistent parameter state")
             if plan.slow:
                 self._torch_step(group, plan.slow)
+            if plan.dtensors:
+                self._dtensor_step(group, plan)
         return loss
 
     def _init_lazy_state(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
@@ -512,6 +564,36 @@ class Adagrad(torch.optim.Adagrad):
             with np.errstate(all="ignore"):
                 reference.sparse_step(plan.pviews[i], plan.sviews[i], idx, values, o)
         _increment_version([plan.fast[i], plan.sums[i]])
+
+    def _dtensor_step(self, group: dict[str, Any], plan: _Plan) -> None:
+        """DTensor params (FSDP2's sharded params, or Shard/Replicate DTensors in general): the
+        update is element-wise, so updating each rank's local shard with its local grad and
+        local ``sum`` is exactly the update of the global tensor. Taken only when the grad and
+        ``sum`` are DTensors with the param's placements and mesh and a local shard of its
+        shape; anything else (Partial placements, a plain grad, other state) goes to torch's
+        step on the DTensors. Not cached: the local shards are looked up at every step."""
+        opts = plan.options(group)
+        compiled = _backend._current == "cython"
+        fallback: list[torch.Tensor] = []
+        for p in plan.dtensors:
+            if p.grad is None:
+                continue
+            views = _dtensor_views(p, p.grad, self.state.get(p))
+            if views is None:
+                fallback.append(p)
+                continue
+            locals_, pv, gv, av, stepv = views
+            stepv[()] = float(stepv) + 1.0   # torch's `step_t += 1`, rounded to its dtype
+            step = float(stepv)
+            o = opts._replace(clr=plan.lr / (1.0 + (step - 1.0) * plan.lr_decay))
+            gv = _checked(pv, gv, av)
+            if compiled:
+                _backend._kernels.update_validated(pv, gv, av, o)
+            else:
+                reference.multi_update([pv], [gv], [av], o)
+            _increment_version(locals_)
+        if fallback:
+            self._torch_step(group, fallback)
 
     def _apply(self, plan: _Plan, idx: list[int], grads: list[np.ndarray], opts: DenseOptions,
                clr: float, compiled: bool, use_table: bool) -> None:
