@@ -26,20 +26,36 @@ numba is an optional dependency (``pip install numba``); ``import fastadagrad`` 
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
+# numba and llvmlite are optional and carry no complete type information: imported as Any, so
+# that mypy --strict checks this module the same with or without them.
 try:
-    import numba
-    from llvmlite import ir
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic, overload
+    numba: Any = importlib.import_module("numba")
+    ir: Any = importlib.import_module("llvmlite.ir")
+    cgutils: Any = importlib.import_module("numba.core.cgutils")
+    _extending: Any = importlib.import_module("numba.extending")
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastadagrad.numba needs numba (pip install numba); the rest of "
                       "fastadagrad works without it") from exc
+types = numba.types
+_Decorator = Callable[[Callable[..., Any]], Any]
+
+
+def _decorator(d: Any) -> _Decorator:
+    """A numba decorator, typed for mypy."""
+    return cast(_Decorator, d)
+
+
+def overload(func: Callable[..., Any], **options: Any) -> _Decorator:
+    return _decorator(_extending.overload(func, **options))
+
+
+intrinsic = _decorator(_extending.intrinsic)
 
 import fastadagrad as _python_api
 from fastadagrad._backend import IMPORT_ERROR, _kernels
@@ -63,7 +79,7 @@ _VOID = ir.VoidType()
 _DENSE_OPTS = ir.LiteralStructType([_F64] * 4 + [_I32] * 3)
 _FLOATS = (types.float32, types.float64)
 _SUFFIX = {types.float32: "f32", types.float64: "f64"}
-_jit = numba.njit(nogil=True)
+_jit = _decorator(numba.njit(nogil=True))
 
 
 def _c_function(builder: Any, name: str, ret: Any, args: list[Any]) -> Any:
@@ -166,7 +182,9 @@ def _hyper_refusal(**named: Any) -> tuple[type[Exception], str] | None:
     for name, x in named.items():
         x = _unwrap(x)
         if name == "eps_placement":
-            if not isinstance(x, (types.UnicodeType, types.StringLiteral)):
+            if not isinstance(x, (types.UnicodeType, types.StringLiteral)) or (
+                    isinstance(x, types.StringLiteral)
+                    and x.literal_value not in ("outside", "inside")):
                 return ValueError, "`eps_placement` must be 'outside' or 'inside'"
         elif name == "maximize":
             if not isinstance(x, types.Boolean):
@@ -203,12 +221,12 @@ def _overlap(a: Any, b: Any) -> bool:
     if a.size == 0 or b.size == 0:
         return False
     alo, blo = a.ctypes.data, b.ctypes.data
-    return alo < blo + b.size * b.itemsize and blo < alo + a.size * a.itemsize
+    return bool(alo < blo + b.size * b.itemsize and blo < alo + a.size * a.itemsize)
 
 
 @_jit
 def _misaligned(a: Any) -> bool:
-    return a.ctypes.data % a.itemsize != 0
+    return bool(a.ctypes.data % a.itemsize != 0)
 
 
 @_jit
@@ -236,10 +254,7 @@ def _eps_inside_overload(eps_placement: Any) -> Any:
     string is a constant there (a literal or the default), else compared at run time."""
     value = eps_placement.literal_value if isinstance(eps_placement, types.StringLiteral) else (
         eps_placement.value if isinstance(eps_placement, types.Omitted) else eps_placement)
-    if isinstance(value, str):
-        if value not in ("outside", "inside"):
-            return _refuse(ValueError, "`eps_placement` must be 'outside' or 'inside'",
-                           _eps_inside)
+    if value in ("outside", "inside"):
         inside = value == "inside"
 
         def constant(eps_placement: Any) -> Any:
