@@ -5,6 +5,7 @@ older, smaller table still works; one built against a newer header gets a clean 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -41,7 +42,9 @@ SETUP = textwrap.dedent('''
 ''')
 
 
-def _build(directory: Path, kind: str) -> Path:
+@contextlib.contextmanager
+def _built(directory: Path, kind: str) -> Iterator[Path]:
+    """Build the `kind` ("c" or "cxx") extensions in `directory`, importable while inside."""
     if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler available to build the embedding extensions")
     for src in SOURCES.iterdir():
@@ -49,17 +52,17 @@ def _build(directory: Path, kind: str) -> Path:
     (directory / "setup.py").write_text(SETUP)
     out = run_python("", args=("setup.py", kind), cwd=str(directory))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return directory
+    sys.path.insert(0, str(directory))
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
 
 
 @pytest.fixture(scope="module")
 def c_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    d = _build(tmp_path_factory.mktemp("c_embed"), "c")
-    sys.path.insert(0, str(d))
-    try:
+    with _built(tmp_path_factory.mktemp("c_embed"), "c") as d:
         yield d
-    finally:
-        sys.path.remove(str(d))
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +77,9 @@ def pybind_ext(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
                                            "the C++ embedding test")
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler available to build the pybind11 extension")
-    d = _build(tmp_path_factory.mktemp("pybind_embed"), "cxx")
-    sys.path.insert(0, str(d))
-    try:
+    with _built(tmp_path_factory.mktemp("pybind_embed"), "cxx"):
         import fa_pybind
         yield fa_pybind
-    finally:
-        sys.path.remove(str(d))
 
 
 def _data(n: int, dtype: type, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
