@@ -5,20 +5,18 @@ older, smaller table still works; one built against a newer header gets a clean 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import numpy as np
 import pytest
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import run_python
+from conftest import built_in_place, run_python
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 
@@ -42,21 +40,11 @@ SETUP = textwrap.dedent('''
 ''')
 
 
-@contextlib.contextmanager
-def _built(directory: Path, kind: str) -> Iterator[Path]:
+def _built(directory: Path, kind: str) -> ContextManager[Path]:
     """Build the `kind` ("c" or "cxx") extensions in `directory`, importable while inside."""
-    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler available to build the embedding extensions")
-    for src in SOURCES.iterdir():
-        shutil.copy(src, directory / src.name)
-    (directory / "setup.py").write_text(SETUP)
-    out = run_python("", args=("setup.py", kind), cwd=str(directory))
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    sys.path.insert(0, str(directory))
-    try:
-        yield directory
-    finally:
-        sys.path.remove(str(directory))
+    files = {src.name: src.read_text() for src in SOURCES.iterdir()}
+    files["setup.py"] = SETUP
+    return built_in_place(directory, files, kind)
 
 
 @pytest.fixture(scope="module")
