@@ -131,7 +131,8 @@ def extensions():
                     [os.path.join(SRC, "kernels.pyx"), os.path.join(CSRC, "dispatch.c")],
                     include_dirs=[numpy.get_include(), "src", CSRC],
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                    depends=[os.path.join(SRC, "_sparse.pxi"),
+                    depends=[os.path.join(SRC, "_sparse.pxi"), os.path.join(SRC, "_c_api.pxi"),
+                             os.path.join(SRC, "fastadagrad.h"),
                              os.path.join(CSRC, "kernel_table.h")])
     return cythonize([ext], compiler_directives=CYTHON_DIRECTIVES)
 

@@ -6,7 +6,9 @@ instead of skipped compiled-vs-NumPy tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 from subprocess import CompletedProcess
 from types import ModuleType
 from typing import Iterator
@@ -116,6 +118,28 @@ def run_python(code: str, env: dict[str, str] | None = None, cwd: str | None = N
     full_env = same_package_env(env)
     cmd = [sys.executable] + (list(args) if args else ["-c", code])
     return subprocess.run(cmd, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def built_in_place(directory: Path, files: dict[str, str], *setup_args: str) -> Iterator[Path]:
+    """Write `files` (name -> text, a setup.py among them) into `directory`, run `python setup.py
+    *setup_args` there against the fastadagrad the tests import, and keep `directory` on sys.path
+    while inside (for the extensions built from outside: tests/test_c_api.py, test_c_header.py).
+    Skips without a C compiler."""
+    import shutil
+    import sys
+
+    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler available to build an extension that embeds fastadagrad")
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    out = run_python("", args=("setup.py",) + setup_args, cwd=str(directory))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    sys.path.insert(0, str(directory))
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
 
 
 EXAMPLES_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"

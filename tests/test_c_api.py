@@ -4,9 +4,6 @@ bytes with the Python API (as scipy's test_extending does for cython_blas)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import textwrap
 
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import run_python
+from conftest import built_in_place
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 
@@ -78,19 +75,10 @@ SETUP = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory):
-    if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler available to build the embedding extension")
-    d = tmp_path_factory.mktemp("embedder")
-    (d / "embedder.pyx").write_text(PYX)
-    (d / "setup.py").write_text(SETUP)
-    out = run_python("", args=("setup.py",), cwd=str(d))
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    sys.path.insert(0, str(d))
-    try:
+    files = {"embedder.pyx": PYX, "setup.py": SETUP}
+    with built_in_place(tmp_path_factory.mktemp("embedder"), files):
         import embedder
         yield embedder
-    finally:
-        sys.path.remove(str(d))
 
 
 @pytest.mark.parametrize("n", [1, 17, 1000, 70_001])

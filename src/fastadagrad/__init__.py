@@ -40,8 +40,9 @@ else:
 
 def get_include() -> str:
     """The directory to put on the C include path (`Extension(..., include_dirs=[...])`) and,
-    if needed, the Cython include path, so that `cimport fastadagrad.kernels` finds kernels.pxd
-    and the C header it declares; see kernels.pxd for the C-level API."""
+    if needed, the Cython include path: it resolves `#include "fastadagrad/fastadagrad.h"` (the
+    C API for C/C++ extensions) and lets `cimport fastadagrad.kernels` find kernels.pxd and the
+    C header it declares (the Cython API)."""
     import os
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

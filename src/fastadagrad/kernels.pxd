@@ -1,4 +1,5 @@
-# fastadagrad's C-level API, for Cython code that embeds the kernels.
+# fastadagrad's C-level API, for Cython code that embeds the kernels (C and C++ code: the same
+# functions through fastadagrad/fastadagrad.h, which also documents the ABI promise).
 #
 #     from fastadagrad.kernels cimport DenseOpts, adagrad_options, adagrad_dense_f32
 #

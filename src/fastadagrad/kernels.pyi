@@ -10,6 +10,9 @@ from fastadagrad._validation import DenseOptions
 PARALLEL_MIN_ELEMENTS: int
 NOGIL_MIN_ELEMENTS: int
 ISA_LEVELS: tuple[str, ...]
+_C_API: Any  # PyCapsule "fastadagrad.kernels._C_API" (fastadagrad/fastadagrad.h)
+
+def _c_api_addresses() -> dict[str, int]: ...
 
 def isa_compiled() -> tuple[str, ...]: ...
 def isa_available() -> tuple[str, ...]: ...

@@ -712,3 +712,6 @@ cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, P
                                    const int64_t* idx, Py_ssize_t b, const double* grads,
                                    const DenseOpts* opts) noexcept nogil:
     return sparse_update(table, accum, rowwise, d, idx, b, grads, opts)
+
+
+include "_c_api.pxi"
