@@ -11,21 +11,20 @@ threadpoolctl (>= 3.0, which has `register`) is installed; nothing happens other
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
 def register() -> bool:
     """Register the controller with threadpoolctl; False when threadpoolctl is unavailable."""
     try:
-        import threadpoolctl
+        threadpoolctl: Any = importlib.import_module("threadpoolctl")
     except ImportError:
         return False
-    base = getattr(threadpoolctl, "LibController", None)
-    add = getattr(threadpoolctl, "register", None)
-    if base is None or add is None:
+    if not (hasattr(threadpoolctl, "LibController") and hasattr(threadpoolctl, "register")):
         return False
 
-    class FastadagradController(base):  # type: ignore[misc, valid-type]
+    class FastadagradController(threadpoolctl.LibController):  # type: ignore[misc]
         user_api = "openmp"
         internal_api = "fastadagrad"
         filename_prefixes = ("kernels",)
@@ -41,5 +40,5 @@ def register() -> bool:
             from fastadagrad import __version__
             return __version__
 
-    add(FastadagradController)
+    threadpoolctl.register(FastadagradController)
     return True

@@ -299,6 +299,14 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--busy" in argv:   # the busy-machine scenario has its own options (bench_busy.py)
+        if _kernels is None:
+            print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR})",
+                  file=sys.stderr)
+            return 2
+        from fastadagrad import bench_busy
+        return bench_busy.main(argv)
     ap = argparse.ArgumentParser(prog="python -m fastadagrad bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter samples; no 6.4e7 case (<30 s)")
@@ -310,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
     ap.add_argument("--plot", metavar="FILE.png", help="write a log-log plot (needs matplotlib)")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--busy", action="store_true",
+                    help="instead: 1 thread vs the default with 0, 1, 2 CPU-bound competitor "
+                         "processes (see `bench --busy --help`)")
     args = ap.parse_args(argv)
     if _kernels is None:
         print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR}); "

@@ -54,11 +54,14 @@ cdef extern from "_threadpool.h":
     ctypedef void (*fa_chunk_fn)(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     const int FA_POOL
     void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void* ctx,
-                         int nthreads) noexcept nogil
+                         int nthreads, int kind, Py_ssize_t elements) noexcept nogil
+    const int FA_KIND_DENSE, FA_KIND_MULTI, FA_KIND_SCAN, FA_KIND_SPARSE
     int fastadagrad_get_num_threads() noexcept nogil
     void fastadagrad_set_num_threads(int n) noexcept nogil
     void fa_set_spin_ns(long long worker, long long caller) noexcept nogil
     int fa_pool_workers() noexcept nogil
+    void fa_set_adaptive(int on) noexcept nogil
+    void fa_pool_stats(long long* out) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -159,6 +162,19 @@ def _pool_workers():
     return fa_pool_workers()
 
 
+def _set_adaptive(on):
+    """Benchmark/test knob: False makes every large call parallel (no serial/parallel choice
+    from measured times); True (the default) restores it. Either way the history is cleared."""
+    fa_set_adaptive(1 if on else 0)
+
+
+def _pool_stats():
+    """Calls the pool ran in parallel and serially (by choice) so far in this process."""
+    cdef long long out[2]
+    fa_pool_stats(out)
+    return {"parallel": out[0], "serial": out[1]}
+
+
 def _set_spin_us(worker=-1.0, caller=-1.0):
     """Benchmark knob: how long a worker spins for the next job and the caller for chunks in
     flight before sleeping (microseconds; negative keeps the current value)."""
@@ -228,7 +244,7 @@ cdef void dense_update(Py_ssize_t n, floating* param, const floating* grad, floa
     job.a = accum
     job.o = o
     job.f32 = floating is float
-    fa_parallel_for(n, _grain(n, nt), _dense_chunk, &job, nt)
+    fa_parallel_for(n, _grain(n, nt), _dense_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
 cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
@@ -243,7 +259,7 @@ cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z
     if nt == 1:
         _probe_chunk(&job, 0, n)
     else:
-        fa_parallel_for(n, _grain(n, nt), _probe_chunk, &job, nt)
+        fa_parallel_for(n, _grain(n, nt), _probe_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
 # ----------------------------------------------------------------------------- argument gate
@@ -565,7 +581,7 @@ cdef void multi_dense_update(Py_ssize_t k, floating** params, floating** grads,
     job.offsets = offsets
     job.o = o
     job.f32 = floating is float
-    fa_parallel_for(total, _grain(total, nt), _multi_chunk, &job, nt)
+    fa_parallel_for(total, _grain(total, nt), _multi_chunk, &job, nt, FA_KIND_MULTI, total)
 
 
 cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
@@ -581,7 +597,7 @@ cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
         job.offsets = offsets
         job.f32 = floating is float
         job.bad = 0
-        fa_parallel_for(total, _grain(total, nt), _nonfinite_chunk, &job, nt)
+        fa_parallel_for(total, _grain(total, nt), _nonfinite_chunk, &job, nt, FA_KIND_SCAN, total)
         if job.bad == 0:
             return -1
     for i in range(k):   # serial: find which array (only reached when something is bad)
