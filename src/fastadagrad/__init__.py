@@ -78,7 +78,6 @@ def show_config() -> dict[str, Any]:
         "isa": get_isa(),
         "isa_available": list(_kernels.isa_available()) if _kernels is not None else [],
         "isa_compiled": list(_kernels.isa_compiled()) if _kernels is not None else [],
-        "openmp": bool(_kernels.openmp_enabled()) if _kernels is not None else False,
         "thread_pool": bool(_kernels.threads_enabled()) if _kernels is not None else False,
         "threads": get_num_threads(),
         "parallel_min_elements": _kernels.PARALLEL_MIN_ELEMENTS if _kernels is not None else None,

@@ -89,7 +89,7 @@ def header(threads: int) -> dict[str, Any]:
     return {
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
         "backend": fastadagrad.get_backend(),
-        "isa": fastadagrad.get_isa(), "openmp": fastadagrad.show_config()["openmp"],
+        "isa": fastadagrad.get_isa(), "thread_pool": fastadagrad.show_config()["thread_pool"],
         "python": platform.python_version(), "numpy": np.__version__,
         "fastadagrad": fastadagrad.__version__,
         "torch": torch.__version__ if torch is not None else None,
@@ -247,7 +247,7 @@ def format_table(rows: list[list[str]], markdown: bool = False) -> str:
 
 def header_line(h: dict[str, Any]) -> str:
     return (f"{h['cpu']}, {h['cores']} cores, {h['threads']} threads, ISA {h['isa']}, "
-            f"OpenMP {'on' if h['openmp'] else 'off'} | Python {h['python']}, NumPy {h['numpy']}, "
+            f"thread pool {'on' if h.get('thread_pool', h.get('openmp')) else 'off'} | Python {h['python']}, NumPy {h['numpy']}, "
             f"fastadagrad {h['fastadagrad']}, torch {h['torch'] or 'not installed'}")
 
 
