@@ -23,7 +23,7 @@ def test_info_and_self_check(tmp_path, selected):
                      env={"FASTADAGRAD_BACKEND": selected})
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for fragment in ("fastadagrad 0.1.0", f"backend:      {selected}", "ISA path:", "OpenMP:",
+    for fragment in ("fastadagrad 0.1.0", f"backend:      {selected}", "ISA path:", "threads:",
                      "bit-identical on random data: yes", "1e6 float32 elements: fastadagrad"):
         assert fragment in text, text
 
@@ -107,3 +107,26 @@ def test_every_registered_case_is_in_the_quick_or_full_run():
     full = {c.name for c in bench.select_cases(False, None)}
     assert quick <= full == {c.name for c in BENCH_CASES}
     assert "dense 6.4e7" in full - quick
+
+
+def test_bench_busy_smoke_and_competitors_always_stopped(tmp_path, monkeypatch):
+    """`bench --busy` reports 1-thread vs default per competitor count (smoke test: tiny
+    sizes, no timing claims), and its competitor processes are gone afterwards, also when the
+    run is interrupted."""
+    from fastadagrad import bench_busy
+    pytest.importorskip("fastadagrad.kernels", reason="the compiled extension is not built")
+    out = run_python("", args=("-m", "fastadagrad", "bench", "--busy", "--competitors", "0,1",
+                               "--sizes", "1e3,5e4", "--no-sparse", "--seconds", "0.05",
+                               "--json", "busy.json"), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = __import__("json").loads((tmp_path / "busy.json").read_text())["rows"]
+    assert [(r["competitors"], r["case"]) for r in rows] == [
+        (c, f"dense {n:.0e} float32") for c in (0, 1) for n in (1_000, 50_000)]
+    assert all(r["median_1"] > 0 and r["median_default"] > 0 for r in rows)
+    started: list = []
+    with pytest.raises(KeyboardInterrupt):
+        with bench_busy.Competitors(2) as comp:
+            started = list(comp.procs)
+            assert all(p.poll() is None for p in started)
+            raise KeyboardInterrupt
+    assert len(started) == 2 and all(p.poll() is not None for p in started)

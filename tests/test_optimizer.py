@@ -332,3 +332,37 @@ def test_grads_may_not_touch_any_param_or_accumulator_of_any_group(backend_name)
         now = [a, b, c] + [x for g in opt.groups for x in g.accums]
         assert all(x.tobytes() == y.tobytes() for x, y in zip(snapshot, now))
         assert [g.step for g in opt.groups] == [1, 1]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_packed_flat_step_keeps_every_check(backend_name):
+    """The packed flat step (one C call on the compiled backend) still refuses a flat grad
+    that views the accumulator arena or has the wrong dtype, skips or raises on NaN as the
+    list step does (naming `grads`), and writes nothing when it refuses."""
+    views, arena = fastadagrad.pack(arrays([12, 1000, 7]))
+    with fastadagrad.backend(backend_name):
+        for nonfinite in ("skip", "raise"):
+            opt = AdaGrad(views, packed=True, lr=0.1, nonfinite=nonfinite)
+            acc_arena = opt.groups[0].flat[1]
+            flat = np.concatenate([g.ravel() for g in grads_for(views, 0)])
+            snapshot = (arena.copy(), acc_arena.copy())
+            bad = flat.copy()
+            bad[500] = np.nan
+            if nonfinite == "skip":
+                assert opt.step(bad) is False and opt.last_step_skipped
+            else:
+                with pytest.raises(ValueError, match="`grads` holds NaN or inf"):
+                    opt.step(bad)
+            with pytest.raises(ValueError, match="overlap"):
+                opt.step(acc_arena)
+            with pytest.raises(TypeError, match="dtype"):
+                opt.step(flat.astype(np.float64))
+            assert arena.tobytes() == snapshot[0].tobytes()
+            assert acc_arena.tobytes() == snapshot[1].tobytes()
+            assert opt.groups[0].step == 0
+            ref = [v.copy() for v in views]
+            ref_opt = AdaGrad(ref, lr=0.1)
+            assert opt.step(flat) is True
+            ref_opt.step([flat[:12], flat[12:1012], flat[1012:]])
+            for v, r in zip(views, ref):
+                assert v.tobytes() == r.tobytes()

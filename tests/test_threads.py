@@ -1,20 +1,34 @@
-"""Thread-count invariance, thread settings, and the GIL released during large updates."""
+"""Thread-count invariance, thread settings, the default thread count, fork safety,
+threadpoolctl, and the GIL released during large updates."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+from typing import Iterator
 
 import numpy as np
 import pytest
 
 import fastadagrad
 from fastadagrad._registry import DTYPES, KERNELS
+from fastadagrad import _cpus
 from conftest import assert_same_bits, run_python
+
+
+@pytest.fixture
+def always_parallel(compiled: object) -> Iterator[None]:
+    """Every large call really runs on the pool (no serial choice from measured times), so a
+    thread-count test cannot pass by running serially."""
+    compiled._set_adaptive(False)   # type: ignore[attr-defined]
+    yield
+    compiled._set_adaptive(True)   # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", [32767, 32768, 32769, 65536 + 17, 1_000_003])
-def test_same_bytes_for_every_thread_count(compiled, restore_threads, dtype, n):
+def test_same_bytes_for_every_thread_count(compiled, restore_threads, always_parallel, dtype, n):
     kernel = KERNELS["adagrad_update"]
     inputs = kernel.make_inputs(np.random.default_rng(n), (n,), dtype)
     outs = []
@@ -28,11 +42,38 @@ def test_same_bytes_for_every_thread_count(compiled, restore_threads, dtype, n):
             assert_same_bits(outs[0][name], other[name], f"{name} n={n}")
 
 
+@pytest.mark.parametrize("rowwise", [False, True], ids=["elementwise", "rowwise"])
+def test_sparse_and_multi_same_bytes_for_every_thread_count(compiled, restore_threads,
+                                                            always_parallel, rowwise):
+    """The sparse step (chunks of rows) and the many-array step (chunks across array
+    boundaries) give the same bytes on 1, 2 and 3 threads."""
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((20_000, 24)).astype(np.float32)
+    accum0 = np.abs(rng.standard_normal(20_000 if rowwise else (20_000, 24))).astype(np.float32)
+    idx = rng.integers(0, 20_000, 6_000)
+    grads = rng.standard_normal((6_000, 24)).astype(np.float32)
+    sizes = [5, 40_000, 17, 70_001, 3]
+    params0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    mgrads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    outs = []
+    for threads in (1, 2, 3):
+        fastadagrad.set_num_threads(threads)
+        t, a = table.copy(), accum0.copy()
+        fastadagrad.sparse_adagrad_update(t, a, idx, grads, lr=0.1)
+        params = [p.copy() for p in params0]
+        opt = fastadagrad.AdaGrad(params, lr=0.1, initial_accumulator_value=0.1)
+        opt.step(mgrads)
+        outs.append([t, a] + params + opt.accumulators[0])
+    for other in outs[1:]:
+        for i, (x, y) in enumerate(zip(outs[0], other)):
+            assert_same_bits(x, y, f"array {i}")
+
+
 def test_thread_settings(compiled, restore_threads):
     old = fastadagrad.set_num_threads(1)
     assert fastadagrad.get_num_threads() == 1
     assert isinstance(old, int) and old >= 1
-    expected = 2 if compiled.openmp_enabled() else 1
+    expected = 2 if compiled.threads_enabled() else 1
     fastadagrad.set_num_threads(2)
     assert fastadagrad.get_num_threads() == expected
     with pytest.raises(ValueError, match="`n` must be >= 1"):
@@ -46,7 +87,105 @@ def test_omp_num_threads_is_honoured(compiled, tmp_path, value):
     code = "import fastadagrad; print(fastadagrad.get_num_threads())"
     out = run_python(code, env={"OMP_NUM_THREADS": value}, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == (value if compiled.openmp_enabled() else "1")
+    assert out.stdout.strip() == (value if compiled.threads_enabled() else "1")
+
+
+def test_default_threads_follow_affinity_mask(compiled, tmp_path):
+    """Without OMP_NUM_THREADS the default is the CPUs the process may run on, not the cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("os.sched_setaffinity is not available on this platform")
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "import fastadagrad; print(fastadagrad.get_num_threads())")
+    out = run_python(code, env={"OMP_NUM_THREADS": ""}, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_omp_num_threads_parsing():
+    assert _cpus.omp_num_threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert _cpus.omp_num_threads({"OMP_NUM_THREADS": " 4,2"}) == 4
+    for bad in ("", "0", "-2", "two", "1.5"):
+        assert _cpus.omp_num_threads({"OMP_NUM_THREADS": bad}) is None
+    assert _cpus.omp_num_threads({}) is None
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_cgroup_cpu_quota(tmp_path, version):
+    """cgroup quotas (docker --cpus=1.5) cap the default: 150000/100000 -> 1.5 CPUs; with
+    nested cgroups the tightest one counts; "max" means no limit."""
+    proc = tmp_path / "cgroup"
+    if version == "v2":
+        proc.write_text("0::/outer/inner\n")
+        (tmp_path / "outer" / "inner").mkdir(parents=True)
+        (tmp_path / "outer" / "cpu.max").write_text("150000 100000\n")
+        (tmp_path / "outer" / "inner" / "cpu.max").write_text("max 100000\n")
+    else:
+        proc.write_text("4:cpu,cpuacct:/job\n")
+        (tmp_path / "cpu,cpuacct" / "job").mkdir(parents=True)
+        (tmp_path / "cpu,cpuacct" / "job" / "cpu.cfs_quota_us").write_text("150000\n")
+        (tmp_path / "cpu,cpuacct" / "job" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cpus.cgroup_cpu_limit(str(tmp_path), str(proc)) == 1.5
+    (tmp_path / "none").write_text("0::/\n")
+    assert _cpus.cgroup_cpu_limit(str(tmp_path / "empty"), str(tmp_path / "none")) is None
+
+
+def _child_parallel_call(queue: "multiprocessing.Queue[object]") -> None:
+    """In a forked child: one call on the parallel path, compared with the NumPy twin."""
+    import numpy as np
+    import fastadagrad
+    from fastadagrad import reference
+    rng = np.random.default_rng(1)
+    p, g, a = (rng.standard_normal(400_000).astype(np.float32) for _ in range(3))
+    a = np.abs(a)
+    rp, ra = p.copy(), a.copy()
+    kernels = fastadagrad._backend._kernels
+    before = kernels._pool_workers()   # the parent's workers do not exist here
+    fastadagrad.adagrad_update(p, g, a, lr=0.1)
+    reference.adagrad_update(rp, g, ra, lr=0.1)
+    queue.put((before, kernels._pool_workers(),
+               p.tobytes() == rp.tobytes() and a.tobytes() == ra.tobytes()))
+
+
+def test_fork_child_after_parallel_use(compiled, restore_threads, always_parallel):
+    """The parent has used its worker pool; a child started with "fork" makes a parallel call
+    too and finishes (GNU libgomp would hang here), with fresh workers of its own."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the fork start method is not available on this platform")
+    fastadagrad.set_num_threads(2)
+    n = 400_000
+    p, g, a = (np.ones(n, np.float32) for _ in range(3))
+    for _ in range(3):
+        fastadagrad.adagrad_update(p, g, a, lr=0.1)
+    assert compiled._pool_workers() >= 1 or not compiled.threads_enabled()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_parallel_call, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the forked child hung on its first parallel call")
+    assert child.exitcode == 0
+    before, after, same = queue.get(timeout=10)
+    assert same
+    assert before == 0
+    assert after == (1 if compiled.threads_enabled() else 0)
+
+
+def test_threadpoolctl_limits_fastadagrad(compiled, restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    fastadagrad.set_num_threads(2)
+    info = [c for c in threadpoolctl.threadpool_info() if c["internal_api"] == "fastadagrad"]
+    assert len(info) == 1 and info[0]["num_threads"] == 2 and info[0]["user_api"] == "openmp"
+    with threadpoolctl.threadpool_limits(1):
+        assert fastadagrad.get_num_threads() == 1
+    assert fastadagrad.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert fastadagrad.get_num_threads() == 1
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert fastadagrad.get_num_threads() == 2
+    assert fastadagrad.get_num_threads() == 2
 
 
 def test_gil_released_two_python_threads(compiled):

@@ -2,7 +2,7 @@
 
     accum += g * g;  param -= clr * g / (sqrt(accum) + eps)     (eps_placement="outside")
 
-Compiled Cython kernels (float32/float64, runtime AVX2/AVX-512 dispatch, OpenMP, GIL released)
+Compiled Cython kernels (float32/float64, runtime AVX2/AVX-512 dispatch, a worker pool, GIL released)
 with a bit-identical pure-NumPy twin (`fastadagrad.reference`). See README.md.
 """
 
@@ -33,6 +33,8 @@ if _kernels is not None:
     # selected (set_backend), so early-bound references follow the backend too.
     adagrad_update = _kernels.adagrad_update
     sparse_adagrad_update = _kernels.sparse_adagrad_update
+    from fastadagrad import _threadpoolctl
+    _threadpoolctl.register()   # threadpoolctl.threadpool_limits(...) limits our pool too
 else:
     adagrad_update = reference.adagrad_update
     sparse_adagrad_update = reference.sparse_adagrad_update
@@ -48,13 +50,14 @@ def get_include() -> str:
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels use for large arrays (1 without OpenMP)."""
+    """Threads the compiled kernels use for large arrays (1 without the compiled backend)."""
     return _kernels.get_num_threads() if _kernels is not None else 1
 
 
 def set_num_threads(n: int) -> int:
     """Set the thread count for large arrays; returns the previous one. Default: OMP_NUM_THREADS
-    or the number of cores. Results are bit-identical for every thread count."""
+    if set, else the CPUs this process may use (affinity mask, cgroup quota). Results are
+    bit-identical for every thread count."""
     if _kernels is None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"`n` must be an int >= 1, got {n!r}")
@@ -68,7 +71,7 @@ def get_isa() -> str:
 
 
 def show_config() -> dict[str, Any]:
-    """Version, backend, ISA paths, OpenMP and threads, as a dict."""
+    """Version, backend, ISA paths, threads, as a dict."""
     return {
         "version": __version__,
         "backend": get_backend(),
@@ -76,7 +79,7 @@ def show_config() -> dict[str, Any]:
         "isa": get_isa(),
         "isa_available": list(_kernels.isa_available()) if _kernels is not None else [],
         "isa_compiled": list(_kernels.isa_compiled()) if _kernels is not None else [],
-        "openmp": bool(_kernels.openmp_enabled()) if _kernels is not None else False,
+        "thread_pool": bool(_kernels.threads_enabled()) if _kernels is not None else False,
         "threads": get_num_threads(),
         "parallel_min_elements": _kernels.PARALLEL_MIN_ELEMENTS if _kernels is not None else None,
     }

@@ -20,8 +20,8 @@ def info() -> int:
           f"{'available' if cfg['compiled_available'] else 'NOT available'})")
     print(f"ISA path:     {cfg['isa']} (available: {', '.join(cfg['isa_available']) or 'none'}; "
           f"compiled: {', '.join(cfg['isa_compiled']) or 'none'})")
-    print(f"OpenMP:       {'on' if cfg['openmp'] else 'off'}, {cfg['threads']} threads "
-          f"(parallel from {cfg['parallel_min_elements']} elements)")
+    print(f"threads:      {cfg['threads']} ({'worker pool' if cfg['thread_pool'] else 'serial build'}; "
+          f"parallel from {cfg['parallel_min_elements']} elements when faster)")
     if not cfg["compiled_available"]:
         print("self-check:   skipped (no compiled backend to compare with the NumPy one)")
         return 1

@@ -3,9 +3,10 @@
 # 1. Merge duplicates with an open-addressing hash (row -> unique id, ids in order of first
 #    appearance): a row seen once is read straight from `grads`; a row seen k > 1 times is
 #    summed into a scratch row in order of appearance, g1 + g2 + ... (deterministic).
-# 2. Update every unique row, in parallel over rows (each row by exactly one thread, with the
-#    same ISA loop as the dense kernel, so any thread count gives the same bytes), prefetching
-#    the table and accumulator rows a few rows ahead.
+# 2. Update every unique row, in parallel over chunks of rows taken dynamically by the worker
+#    pool (each row by exactly one thread, with the same ISA loop as the dense kernel, so any
+#    thread count gives the same bytes), prefetching the table and accumulator rows a few rows
+#    ahead.
 # All memory is allocated before the first write; a failure writes nothing.
 
 from libc.stdint cimport int64_t, uint64_t
@@ -165,7 +166,8 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
     (n, d) (element-wise) or (n,) (row-wise). Indices must be in range. Returns -1 if out of
     memory (nothing written), else the number of unique rows."""
     cdef Py_ssize_t nu
-    cdef int nt, t
+    cdef int nt
+    cdef _SparseJob job
     cdef Py_ssize_t* work
     cdef int64_t* urow
     cdef const floating** src
@@ -186,14 +188,42 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
         if nt == 1:
             _sparse_rows(0, nu, table, accum, rowwise, d, urow, src, o)
         else:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                _sparse_rows(t * nu // nt, (t + 1) * nu // nt, table, accum, rowwise, d,
-                             urow, src, o)
+            job.table = table
+            job.accum = accum
+            job.rowwise = rowwise
+            job.d = d
+            job.urow = urow
+            job.src = <const void**>src
+            job.o = o
+            job.f32 = floating is float
+            fa_parallel_for(nu, max(16, _grain(nu * d, nt) // d), _sparse_chunk, &job, nt,
+                            FA_KIND_SPARSE, nu * d)
     free(work)
     free(urow)
     free(src)
     free(scratch)
     return nu
+
+
+ctypedef struct _SparseJob:       # the unique rows of one sparse step, split into chunks of rows
+    void* table
+    void* accum
+    bint rowwise
+    Py_ssize_t d
+    const int64_t* urow
+    const void** src
+    const DenseOpts* o
+    bint f32
+
+
+cdef void _sparse_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _SparseJob* j = <_SparseJob*>ctx
+    if j.f32:
+        _sparse_rows(lo, hi, <float*>j.table, <float*>j.accum, j.rowwise, j.d, j.urow,
+                     <const float**>j.src, j.o)
+    else:
+        _sparse_rows(lo, hi, <double*>j.table, <double*>j.accum, j.rowwise, j.d, j.urow,
+                     <const double**>j.src, j.o)
 
 
 cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,

@@ -89,7 +89,7 @@ def header(threads: int) -> dict[str, Any]:
     return {
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
         "backend": fastadagrad.get_backend(),
-        "isa": fastadagrad.get_isa(), "openmp": fastadagrad.show_config()["openmp"],
+        "isa": fastadagrad.get_isa(), "thread_pool": fastadagrad.show_config()["thread_pool"],
         "python": platform.python_version(), "numpy": np.__version__,
         "fastadagrad": fastadagrad.__version__,
         "torch": torch.__version__ if torch is not None else None,
@@ -264,7 +264,7 @@ def format_table(rows: list[list[str]], markdown: bool = False) -> str:
 
 def header_line(h: dict[str, Any]) -> str:
     return (f"{h['cpu']}, {h['cores']} cores, {h['threads']} threads, ISA {h['isa']}, "
-            f"OpenMP {'on' if h['openmp'] else 'off'} | Python {h['python']}, NumPy {h['numpy']}, "
+            f"thread pool {'on' if h.get('thread_pool', h.get('openmp')) else 'off'} | Python {h['python']}, NumPy {h['numpy']}, "
             f"fastadagrad {h['fastadagrad']}, torch {h['torch'] or 'not installed'}")
 
 
@@ -318,6 +318,14 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--busy" in argv:   # the busy-machine scenario has its own options (bench_busy.py)
+        if _kernels is None:
+            print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR})",
+                  file=sys.stderr)
+            return 2
+        from fastadagrad import bench_busy
+        return bench_busy.main(argv)
     ap = argparse.ArgumentParser(prog="python -m fastadagrad bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter samples; no 6.4e7 case (<30 s)")
@@ -329,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
     ap.add_argument("--plot", metavar="FILE.png", help="write a log-log plot (needs matplotlib)")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--busy", action="store_true",
+                    help="instead: 1 thread vs the default with 0, 1, 2 CPU-bound competitor "
+                         "processes (see `bench --busy --help`)")
     args = ap.parse_args(argv)
     if _kernels is None:
         print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR}); "

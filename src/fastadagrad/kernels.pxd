@@ -13,7 +13,7 @@
 # (Cython finds this file on sys.path, or pass include_path=[fastadagrad.get_include()] to
 # cythonize). Link nothing: the functions are
 # imported at run time from fastadagrad.kernels through its C-API capsule, so you get the same
-# runtime ISA dispatch (AVX-512/AVX2/generic), OpenMP split and thread count
+# runtime ISA dispatch (AVX-512/AVX2/generic), worker-pool split and thread count
 # (fastadagrad.set_num_threads) as the Python API, and bit-identical results.
 #
 # What these functions do NOT check (the Python API does; here the caller owns it): pointer

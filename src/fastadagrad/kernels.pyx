@@ -1,11 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled backend: argument gate, runtime ISA dispatch, OpenMP split, the GIL released.
+"""The compiled backend: argument gate, runtime ISA dispatch, thread split, the GIL released.
 
 The loops themselves live in C (_csrc/loops.h) and are compiled once per ISA level
 (_csrc/isa_{generic,avx2,avx512}.c, linked into this module); at import this module picks the
-best table the CPU supports (override with FASTADAGRAD_ISA=generic|avx2|avx512). Work is split across threads only above
-PARALLEL_MIN_ELEMENTS, in chunks that are multiples of 16 elements; every element is computed by
-the same scalar formula, so results are bit-identical for every thread count and ISA.
+best table the CPU supports (override with FASTADAGRAD_ISA=generic|avx2|avx512). Work is split
+across threads only above PARALLEL_MIN_ELEMENTS, by our own worker pool (_threadpool.h: many small
+chunks claimed dynamically, the calling thread working too, passive waiting, fork-safe); chunks
+are multiples of 16 elements (whole rows for the sparse step) and every element is computed by the
+same scalar formula, so results are bit-identical for every thread count and ISA.
 """
 
 import os
@@ -15,13 +17,12 @@ import numpy as _np
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cython.parallel cimport prange
 from libc.math cimport isfinite
 
 from fastadagrad._kernel_table cimport (DenseOpts, KernelTable, fa_cpu_supports, fa_isa_compiled,
                                         fa_kernel_table)
 
-from fastadagrad import _validation
+from fastadagrad import _cpus, _validation
 from fastadagrad import reference as _reference
 
 cnp.import_array()
@@ -30,28 +31,40 @@ cdef extern from *:
     """
     #include <string.h>
     #ifdef _OPENMP
-    #include <omp.h>
     #define FA_OPENMP 1
-    static int fa_omp_max_threads(void) { return omp_get_max_threads(); }
     #else
     #define FA_OPENMP 0
-    static int fa_omp_max_threads(void) { return 1; }
     #endif
     """
     const int FA_OPENMP
-    int fa_omp_max_threads() noexcept nogil
+
+cdef extern from "_threadpool.h":
+    ctypedef void (*fa_chunk_fn)(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    const int FA_POOL
+    void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void* ctx,
+                         int nthreads, int kind, Py_ssize_t elements) noexcept nogil
+    const int FA_KIND_DENSE, FA_KIND_MULTI, FA_KIND_SCAN, FA_KIND_SPARSE
+    int fastadagrad_get_num_threads() noexcept nogil
+    void fastadagrad_set_num_threads(int n) noexcept nogil
+    void fa_set_spin_ns(long long worker, long long caller) noexcept nogil
+    int fa_pool_workers() noexcept nogil
+    void fa_set_adaptive(int on) noexcept nogil
+    void fa_pool_stats(long long* out) noexcept nogil
 
 ctypedef fused floating:
     float
     double
 
-#: Below this many elements a call runs on one thread (an OpenMP region costs ~1 us).
+#: Below this many elements a call runs on one thread (waking a worker costs ~1-5 us).
 PARALLEL_MIN_ELEMENTS = 32768
 #: Below this many elements the GIL is kept (releasing it costs more than the loop).
 NOGIL_MIN_ELEMENTS = 4096
 cdef Py_ssize_t _parallel_min = PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t _nogil_min = NOGIL_MIN_ELEMENTS
 cdef Py_ssize_t _CHUNK_ALIGN = 16
+#: Chunk sizes (elements) of a parallel call: about 8 chunks per thread, within these bounds.
+cdef Py_ssize_t _GRAIN_MIN = 4096
+cdef Py_ssize_t _GRAIN_MAX = 131072
 
 ISA_LEVELS = ("avx512", "avx2", "generic")   # best first
 
@@ -106,43 +119,75 @@ else:
 
 
 # ----------------------------------------------------------------------------- threads
-def _default_threads():
-    return max(1, fa_omp_max_threads())   # honours OMP_NUM_THREADS
-
-cdef int _num_threads = _default_threads()
+fastadagrad_set_num_threads(_cpus.default_threads())
 
 
 def openmp_enabled():
-    """True when the extension was compiled with OpenMP."""
+    """True when the extension was compiled with -fopenmp (no longer used by the kernels: the
+    threads are fastadagrad's own pool, see threads_enabled)."""
     return bool(FA_OPENMP)
 
 
+def threads_enabled():
+    """True when the worker pool is available (pthreads); without it the kernels are serial."""
+    return bool(FA_POOL)
+
+
 def set_num_threads(n):
-    """Threads used for large arrays (no effect without OpenMP); returns the previous value."""
-    global _num_threads
+    """Threads used for large arrays (1 without the pool); returns the previous value."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"`n` must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"`n` must be >= 1, got {n}")
-    old = _num_threads
-    _num_threads = n if FA_OPENMP else 1
+    old = fastadagrad_get_num_threads()
+    fastadagrad_set_num_threads(min(n, 256))
     return old
 
 
 def get_num_threads():
     """Threads used for arrays of at least PARALLEL_MIN_ELEMENTS elements."""
-    return _num_threads
+    return fastadagrad_get_num_threads()
 
 
-cdef inline Py_ssize_t _chunk(Py_ssize_t n, int nt) noexcept nogil:
-    """Elements per thread: n / nt rounded up to a multiple of 16 (whole SIMD vectors)."""
-    return ((n + nt - 1) // nt + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
+def _pool_workers():
+    """Worker threads started in this process (0 before the first parallel call, and in a
+    forked child until its first parallel call)."""
+    return fa_pool_workers()
+
+
+def _set_adaptive(on):
+    """Benchmark/test knob: False makes every large call parallel (no serial/parallel choice
+    from measured times); True (the default) restores it. Either way the history is cleared."""
+    fa_set_adaptive(1 if on else 0)
+
+
+def _pool_stats():
+    """Calls the pool ran in parallel and serially (by choice) so far in this process."""
+    cdef long long out[2]
+    fa_pool_stats(out)
+    return {"parallel": out[0], "serial": out[1]}
+
+
+def _set_spin_us(worker=-1.0, caller=-1.0):
+    """Benchmark knob: how long a worker spins for the next job and the caller for chunks in
+    flight before sleeping (microseconds; negative keeps the current value)."""
+    fa_set_spin_ns(<long long>(worker * 1000) if worker >= 0 else -1,
+                   <long long>(caller * 1000) if caller >= 0 else -1)
+
+
+cdef inline Py_ssize_t _grain(Py_ssize_t n, int nt) noexcept nogil:
+    """Elements per chunk: about 8 chunks per thread, within [_GRAIN_MIN, _GRAIN_MAX], rounded
+    up to a multiple of 16 (whole SIMD vectors)."""
+    cdef Py_ssize_t g = n // (8 * nt)
+    g = max(_GRAIN_MIN, min(_GRAIN_MAX, g))
+    return (g + _CHUNK_ALIGN - 1) // _CHUNK_ALIGN * _CHUNK_ALIGN
 
 
 cdef inline int _threads_for(Py_ssize_t n) noexcept nogil:
-    if n < _parallel_min or _num_threads <= 1:
+    cdef int nt = fastadagrad_get_num_threads()
+    if n < _parallel_min or nt <= 1:
         return 1
-    return _num_threads
+    return nt
 
 
 # ----------------------------------------------------------------------------- C-level kernels
@@ -154,39 +199,60 @@ cdef inline void _dense_run(Py_ssize_t n, floating* param, const floating* grad,
         _table.dense_f64(n, param, grad, accum, o)
 
 
+ctypedef struct _DenseJob:        # one contiguous step (or the probe), split into chunks
+    void* p
+    const void* g
+    void* a
+    const DenseOpts* o
+    bint f32
+
+
+cdef void _dense_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _DenseJob* j = <_DenseJob*>ctx
+    if j.f32:
+        _table.dense_f32(hi - lo, <float*>j.p + lo, <const float*>j.g + lo, <float*>j.a + lo, j.o)
+    else:
+        _table.dense_f64(hi - lo, <double*>j.p + lo, <const double*>j.g + lo, <double*>j.a + lo,
+                         j.o)
+
+
+cdef void _probe_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _DenseJob* j = <_DenseJob*>ctx
+    if j.f32:
+        _table.probe_f32(hi - lo, <float*>j.p + lo, <const float*>j.g + lo, <float*>j.a + lo)
+    else:
+        _table.probe_f64(hi - lo, <double*>j.p + lo, <const double*>j.g + lo, <double*>j.a + lo)
+
+
 cdef void dense_update(Py_ssize_t n, floating* param, const floating* grad, floating* accum,
                        const DenseOpts* o) noexcept nogil:
     """Contiguous step over n elements: ISA-dispatched loop, split over threads when large."""
-    cdef int nt = _threads_for(n), t
-    cdef Py_ssize_t chunk = _chunk(n, nt), start
+    cdef int nt = _threads_for(n)
+    cdef _DenseJob job
     if nt == 1:
         _dense_run(n, param, grad, accum, o)
-    else:
-        for t in prange(nt, num_threads=nt, schedule="static"):
-            start = t * chunk
-            if start < n:
-                _dense_run(min(n, start + chunk) - start, param + start, grad + start,
-                           accum + start, o)
-
-
-cdef inline void _probe_run(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
-    if floating is float:
-        _table.probe_f32(n, x, y, z)
-    else:
-        _table.probe_f64(n, x, y, z)
+        return
+    job.p = param
+    job.g = grad
+    job.a = accum
+    job.o = o
+    job.f32 = floating is float
+    fa_parallel_for(n, _grain(n, nt), _dense_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
 cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
     """The bandwidth probe with the same dispatch and thread split as dense_update."""
-    cdef int nt = _threads_for(n), t
-    cdef Py_ssize_t chunk = _chunk(n, nt), start
+    cdef int nt = _threads_for(n)
+    cdef _DenseJob job
+    job.p = x
+    job.g = y
+    job.a = z
+    job.o = NULL
+    job.f32 = floating is float
     if nt == 1:
-        _probe_run(n, x, y, z)
+        _probe_chunk(&job, 0, n)
     else:
-        for t in prange(nt, num_threads=nt, schedule="static"):
-            start = t * chunk
-            if start < n:
-                _probe_run(min(n, start + chunk) - start, x + start, y + start, z + start)
+        fa_parallel_for(n, _grain(n, nt), _probe_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
 # ----------------------------------------------------------------------------- argument gate
@@ -458,33 +524,74 @@ cdef void _multi_range(Py_ssize_t k, floating** params, floating** grads, floati
         i += 1
 
 
+ctypedef struct _MultiJob:        # k arrays as one concatenation, split into chunks
+    Py_ssize_t k
+    void** params
+    void** grads
+    void** accums
+    const Py_ssize_t* offsets
+    const DenseOpts* o
+    bint f32
+    int bad                       # set by a chunk of the non-finite scan that found NaN/inf
+
+
+cdef void _multi_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _MultiJob* j = <_MultiJob*>ctx
+    if j.f32:
+        _multi_range(j.k, <float**>j.params, <float**>j.grads, <float**>j.accums, j.offsets,
+                     lo, hi, j.o)
+    else:
+        _multi_range(j.k, <double**>j.params, <double**>j.grads, <double**>j.accums, j.offsets,
+                     lo, hi, j.o)
+
+
+cdef void _nonfinite_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _MultiJob* j = <_MultiJob*>ctx
+    cdef int found
+    if j.f32:
+        found = _range_has_nonfinite(j.k, <float**>j.grads, j.offsets, lo, hi)
+    else:
+        found = _range_has_nonfinite(j.k, <double**>j.grads, j.offsets, lo, hi)
+    if found:
+        j.bad = 1
+
+
 cdef void multi_dense_update(Py_ssize_t k, floating** params, floating** grads,
                              floating** accums, const Py_ssize_t* offsets,
                              const DenseOpts* o) noexcept nogil:
     """One step over k contiguous arrays (array i has offsets[i+1] - offsets[i] elements),
     split across threads by elements of their concatenation, not by arrays."""
-    cdef Py_ssize_t total = offsets[k], chunk
-    cdef int nt = _threads_for(total), t
+    cdef Py_ssize_t total = offsets[k]
+    cdef int nt = _threads_for(total)
+    cdef _MultiJob job
     if nt == 1:
         _multi_range(k, params, grads, accums, offsets, 0, total, o)
         return
-    chunk = _chunk(total, nt)
-    for t in prange(nt, num_threads=nt, schedule="static"):
-        _multi_range(k, params, grads, accums, offsets, t * chunk, min(total, (t + 1) * chunk), o)
+    job.k = k
+    job.params = <void**>params
+    job.grads = <void**>grads
+    job.accums = <void**>accums
+    job.offsets = offsets
+    job.o = o
+    job.f32 = floating is float
+    fa_parallel_for(total, _grain(total, nt), _multi_chunk, &job, nt, FA_KIND_MULTI, total)
 
 
 cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
                                       const Py_ssize_t* offsets) noexcept nogil:
     """Index of the first array whose grad holds NaN or inf, or -1: a vectorised scan that
     reads only the grads, split across threads like the update."""
-    cdef Py_ssize_t total = offsets[k], chunk, i, lo, hi
-    cdef int nt = _threads_for(total), t
-    cdef int bad = 0
+    cdef Py_ssize_t total = offsets[k], i
+    cdef int nt = _threads_for(total)
+    cdef _MultiJob job
     if nt > 1:
-        chunk = _chunk(total, nt)
-        for t in prange(nt, num_threads=nt, schedule="static"):
-            bad += _range_has_nonfinite(k, grads, offsets, t * chunk, min(total, (t + 1) * chunk))
-        if bad == 0:
+        job.k = k
+        job.grads = <void**>grads
+        job.offsets = offsets
+        job.f32 = floating is float
+        job.bad = 0
+        fa_parallel_for(total, _grain(total, nt), _nonfinite_chunk, &job, nt, FA_KIND_SCAN, total)
+        if job.bad == 0:
             return -1
     for i in range(k):   # serial: find which array (only reached when something is bad)
         if _range_has_nonfinite(k, grads, offsets, offsets[i], offsets[i + 1]):

@@ -264,6 +264,14 @@ class AdaGrad:
             bad = group.table.step(grads, group.opts, group.clr_at(group.step + 1), check)
             if bad != -2:
                 return self._finish(bad)
+        if self.packed and type(grads) is np.ndarray and len(self.groups) == 1:
+            # Packed flat step: one C call over the arena (gate: grad vs the guarded ranges
+            # sorted at construction, finiteness scan, update).
+            if group.flat_table is not None and _backend._current == "cython":
+                bad = group.flat_table.step([grads], group.opts, group.clr_at(group.step + 1),
+                                            check)
+                if bad != -2:
+                    return self._finish(-1) if bad == -1 else self._finish_bad((0, -1))
         if self.packed and self._is_flat(grads):
             return self._step_flat(grads, check)
         per_group = self._split_grads(grads)
@@ -311,7 +319,14 @@ class AdaGrad:
     def _step_flat(self, grads: Any, check: bool) -> bool:
         """packed=True with one flat grad per group (arena-sized, 1-D): one kernel call each."""
         flats = [grads] if len(self.groups) == 1 else list(grads)
+        # The C gates (precomputed guarded ranges) accept most flat grads; what they refuse
+        # is validated in Python, which names the problem.
+        gated = _backend._current == "cython" and all(
+            group.flat_table is not None and group.flat_table.gate([g])
+            for group, g in zip(self.groups, flats))
         for gi, (group, g) in enumerate(zip(self.groups, flats)):
+            if gated:
+                break
             assert group.flat is not None
             name = "grads" if len(self.groups) == 1 else f"grads[{gi}]"
             p = group.flat[0]

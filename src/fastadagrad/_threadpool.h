@@ -1,0 +1,426 @@
+/* fastadagrad's worker pool: dynamic chunks, passive waiting, fork-safe (included by kernels.pyx).
+ *
+ * fa_parallel_for(nitems, grain, fn, ctx, nthreads, kind, elements) calls fn(ctx, lo, hi) over [0, nitems) in
+ * chunks of `grain` items (the last one shorter). The calling thread takes chunks too; up to
+ * nthreads - 1 persistent workers join it. Each thread has a home range of consecutive chunks
+ * (the same one every call, so on a quiet machine each core finds its part of the arrays in its
+ * own cache, as with a static split); chunks are claimed one at a time from per-range atomic
+ * counters, and a thread that has finished its range takes the remaining chunks of the others.
+ * So a worker that is descheduled (another process on its core) simply takes fewer chunks and
+ * the caller does the rest: nobody waits for a thread that has not started.
+ * Waiting is passive: a worker spins for a few microseconds for the next job, then sleeps on a
+ * condition variable; the caller spins briefly for chunks still in flight, then sleeps too
+ * (which hands its core to the late worker). No barrier ever spins for milliseconds.
+ *
+ * Busy machines: extra threads only pay when the cores are free. The pool times every call
+ * and, per call site and size class, keeps running whichever of serial and parallel has been
+ * faster lately (the median of the last 5 calls of each), re-trying the other for about
+ * 1 ms (at least 5 calls) every 50 ms. On a quiet machine calls are parallel; on a busy one they fall back to serial when
+ * that is faster, and return to parallel when the load goes.
+ *
+ * Which thread computes a chunk never changes a result: callers must make every item's result
+ * independent of the chunk boundaries (fastadagrad: element-wise formulas, 16-element multiples;
+ * whole rows for the sparse step).
+ *
+ * One job at a time: a second caller (another Python thread with the GIL released) that finds
+ * the pool busy runs its loop on its own thread, serially, instead of queueing.
+ * After fork() the child starts with no workers (pthread_atfork) and creates fresh ones on its
+ * first parallel call. Without pthreads (MSVC) everything runs on the calling thread.
+ *
+ * The thread limit lives here, with exported C symbols fastadagrad_get_num_threads /
+ * fastadagrad_set_num_threads (what the threadpoolctl controller calls).
+ */
+#ifndef FASTADAGRAD_THREADPOOL_H
+#define FASTADAGRAD_THREADPOOL_H
+
+#include <Python.h>
+#include <string.h>
+
+typedef void (*fa_chunk_fn)(void *ctx, Py_ssize_t lo, Py_ssize_t hi);
+
+/* Call sites, for the serial/parallel history (see fa_choose). */
+#define FA_KIND_DENSE 0
+#define FA_KIND_MULTI 1
+#define FA_KIND_SCAN 2
+#define FA_KIND_SPARSE 3
+
+#define FA_MAX_THREADS 256
+
+#if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
+#define FA_POOL 1
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FA_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define FA_PAUSE() __asm__ __volatile__("yield")
+#else
+#define FA_PAUSE() ((void)0)
+#endif
+#define FA_EXPORT __attribute__((visibility("default")))
+#else
+#define FA_POOL 0
+#define FA_EXPORT
+#endif
+
+static int fa_num_threads = 1;   /* the limit used by fa_parallel_for's callers */
+
+FA_EXPORT int fastadagrad_get_num_threads(void) { return fa_num_threads; }
+
+FA_EXPORT void fastadagrad_set_num_threads(int n) {
+    if (n < 1)
+        n = 1;
+    if (n > FA_MAX_THREADS)
+        n = FA_MAX_THREADS;
+    fa_num_threads = FA_POOL ? n : 1;
+}
+
+#if FA_POOL
+
+#define FA_LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define FA_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define FA_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+/* How long a thread polls before it sleeps, in nanoseconds. Polling calls sched_yield(), so a
+ * polling thread never keeps another runnable thread (the caller, or another process) off its
+ * CPU: it only uses a CPU nobody else wants. A worker polls long enough to catch the next call
+ * of a training loop without the cost of a wake-up (which on a virtual machine can exceed a
+ * 1e5-element update). */
+static long long fa_worker_spin_ns = 1000000; /* a worker waiting for the next job */
+static long long fa_caller_spin_ns = 20000;   /* the caller waiting for chunks in flight */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;         /* workers sleep here for a new job */
+    pthread_cond_t idle;         /* the caller sleeps here for the last worker to leave */
+    int nworkers;                /* started worker threads */
+    int atfork_registered;
+    int busy;                    /* a job is running (0/1, claimed by compare-exchange) */
+    unsigned long long gen;      /* job number: workers wait for it to change */
+    unsigned long long open;     /* == gen while the job accepts workers, 0 once closed */
+    int sleeping;                /* workers blocked in pthread_cond_wait(wake) */
+    int active;                  /* workers inside the current job */
+    int caller_sleeping;
+    /* the job (written by the caller before gen is published) */
+    fa_chunk_fn fn;
+    void *ctx;
+    Py_ssize_t nitems, grain, nchunks;
+    int job_workers;             /* workers with id < job_workers take part */
+    int nranges;                 /* job_workers + 1 home ranges: the caller's is range 0 */
+} fa_pool_t;
+
+/* Range r holds chunks [fa_range_end[r - 1], fa_range_end[r]); next[r].c is its next chunk. */
+typedef struct { Py_ssize_t c; char pad[64 - sizeof(Py_ssize_t)]; } fa_counter_t;
+static fa_counter_t fa_next[FA_MAX_THREADS];
+static Py_ssize_t fa_range_end[FA_MAX_THREADS];
+
+static fa_pool_t fa_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                            PTHREAD_COND_INITIALIZER};
+
+static long long fa_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Serial or parallel? Per call site (`kind`) and size class (a power of 4 in elements) the
+ * pool keeps the last FA_HIST wall times per element of each mode and runs the mode with the
+ * lower median; the other mode is re-tried when its newest sample is older than
+ * max(FA_EXPLORE_NS, 32 calls), so a change of load is noticed within tens of milliseconds. */
+#define FA_KINDS 4
+#define FA_SIZES 20
+#define FA_HIST 5
+#define FA_EXPLORE_NS 50000000LL
+typedef struct {
+    float ns[2][FA_HIST];        /* [serial, parallel] ns per element, ring buffers */
+    long long count[2];          /* samples taken */
+    long long at[2];             /* time of the newest sample */
+    int burst, burst_mode;       /* calls left in the current try of the other mode ... */
+    long long burst_until;       /* ... and until when it lasts at least */
+} fa_history_t;
+static fa_history_t fa_history[FA_KINDS][FA_SIZES];
+static int fa_adaptive = 1;
+static long long fa_calls[2];    /* serial / parallel decisions taken (statistics) */
+
+static int fa_size_class(Py_ssize_t elements) {
+    int c = 0;
+    while (elements >= 4 && c < FA_SIZES - 1) {
+        elements >>= 2;
+        c++;
+    }
+    return c;
+}
+
+static float fa_median(const float *x, long long count) {
+    float v[FA_HIST], t;
+    int n = count < FA_HIST ? (int)count : FA_HIST, i, j;
+    for (i = 0; i < n; i++) {
+        v[i] = x[i];
+        for (j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    }
+    return v[n / 2];
+}
+
+/* 1: run in parallel, 0: serially (both modes sampled at least 3 times first). A try of the
+ * other mode is a burst of at least FA_BURST calls and FA_BURST_NS, so that it is judged warm
+ * (workers awake and polling), not on its first, cold calls; its cost is bounded by
+ * FA_BURST_NS per FA_EXPLORE_NS of wall time (2%) plus one call. */
+#define FA_BURST 5
+#define FA_BURST_NS 1000000LL
+static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
+    int best, other;
+    if (!fa_adaptive)
+        return 1;
+    double call_ns;
+    long long explore;
+    if (h->burst > 0 || now < h->burst_until) {
+        h->burst--;
+        return h->burst_mode;
+    }
+    if (h->count[1] < 3)
+        return 1;
+    if (h->count[0] < 3)
+        return 0;
+    best = fa_median(h->ns[1], h->count[1]) <= fa_median(h->ns[0], h->count[0]);
+    other = !best;
+    call_ns = (double)fa_median(h->ns[best], h->count[best]) * (double)elements;
+    explore = (long long)(32.0 * call_ns);
+    if (explore < FA_EXPLORE_NS)
+        explore = FA_EXPLORE_NS;
+    if (now - h->at[other] > explore) {
+        h->burst = FA_BURST - 1;
+        h->burst_until = now + FA_BURST_NS;
+        h->burst_mode = other;
+        return other;
+    }
+    return best;
+}
+
+static void fa_record(fa_history_t *h, int mode, long long t0, long long t1, Py_ssize_t elements) {
+    h->ns[mode][h->count[mode] % FA_HIST] = (float)((double)(t1 - t0) / (double)elements);
+    h->count[mode]++;
+    h->at[mode] = t1;
+}
+
+/* Claim and run chunks of the current job until none is left: the home range first, then
+ * the others' leftovers. */
+static void fa_run_chunks(int home) {
+    Py_ssize_t c, lo, hi;
+    int k, r;
+    for (k = 0; k < fa_pool.nranges; k++) {
+        r = (home + k) % fa_pool.nranges;
+        for (;;) {
+            if (__atomic_load_n(&fa_next[r].c, __ATOMIC_RELAXED) >= fa_range_end[r])
+                break;
+            c = __atomic_fetch_add(&fa_next[r].c, 1, __ATOMIC_SEQ_CST);
+            if (c >= fa_range_end[r])
+                break;
+            lo = c * fa_pool.grain;
+            hi = lo + fa_pool.grain < fa_pool.nitems ? lo + fa_pool.grain : fa_pool.nitems;
+            fa_pool.fn(fa_pool.ctx, lo, hi);
+        }
+    }
+}
+
+static void fa_leave_job(void) {
+    if (FA_ADD(&fa_pool.active, -1) == 0 && FA_LOAD(&fa_pool.caller_sleeping)) {
+        pthread_mutex_lock(&fa_pool.mu);
+        pthread_cond_signal(&fa_pool.idle);
+        pthread_mutex_unlock(&fa_pool.mu);
+    }
+}
+
+static void *fa_worker_main(void *arg) {
+    int id = (int)(Py_ssize_t)arg;
+    unsigned long long seen = FA_LOAD(&fa_pool.gen), g;
+    long long until;
+    for (;;) {
+        g = FA_LOAD(&fa_pool.gen);
+        if (g == seen) {   /* spin a little, then sleep until the next job */
+            until = fa_now_ns() + fa_worker_spin_ns;
+            while ((g = FA_LOAD(&fa_pool.gen)) == seen && fa_now_ns() < until) {
+                FA_PAUSE();
+                sched_yield();
+            }
+            if (g == seen) {
+                pthread_mutex_lock(&fa_pool.mu);
+                FA_ADD(&fa_pool.sleeping, 1);
+                while ((g = FA_LOAD(&fa_pool.gen)) == seen)
+                    pthread_cond_wait(&fa_pool.wake, &fa_pool.mu);
+                FA_ADD(&fa_pool.sleeping, -1);
+                pthread_mutex_unlock(&fa_pool.mu);
+            }
+        }
+        seen = g;
+        /* Join: announce first, then check the job is still open (the caller closes it, then
+         * waits for active == 0), so nobody touches a job whose caller has returned. */
+        FA_ADD(&fa_pool.active, 1);
+        if (FA_LOAD(&fa_pool.open) == g && id < fa_pool.job_workers)
+            fa_run_chunks(id + 1);
+        fa_leave_job();
+    }
+    return NULL;
+}
+
+static void fa_atfork_prepare(void) { pthread_mutex_lock(&fa_pool.mu); }
+static void fa_atfork_parent(void) { pthread_mutex_unlock(&fa_pool.mu); }
+
+static void fa_atfork_child(void) {
+    /* Only the forking thread exists in the child: forget the workers (and a job another
+     * thread of the parent may have been running), start fresh ones on demand. */
+    pthread_mutex_init(&fa_pool.mu, NULL);
+    pthread_cond_init(&fa_pool.wake, NULL);
+    pthread_cond_init(&fa_pool.idle, NULL);
+    fa_pool.nworkers = 0;
+    fa_pool.busy = 0;
+    fa_pool.sleeping = 0;
+    fa_pool.active = 0;
+    fa_pool.caller_sleeping = 0;
+    fa_pool.open = 0;
+}
+
+/* Start workers up to `want` (under the busy flag); returns how many exist. */
+static int fa_ensure_workers(int want) {
+    pthread_attr_t attr;
+    pthread_t tid;
+    if (!fa_pool.atfork_registered) {
+        if (pthread_atfork(fa_atfork_prepare, fa_atfork_parent, fa_atfork_child) != 0)
+            return 0;   /* cannot be made fork-safe: stay serial */
+        fa_pool.atfork_registered = 1;
+    }
+    if (fa_pool.nworkers >= want)
+        return fa_pool.nworkers;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    while (fa_pool.nworkers < want) {
+        if (pthread_create(&tid, &attr, fa_worker_main, (void *)(Py_ssize_t)fa_pool.nworkers) != 0)
+            break;
+        fa_pool.nworkers++;
+    }
+    pthread_attr_destroy(&attr);
+    return fa_pool.nworkers;
+}
+
+static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void *ctx,
+                            int nthreads, int kind, Py_ssize_t elements) {
+    Py_ssize_t nchunks;
+    int expected = 0, workers;
+    long long until, t0;
+    fa_history_t *h;
+    if (nitems <= 0)
+        return;
+    if (grain < 1)
+        grain = 1;
+    nchunks = (nitems + grain - 1) / grain;
+    if (nthreads <= 1 || nchunks <= 1
+            || !__atomic_compare_exchange_n(&fa_pool.busy, &expected, 1, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST)) {
+        fn(ctx, 0, nitems);   /* serial, or the pool is serving another thread */
+        return;
+    }
+    /* We own the pool (and the history) until busy is cleared. */
+    h = &fa_history[kind][fa_size_class(elements)];
+    t0 = fa_now_ns();
+    workers = fa_choose(h, t0, elements) ? fa_ensure_workers(nthreads - 1) : 0;
+    if (workers > nthreads - 1)
+        workers = nthreads - 1;
+    if (workers < 1) {
+        fa_calls[0]++;
+        fn(ctx, 0, nitems);
+        fa_record(h, 0, t0, fa_now_ns(), elements);
+        FA_STORE(&fa_pool.busy, 0);
+        return;
+    }
+    fa_calls[1]++;
+    fa_pool.fn = fn;
+    fa_pool.ctx = ctx;
+    fa_pool.nitems = nitems;
+    fa_pool.grain = grain;
+    fa_pool.nchunks = nchunks;
+    fa_pool.job_workers = workers;
+    fa_pool.nranges = workers + 1;
+    {
+        int r;
+        for (r = 0; r <= workers; r++) {
+            fa_next[r].c = r == 0 ? 0 : fa_range_end[r - 1];
+            fa_range_end[r] = nchunks * (r + 1) / (workers + 1);
+        }
+    }
+    {
+        unsigned long long g = fa_pool.gen + 1;
+        FA_STORE(&fa_pool.open, g);
+        FA_STORE(&fa_pool.gen, g);
+    }
+    if (FA_LOAD(&fa_pool.sleeping) > 0) {
+        pthread_mutex_lock(&fa_pool.mu);
+        pthread_cond_broadcast(&fa_pool.wake);
+        pthread_mutex_unlock(&fa_pool.mu);
+    }
+    fa_run_chunks(0);
+    /* Close the job, then wait for the workers still inside it (running a claimed chunk). */
+    FA_STORE(&fa_pool.open, 0ULL);
+    if (FA_LOAD(&fa_pool.active) != 0) {
+        until = fa_now_ns() + fa_caller_spin_ns;
+        while (FA_LOAD(&fa_pool.active) != 0 && fa_now_ns() < until)
+            sched_yield();
+        if (FA_LOAD(&fa_pool.active) != 0) {
+            pthread_mutex_lock(&fa_pool.mu);
+            FA_STORE(&fa_pool.caller_sleeping, 1);
+            while (FA_LOAD(&fa_pool.active) != 0)
+                pthread_cond_wait(&fa_pool.idle, &fa_pool.mu);
+            FA_STORE(&fa_pool.caller_sleeping, 0);
+            pthread_mutex_unlock(&fa_pool.mu);
+        }
+    }
+    fa_record(h, 1, t0, fa_now_ns(), elements);
+    FA_STORE(&fa_pool.busy, 0);
+}
+
+/* Benchmark/test knob: 0 makes every large call parallel (no serial/parallel choice), 1 (the
+ * default) restores the choice. Either way the history is cleared. Call with no parallel call
+ * in flight. */
+static void fa_set_adaptive(int on) {
+    fa_adaptive = on;
+    memset(fa_history, 0, sizeof(fa_history));
+}
+
+static void fa_pool_stats(long long *out) {
+    out[0] = fa_calls[1];
+    out[1] = fa_calls[0];
+}
+
+static void fa_set_spin_ns(long long worker, long long caller) {
+    if (worker >= 0)
+        fa_worker_spin_ns = worker;
+    if (caller >= 0)
+        fa_caller_spin_ns = caller;
+}
+
+static int fa_pool_workers(void) { return fa_pool.nworkers; }
+
+#else  /* no pthreads: serial */
+
+static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void *ctx,
+                            int nthreads, int kind, Py_ssize_t elements) {
+    (void)grain;
+    (void)nthreads;
+    (void)kind;
+    (void)elements;
+    if (nitems > 0)
+        fn(ctx, 0, nitems);
+}
+
+static void fa_set_spin_ns(long long worker, long long caller) { (void)worker; (void)caller; }
+static int fa_pool_workers(void) { return 0; }
+static void fa_set_adaptive(int on) { (void)on; }
+static void fa_pool_stats(long long *out) { out[0] = out[1] = 0; }
+
+#endif
+#endif
