@@ -10,7 +10,7 @@ Flags (see README "Building from source"):
 - -ffp-contract=off: no FMA contraction, so rounding matches NumPy's separate ufuncs;
 - no fast-math flags (they break NaN/inf semantics and equivalence) and no native-CPU -march
   (a wheel must run on any x86-64).
-- OpenMP only if a test compile with -fopenmp succeeds (FASTADAGRAD_NO_OPENMP=1 turns it off).
+- threads: our own pthreads pool (_threadpool.h), no OpenMP.
 
 FASTADAGRAD_PUREPYTHON=1 installs the NumPy backend only (no compiler needed). Without it, a
 failed compile (no C compiler) also falls back to the NumPy backend, with a warning that says how
@@ -67,8 +67,8 @@ def compiles(compiler, flags, code="int main(void) { return 0; }\n", link=False)
 
 
 class BuildExt(build_ext):
-    """Compiles the ISA units with their own flags, detects OpenMP, and falls back to the
-    pure-NumPy install when there is no working compiler."""
+    """Compiles the ISA units with their own flags, and falls back to the pure-NumPy install
+    when there is no working compiler."""
 
     def run(self):
         try:
@@ -84,16 +84,9 @@ class BuildExt(build_ext):
         base = MSVC_FLAGS if msvc else GCC_LIKE_FLAGS
         objects = self._compile_isa_units(ext, base, msvc)
         ext.extra_objects = list(ext.extra_objects or []) + objects
-        flags = list(base)
-        omp = ["/openmp"] if msvc else ["-fopenmp"]
-        code = "#include <omp.h>\nint main(void) { return omp_get_max_threads(); }\n"
-        if os.environ.get("FASTADAGRAD_NO_OPENMP") != "1" and compiles(self.compiler, omp, code,
-                                                                      link=True):
-            flags += omp
-            ext.extra_link_args = list(ext.extra_link_args or []) + ([] if msvc else omp)
-            print("fastadagrad: building with OpenMP")
-        else:
-            print("fastadagrad: OpenMP not available, building serial kernels")
+        flags = list(base) + ([] if msvc else ["-pthread"])   # the worker pool (_threadpool.h)
+        if not msvc:
+            ext.extra_link_args = list(ext.extra_link_args or []) + ["-pthread"]
         ext.extra_compile_args = flags + list(ext.extra_compile_args or [])
         super().build_extension(ext)
 

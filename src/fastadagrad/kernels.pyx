@@ -27,17 +27,6 @@ from fastadagrad import reference as _reference
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    #include <string.h>
-    #ifdef _OPENMP
-    #define FA_OPENMP 1
-    #else
-    #define FA_OPENMP 0
-    #endif
-    """
-    const int FA_OPENMP
-
 cdef extern from "_threadpool.h":
     ctypedef void (*fa_chunk_fn)(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     const int FA_POOL
@@ -120,12 +109,6 @@ else:
 
 # ----------------------------------------------------------------------------- threads
 fastadagrad_set_num_threads(_cpus.default_threads())
-
-
-def openmp_enabled():
-    """True when the extension was compiled with -fopenmp (no longer used by the kernels: the
-    threads are fastadagrad's own pool, see threads_enabled)."""
-    return bool(FA_OPENMP)
 
 
 def threads_enabled():
