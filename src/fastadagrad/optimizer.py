@@ -45,11 +45,13 @@ GROUP_OPTIONS = ("lr", "eps", "eps_placement", "lr_decay", "weight_decay",
 
 class SparseGrad(NamedTuple):
     """The gradient of a 2-D parameter given on some rows: `values[k]` is the gradient of row
-    `indices[k]` (int32/int64; duplicates are summed before squaring). AdaGrad.step routes it
-    to fastadagrad.sparse_adagrad_update: only those rows and their accumulators change."""
+    `indices[k]` (int32/int64). AdaGrad.step routes it to fastadagrad.sparse_adagrad_update:
+    only those rows and their accumulators change. `duplicates` ("sum", "sequential",
+    "keras"; None: the optimizer's `duplicates`) says how repeated indices are applied."""
 
     indices: np.ndarray
     values: np.ndarray
+    duplicates: str | None = None
 NONFINITE = ("propagate", "skip", "raise")
 STATE_FORMAT = "fastadagrad.AdaGrad/1"
 
@@ -159,7 +161,7 @@ class AdaGrad:
                  weight_decay: float = 0.0, initial_accumulator_value: float | None = None,
                  maximize: bool = False, convention: str | None = None,
                  nonfinite: str = "propagate", packed: bool = False,
-                 rowwise: bool = False) -> None:
+                 rowwise: bool = False, duplicates: str = "sum") -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -168,6 +170,7 @@ class AdaGrad:
         conv = CONVENTIONS[convention]
         self.convention = convention
         self.nonfinite = nonfinite
+        self.duplicates = _validation.check_duplicates(duplicates)
         self.packed = _validation.check_flag("packed", packed)
         explicit = dict(lr=lr, eps=eps, eps_placement=eps_placement,
                         initial_accumulator_value=initial_accumulator_value)
@@ -272,7 +275,7 @@ class AdaGrad:
         # General path: validate all groups (in C when every group's grads pass its gate,
         # else in Python, which names the bad argument), scan all, then update all.
         if all(t is not None and t.gate(g) for t, g in zip(tables, per_group)):
-            sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.groups]
+            sparse: list[dict[int, tuple[np.ndarray, np.ndarray, str]]] = [{} for _ in self.groups]
         else:
             sparse = [self._validate_group(group, grads_g)
                       for group, grads_g in zip(self.groups, per_group)]
@@ -288,12 +291,12 @@ class AdaGrad:
             else:
                 for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
                     if i in sp:
-                        idx, values = sp[i]
+                        idx, values, dup = sp[i]
                         if compiled:
-                            kernels.sparse_validated(p, a, idx, values, opts)
+                            kernels.sparse_dup_validated(p, a, idx, values, opts, dup)
                         elif idx.size:
                             with np.errstate(all="ignore"):
-                                reference.sparse_step(p, a, idx, values, opts)
+                                reference.sparse_step(p, a, idx, values, opts, dup)
                     elif compiled:
                         kernels.update_validated(p, g, a, opts)
                     else:
@@ -366,7 +369,7 @@ class AdaGrad:
         self.last_step_skipped = True
         return False
 
-    def _validate_group(self, group: _Group, grads: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _validate_group(self, group: _Group, grads: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray, str]]:
         """Check every grad of the group; return {array index: (int64 indices, values)} for
         the sparse ones (a dense grad of a rowwise parameter counts as a sparse grad of all
         its rows)."""
@@ -390,14 +393,16 @@ class AdaGrad:
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"{gname}: {exc}".replace("`table`", f"`{name}`")
                                     .replace("`grads`", "`values`")) from None
-                sparse[i] = (idx, values)
+                dup = self.duplicates if g.duplicates is None else g.duplicates
+                _validation.check_sparse_rule(group.opts, a, dup, True)
+                sparse[i] = (idx, values, dup)
                 continue
             dense_grads.append((gname, g))
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
         _check_grads_disjoint(self._guarded(), dense_grads + [(f"grads values {i}", v)
-                                                      for i, (_, v) in sparse.items()])
+                                                      for i, (_, v, _) in sparse.items()])
         return sparse
 
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
@@ -407,7 +412,7 @@ class AdaGrad:
                         for n, a in zip(grp.names, grp.accums)]
 
     def _first_nonfinite(self, per_group: list[list[Any]], tables: list[Any],
-                         sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[int, int] | None:
+                         sparse: list[dict[int, tuple[np.ndarray, np.ndarray, str]]]) -> tuple[int, int] | None:
         for gi, (grads, table, sp) in enumerate(zip(per_group, tables, sparse)):
             bad = table.first_nonfinite(grads) if table is not None and not sp else -2
             if bad == -2:
