@@ -33,7 +33,7 @@ CONVENTIONS: dict[str | None, dict[str, Any]] = {
     "torch": dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside",
                   weight_decay_mode="coupled", zero_if_accum_zero=False),
     "keras": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
-                  weight_decay_mode="decoupled", zero_if_accum_zero=False),
+                  weight_decay_mode="decoupled", zero_if_accum_zero=False, float32_lr=True),
     "optax": dict(lr=None, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
                   weight_decay_mode="coupled", zero_if_accum_zero=True),
     "tf": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="outside",
@@ -127,6 +127,10 @@ def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         raise TypeError(f"`{where}lr` is required with convention='optax' (optax has no default)")
     for name in ("lr", "eps", "lr_decay", "weight_decay", "initial_accumulator_value"):
         out[name] = _validation.check_real(f"{where}{name}", out[name])
+    if out.get("float32_lr"):
+        # Keras keeps `learning_rate` in a float32 variable and casts it to the variable's
+        # dtype: float64 params step with float64(float32(lr)) (tested against Keras itself)
+        out["lr"] = float(np.float32(out["lr"]))
     _validation.check_eps_placement(out["eps_placement"])
     out["maximize"] = _validation.check_flag(f"{where}maximize", out["maximize"])
     out["rowwise"] = _validation.check_flag(f"{where}rowwise", out["rowwise"])
@@ -178,7 +182,8 @@ class AdaGrad:
         self.defaults.update(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
                              rowwise=rowwise,
                              weight_decay_mode=conv["weight_decay_mode"],
-                             zero_if_accum_zero=conv["zero_if_accum_zero"])
+                             zero_if_accum_zero=conv["zero_if_accum_zero"],
+                             float32_lr=conv.get("float32_lr", False))
         _check_options(self.defaults, "")
         self._structure, raw_groups = self._parse_params(params)
         checked: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
