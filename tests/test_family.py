@@ -198,3 +198,45 @@ def test_views_updated_in_place(backend):
             family.rule_update(rule, dense[0], dense[1], *dense[2:2 + k], lr=0.1, **kw)
         for x, y in zip(views, dense):
             assert_same_bits(x, y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", ["proximal", "da", "glove"])
+def test_optimizer_rule(backend, rule):
+    """AdaGrad(rule=...): the same bytes as the functions, dense and SparseGrad params, two
+    groups, state_dict round trip."""
+    rng = np.random.default_rng(4)
+    spec = family._rules.RULES[rule]
+    w, e = rng.standard_normal(50), rng.standard_normal((20, 6))
+    kw = dict(l1=0.01, l2=0.001) if "l1" in spec.hyper else {}
+    opt = fastadagrad.AdaGrad([{"params": [w]}, {"params": [e], "lr": 0.2}], rule=rule, **kw)
+    w_ref, e_ref = w.copy(), e.copy()
+    init = spec.state_init
+    ws = [np.full_like(w, 0.0 if len(init) > 1 and k == 0 else init[k]) for k in range(len(init))]
+    es = [np.full_like(e, 0.0 if len(init) > 1 and k == 0 else init[k]) for k in range(len(init))]
+    lr = spec.hyper["lr"]
+    for t in range(1, 6):
+        gw = rng.standard_normal(50)
+        idx = rng.integers(0, 20, 8)
+        ge = rng.standard_normal((8, 6))
+        with fastadagrad.backend(backend):
+            assert opt.step([[gw], [fastadagrad.SparseGrad(idx, ge, "sequential")]])
+        step_kw = {"step": t} if spec.needs_step else {}
+        family.rule_update(rule, w_ref, gw, *ws, lr=lr, **kw, **step_kw)
+        family.sparse_rule_update(rule, e_ref, es, idx, ge, duplicates="sequential", lr=0.2,
+                                  **kw, **step_kw)
+        if t == 3:
+            saved = opt.state_dict()
+    assert_same_bits(w, w_ref)
+    assert_same_bits(e, e_ref)
+    assert_same_bits(opt.accumulators[0][0], ws[-1])
+    fresh = fastadagrad.AdaGrad([{"params": [w.copy()]}, {"params": [e.copy()], "lr": 0.2}],
+                                rule=rule, **kw)
+    fresh.load_state_dict(saved)
+    assert fresh.groups[0].step == 3
+    if len(spec.states) > 1:
+        assert not np.array_equal(fresh.groups[0].extra[0][0], 0)
+    with pytest.raises(ValueError, match="`rule`"):
+        fastadagrad.AdaGrad([w], rule="adamw")
+    with pytest.raises(ValueError, match="`weight_decay`"):
+        fastadagrad.AdaGrad([w], rule=rule, weight_decay=0.1)

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastadagrad._validation import DenseOptions
+from fastadagrad.reference_family import FamilyOptions
 
 PARALLEL_MIN_ELEMENTS: int
 NOGIL_MIN_ELEMENTS: int
@@ -24,15 +25,26 @@ def _set_merge(name: str) -> str: ...
 def adagrad_update(param: npt.NDArray[np.floating[Any]], grad: npt.NDArray[np.floating[Any]],
                    accum: npt.NDArray[np.floating[Any]], *, lr: float = ..., eps: float = ...,
                    eps_placement: str = ..., weight_decay: float = ..., lr_decay: float = ...,
-                   step: int = ..., maximize: bool = ...) -> None: ...
+                   step: int = ..., maximize: bool = ..., update_slots: bool = ...) -> None: ...
 def update_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any], accum: npt.NDArray[Any],
                      opts: DenseOptions) -> None: ...
 def sparse_adagrad_update(table: npt.NDArray[np.floating[Any]], accum: npt.NDArray[np.floating[Any]],
                           indices: npt.NDArray[np.integer[Any]], grads: npt.NDArray[np.floating[Any]],
                           *, lr: float = ..., eps: float = ..., eps_placement: str = ...,
-                          maximize: bool = ..., weight_decay: float = ...) -> None: ...
+                          maximize: bool = ..., weight_decay: float = ...,
+                          duplicates: str = ..., update_slots: bool = ...) -> None: ...
 def sparse_validated(table: npt.NDArray[Any], accum: npt.NDArray[Any], idx: npt.NDArray[np.int64],
                      grads: npt.NDArray[Any], opts: DenseOptions) -> None: ...
+# issue 14: sparse duplicate rules and the AdaGrad family (_family.pxi)
+DUPLICATES: tuple[str, ...]
+def sparse_dup_validated(table: npt.NDArray[Any], accum: npt.NDArray[Any],
+                         idx: npt.NDArray[np.int64], grads: npt.NDArray[Any], opts: DenseOptions,
+                         duplicates: str) -> None: ...
+def family_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any],
+                     states: list[npt.NDArray[Any]], fopts: FamilyOptions) -> None: ...
+def family_sparse_validated(table: npt.NDArray[Any], states: list[npt.NDArray[Any]],
+                            idx: npt.NDArray[np.int64], grads: npt.NDArray[Any],
+                            fopts: FamilyOptions, duplicates: str) -> None: ...
 def bandwidth_probe(x: npt.NDArray[Any], y: npt.NDArray[Any], z: npt.NDArray[Any]) -> None: ...
 
 class ArrayTable:

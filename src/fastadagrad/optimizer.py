@@ -18,6 +18,7 @@ from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, ca
 import numpy as np
 
 from fastadagrad import _backend, _validation, reference
+from fastadagrad import optimizer_rules as _optimizer_rules
 from fastadagrad._validation import DenseOptions
 
 ArrayList = List[np.ndarray]
@@ -84,6 +85,7 @@ class _Group:
         else:
             self.accums = [np.full_like(p, init, order="K") for p in params]
         self.rowwise = options["rowwise"]
+        self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
         self.set_options(options)
@@ -165,7 +167,8 @@ class AdaGrad:
                  weight_decay: float = 0.0, initial_accumulator_value: float | None = None,
                  maximize: bool = False, convention: str | None = None,
                  nonfinite: str = "propagate", packed: bool = False,
-                 rowwise: bool = False, duplicates: str = "sum") -> None:
+                 rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
+                 l1: float = 0.0, l2: float = 0.0) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -176,6 +179,11 @@ class AdaGrad:
         self.nonfinite = nonfinite
         self.duplicates = _validation.check_duplicates(duplicates)
         self.packed = _validation.check_flag("packed", packed)
+        self.rule = _optimizer_rules.check_rule(
+            rule, dict(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
+                       rowwise=rowwise), convention, packed)
+        lr, initial_accumulator_value = _optimizer_rules.rule_defaults(
+            self.rule, lr, initial_accumulator_value)
         explicit = dict(lr=lr, eps=eps, eps_placement=eps_placement,
                         initial_accumulator_value=initial_accumulator_value)
         self.defaults: dict[str, Any] = {k: (conv[k] if v is None else v) for k, v in explicit.items()}
@@ -183,7 +191,8 @@ class AdaGrad:
                              rowwise=rowwise,
                              weight_decay_mode=conv["weight_decay_mode"],
                              zero_if_accum_zero=conv["zero_if_accum_zero"],
-                             float32_lr=conv.get("float32_lr", False))
+                             float32_lr=conv.get("float32_lr", False),
+                             l1=_validation.check_real("l1", l1), l2=_validation.check_real("l2", l2))
         _check_options(self.defaults, "")
         self._structure, raw_groups = self._parse_params(params)
         checked: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
@@ -202,6 +211,8 @@ class AdaGrad:
         guard = [x for g in self.groups for x in g.params + g.accums]
         for g in self.groups:
             g.build_table(guard)
+        if self.rule != "adagrad":
+            _optimizer_rules.init_states(self)
         self.skipped_steps = 0
         self.last_step_skipped = False
 
@@ -263,6 +274,8 @@ class AdaGrad:
     def step(self, grads: Any) -> bool:
         """Apply one AdaGrad step to every array; True if applied, False if skipped
         (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing."""
+        if self.rule != "adagrad":
+            return _optimizer_rules.step(self, grads)
         check = self.nonfinite != "propagate"
         group = self.groups[0]
         # Fast path (one group, a list of grads, compiled backend): the C gate, the finiteness
@@ -446,7 +459,8 @@ class AdaGrad:
         `np.savez(f, **opt.state_dict())` then `opt.load_state_dict(np.load(f))` works."""
         d: dict[str, Any] = {"format": STATE_FORMAT, "convention": self.convention or "",
                              "nonfinite": self.nonfinite, "groups": len(self.groups),
-                             "skipped_steps": self.skipped_steps}
+                             "skipped_steps": self.skipped_steps,
+                             **_optimizer_rules.state(self)}
         for gi, g in enumerate(self.groups):
             d[f"group{gi}.step"] = int(g.step)
             d[f"group{gi}.arrays"] = len(g.params)
@@ -496,7 +510,10 @@ class AdaGrad:
         nonfinite = get("nonfinite")
         if nonfinite not in NONFINITE:
             raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
+        extra_copies = _optimizer_rules.check_state(self, state)
         # All checked: now write.
+        for target, saved in extra_copies:
+            np.copyto(target, saved)
         for g, step, options, accs in zip(self.groups, new_steps, new_options, new_accums):
             g.step = step
             g.set_options(options)
