@@ -317,3 +317,48 @@ def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
                                       <const double*>cnp.PyArray_DATA(g), &f, mode)
     if nu < 0:
         raise MemoryError("sparse family update: out of memory (nothing was written)")
+
+
+# ----------------------------------------------------------------------------- clipping by norm
+cdef double _sumsq_run(Py_ssize_t n, const void* x, bint is_f32) noexcept nogil:
+    if is_f32:
+        return _table.sumsq_f32(n, <const float*>x)
+    return _table.sumsq_f64(n, <const double*>x)
+
+
+def sum_of_squares(x):
+    """Σx² in double over a contiguous array, in the fixed order of
+    reference_family.sum_of_squares: blocks of FA_CLIP_BLOCK elements in memory order (8
+    lanes each), their sums added left to right. Blocks are split across threads; the order
+    of the additions does not depend on the thread count. Other layouts: the NumPy twin."""
+    cdef cnp.ndarray a = x
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), nb, b, blk = FA_CLIP_BLOCK
+    cdef bint is_f32 = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT
+    cdef size_t item = 4 if is_f32 else 8
+    cdef const char* data = <const char*>cnp.PyArray_DATA(a)
+    cdef double total = 0.0
+    cdef double* part
+    cdef int nt, t
+    if not (x.flags.aligned and x.dtype.isnative
+            and (x.flags.c_contiguous or x.flags.f_contiguous)):
+        return _reference_family.sum_of_squares(x)
+    if n == 0:
+        return 0.0
+    nb = (n + blk - 1) // blk
+    part = <double*>malloc(nb * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    nt = _threads_for(n)
+    if nt > nb:
+        nt = <int>nb
+    with nogil:
+        if nt <= 1:
+            for b in range(nb):
+                part[b] = _sumsq_run(min(blk, n - b * blk), data + b * blk * item, is_f32)
+        else:
+            for b in prange(nb, num_threads=nt, schedule="static"):
+                part[b] = _sumsq_run(min(blk, n - b * blk), data + b * blk * item, is_f32)
+        for b in range(nb):
+            total = total + part[b]
+    free(part)
+    return total

@@ -14,12 +14,17 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         bint eps_inside       # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
         bint zero_if_accum_zero  # optax: no update where the new accumulator is exactly 0
         bint skip_accumulate  # TF update_slots=False: accum is read, not updated
+        double grad_scale     # clipping by norm: g = grad * grad_scale (1: none)
 
     # issue 14: the AdaGrad family (_csrc/family_table.h)
     enum:
         FA_RULE_PROXIMAL
         FA_RULE_DA
         FA_RULE_LAGGED
+    enum:
+        FA_CLIP_BLOCK
+    ctypedef double (*sumsq_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
+    ctypedef double (*sumsq_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
     ctypedef struct FamilyOpts:
         int rule
         double lr
@@ -98,6 +103,8 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         fam_rows_f64_t family_rows_f64
         keras_rows_f32_t keras_rows_f32
         keras_rows_f64_t keras_rows_f64
+        sumsq_f32_t sumsq_f32
+        sumsq_f64_t sumsq_f64
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

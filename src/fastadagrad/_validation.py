@@ -30,6 +30,7 @@ class DenseOptions(NamedTuple):
     decoupled_weight_decay: float = 0.0  # Keras 3: param -= param * wd * clr before the step
     zero_if_accum_zero: bool = False  # optax: no update where the accumulator is 0
     update_slots: bool = True  # TF: False applies the step without adding g*g to accum
+    grad_scale: float = 1.0  # clipping by norm: g = grad * grad_scale
 
 
 def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
@@ -257,3 +258,22 @@ def check_sparse_rule(opts: DenseOptions, accum: np.ndarray, duplicates: Any,
         raise ValueError("`duplicates`='keras' does not combine with `weight_decay` (Keras' "
                          "weight decay is decoupled and dense); use 'sum' or 'sequential'")
     return opts
+
+
+def check_clipnorm(name: str, value: Any) -> float | None:
+    """None (no clipping) or a finite norm > 0."""
+    if value is None:
+        return None
+    v = check_real(name, value)
+    if v <= 0:
+        raise ValueError(f"`{name}` must be > 0 (or None: no clipping), got {v!r}")
+    return v
+
+
+def clip_scale(sum_of_squares: float, clipnorm: float) -> float:
+    """The factor folded into the step: clipnorm / max(norm, clipnorm), norm = sqrt(Σg²), in
+    double (1.0 exactly when the norm is within clipnorm; NaN if the grads hold NaN)."""
+    norm = math.sqrt(sum_of_squares)
+    if norm <= clipnorm:
+        return 1.0
+    return clipnorm / norm if not math.isnan(norm) else math.nan

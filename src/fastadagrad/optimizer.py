@@ -18,6 +18,7 @@ from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, ca
 import numpy as np
 
 from fastadagrad import _backend, _validation, reference
+from fastadagrad import optimizer_clip as _optimizer_clip
 from fastadagrad import optimizer_rules as _optimizer_rules
 from fastadagrad._validation import DenseOptions
 
@@ -168,7 +169,8 @@ class AdaGrad:
                  maximize: bool = False, convention: str | None = None,
                  nonfinite: str = "propagate", packed: bool = False,
                  rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
-                 l1: float = 0.0, l2: float = 0.0) -> None:
+                 l1: float = 0.0, l2: float = 0.0, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -182,6 +184,9 @@ class AdaGrad:
         self.rule = _optimizer_rules.check_rule(
             rule, dict(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
                        rowwise=rowwise), convention, packed)
+        self.clipnorm, self.global_clipnorm = _optimizer_clip.check(clipnorm, global_clipnorm)
+        if self.rule != "adagrad" and (clipnorm is not None or global_clipnorm is not None):
+            raise ValueError("`clipnorm`/`global_clipnorm` apply to rule='adagrad' only")
         lr, initial_accumulator_value = _optimizer_rules.rule_defaults(
             self.rule, lr, initial_accumulator_value)
         explicit = dict(lr=lr, eps=eps, eps_placement=eps_placement,
@@ -276,6 +281,8 @@ class AdaGrad:
         (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing."""
         if self.rule != "adagrad":
             return _optimizer_rules.step(self, grads)
+        if self.clipnorm is not None or self.global_clipnorm is not None:
+            return _optimizer_clip.step(self, grads)
         check = self.nonfinite != "propagate"
         group = self.groups[0]
         # Fast path (one group, a list of grads, compiled backend): the C gate, the finiteness

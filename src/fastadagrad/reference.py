@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastadagrad._validation import DenseOptions, check_dense, check_sparse, check_sparse_rule
+from fastadagrad._validation import (DenseOptions, check_clipnorm, check_dense, check_sparse,
+                                     check_sparse_rule, clip_scale)
 
 
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
@@ -21,10 +22,12 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
     work = np.empty(param.shape, dtype)
     g = grad
-    if o.maximize or o.weight_decay != 0:
+    if o.maximize or o.weight_decay != 0 or o.grad_scale != 1:
         g = np.empty(param.shape, dtype)
         src = grad
-        if o.maximize:
+        if o.grad_scale != 1:                               # clipping: g = grad * (±scale)
+            src = np.multiply(grad, t((-1.0 if o.maximize else 1.0) * o.grad_scale), out=g)
+        elif o.maximize:
             src = np.negative(grad, out=g)                 # g = -grad
         if o.weight_decay != 0:
             np.multiply(wd, param, out=work)
@@ -53,7 +56,7 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
-                   update_slots: bool = True) -> None:
+                   update_slots: bool = True, clipnorm: float | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -70,13 +73,19 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     contiguous or not (views are updated in place), not overlapping in memory; `grad` may be
     read-only. lr, eps, weight_decay, lr_decay: finite and >= 0; step: int >= 1.
     update_slots=False (TF's ApplyAdagrad attribute): the step uses `accum` as it is and does
-    not add g*g to it.
+    not add g*g to it. clipnorm (Keras' `clipnorm`): the grad is scaled by
+    clipnorm / max(||grad||, clipnorm) inside the step (no copy); ||grad|| summed in double in
+    a fixed order (reference_family.sum_of_squares).
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
                     maximize, update_slots=update_slots)
+    clip = check_clipnorm("clipnorm", clipnorm)
+    if clip is not None:
+        from fastadagrad.reference_family import sum_of_squares
+        o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
     if param.size:
         with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
             _dense_step(param, grad, accum, o)
@@ -129,7 +138,7 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
                           grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
                           eps_placement: str = "outside", maximize: bool = False,
                           weight_decay: float = 0.0, duplicates: str = "sum",
-                          update_slots: bool = True) -> None:
+                          update_slots: bool = True, clipnorm: float | None = None) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N

@@ -105,3 +105,24 @@ def family_sparse_step(table: np.ndarray, states: Sequence[np.ndarray], idx: np.
             table[rows] = p
             for s, v in zip(states, st):
                 s[rows] = v
+
+
+CLIP_BLOCK = 4096   # FA_CLIP_BLOCK in _csrc/family_table.h
+CLIP_LANES = 8
+
+
+def sum_of_squares(x: np.ndarray) -> float:
+    """Σx² in double with the compiled kernel's fixed order: the elements in memory order
+    (C or Fortran, whichever the array has; NumPy's "K" order otherwise), in blocks of
+    CLIP_BLOCK; in each block lane k sums elements k, k+8, ... left to right, then
+    ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); the block sums are added left to right."""
+    flat = np.asarray(x).ravel(order="K").astype(np.float64)
+    if flat.size == 0:
+        return 0.0
+    nb = -(-flat.size // CLIP_BLOCK)
+    blocks = np.zeros(nb * CLIP_BLOCK)
+    blocks[:flat.size] = flat * flat            # the padding adds +0: exact
+    lanes = np.cumsum(blocks.reshape(nb, -1, CLIP_LANES), axis=1)[:, -1, :]
+    l = [lanes[:, k] for k in range(CLIP_LANES)]
+    sums = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+    return float(np.cumsum(sums)[-1])

@@ -47,4 +47,10 @@ typedef void (*keras_rows_f64_t)(fa_ssize_t nu, const int64_t *rows, const fa_ss
                                  const double **src, double *table, double *accum,
                                  fa_ssize_t d, fa_ssize_t ahead, const DenseOpts *o);
 
+/* Sum of squares of n <= FA_CLIP_BLOCK elements in double, in a fixed order: 8 lanes, lane k
+   sums x[k]^2, x[k+8]^2, ... left to right, then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). */
+#define FA_CLIP_BLOCK 4096
+typedef double (*sumsq_f32_t)(fa_ssize_t n, const float *x);
+typedef double (*sumsq_f64_t)(fa_ssize_t n, const double *x);
+
 #endif

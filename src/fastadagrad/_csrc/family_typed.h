@@ -269,3 +269,20 @@ static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_
         FA_TFN(family_dense)(d, table + r * d, src[u], s1 + r * d, da ? s2 + r * d : NULL, o);
     }
 }
+
+/* ---------------------------------------------------------------- clipping by norm */
+static double FA_TFN(sumsq)(fa_ssize_t n, const FA_T *x)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t;
+    fa_ssize_t j, k, n8 = n - n % 8;
+    for (j = 0; j < n8; j += 8)
+        for (k = 0; k < 8; k++) {
+            t = (double)x[j + k];
+            lane[k] = lane[k] + t * t;
+        }
+    for (j = n8; j < n; j++) {
+        t = (double)x[j];
+        lane[j - n8] = lane[j - n8] + t * t;
+    }
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}

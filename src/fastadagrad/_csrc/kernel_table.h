@@ -27,6 +27,7 @@ typedef struct DenseOpts {
     int eps_inside;                /* denom = sqrt(accum + eps) instead of sqrt(accum) + eps */
     int zero_if_accum_zero;        /* optax: no update where the new accumulator is exactly 0 */
     int skip_accumulate;           /* TF update_slots=False: accum is read, not updated */
+    double grad_scale;             /* clipping by norm: g = grad * grad_scale (1: none) */
 } DenseOpts;
 
 typedef void (*dense_f32_t)(fa_ssize_t n, float *param, const float *grad, float *accum,
@@ -77,6 +78,8 @@ typedef struct KernelTable {
     fam_rows_f64_t family_rows_f64;
     keras_rows_f32_t keras_rows_f32;
     keras_rows_f64_t keras_rows_f64;
+    sumsq_f32_t sumsq_f32;         /* clipping: sum of squares of one block, fixed order */
+    sumsq_f64_t sumsq_f64;
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

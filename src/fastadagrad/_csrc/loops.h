@@ -68,4 +68,5 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(family_strided_f32), FA_FN(family_strided_f64),
     FA_FN(family_rows_f32), FA_FN(family_rows_f64),
     FA_FN(keras_rows_f32), FA_FN(keras_rows_f64),
+    FA_FN(sumsq_f32), FA_FN(sumsq_f64),
 };

@@ -37,7 +37,7 @@ typedef struct {
 static inline FA_TFN(coef_t) FA_TFN(coefficients)(const DenseOpts *o)
 {
     FA_TFN(coef_t) c;
-    c.sign = (FA_T)(o->maximize ? -1.0 : 1.0);
+    c.sign = (FA_T)((o->maximize ? -1.0 : 1.0) * o->grad_scale);   /* clipping folded in */
     c.clr = (FA_T)o->lr;
     c.wd = (FA_T)o->weight_decay;
     c.dwd = (FA_T)o->decoupled_weight_decay;
