@@ -106,7 +106,8 @@ class BuildExt(build_ext):
                 [os.path.join(CSRC, f"isa_{isa}.c")], output_dir=self.build_temp,
                 include_dirs=[CSRC], extra_postargs=base + isa_flags, depends=[
                     os.path.join(CSRC, name) for name in ("loops.h", "loops_typed.h",
-                                                          "kernel_table.h")])
+                                                          "kernel_table.h", "family_table.h",
+                                                          "family_typed.h")])
         return objects
 
 
@@ -124,9 +125,9 @@ def extensions():
                     [os.path.join(SRC, "kernels.pyx"), os.path.join(CSRC, "dispatch.c")],
                     include_dirs=[numpy.get_include(), "src", CSRC],
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                    depends=[os.path.join(SRC, "_sparse.pxi"), os.path.join(SRC, "_c_api.pxi"),
-                             os.path.join(SRC, "fastadagrad.h"),
-                             os.path.join(CSRC, "kernel_table.h")])
+                    depends=[os.path.join(SRC, name) for name in (
+                        "_sparse.pxi", "_family.pxi", "_c_api.pxi", "fastadagrad.h")]
+                    + [os.path.join(CSRC, name) for name in ("kernel_table.h", "family_table.h")])
     return cythonize([ext], compiler_directives=CYTHON_DIRECTIVES)
 
 

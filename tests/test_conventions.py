@@ -29,7 +29,8 @@ def keras3(p, grads, lr=0.001, eps=1e-7, init=0.1, wd=0.0):
     accumulator.assign_add(square(g)); variable.assign_sub(divide(multiply(lr, g),
     sqrt(add(accumulator, epsilon))))."""
     t = p.dtype.type
-    lr, eps, wd = t(lr), t(eps), t(wd)
+    lr = t(np.float32(lr))   # Keras' learning_rate is a float32 variable, cast to the dtype
+    eps, wd = t(eps), t(wd)
     acc = np.full_like(p, init)
     for g in grads:
         if wd != 0:
@@ -128,7 +129,8 @@ def test_optax_zero_accumulator_with_eps_zero():
 @pytest.mark.parametrize("convention, defaults", [
     (None, dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside")),
     ("torch", dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside")),
-    ("keras", dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside")),
+    ("keras", dict(lr=float(np.float32(0.001)), eps=1e-7, initial_accumulator_value=0.1,
+                   eps_placement="inside")),
     ("tf", dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="outside")),
 ])
 def test_defaults_and_overrides(convention, defaults):
@@ -140,3 +142,6 @@ def test_defaults_and_overrides(convention, defaults):
                   initial_accumulator_value=2.0, eps_placement="outside")
     assert opt.groups[0].options["lr"] == 0.5 and opt.groups[0].options["eps"] == 1e-3
     assert np.all(opt.groups[0].accums[0] == 2.0)
+    if convention == "keras":   # lr through float32, as Keras stores it
+        opt = AdaGrad([np.zeros(2)], convention=convention, lr=0.1)
+        assert opt.groups[0].options["lr"] == float(np.float32(0.1)) != 0.1

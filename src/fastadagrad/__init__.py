@@ -19,12 +19,23 @@ from fastadagrad._backend import (
 )
 from fastadagrad._backend import _kernels
 from fastadagrad.optimizer import CONVENTIONS, AdaGrad, SparseGrad, pack
+from fastadagrad.family import (
+    adagrad_da_update,
+    glove_adagrad_update,
+    proximal_adagrad_update,
+    sparse_adagrad_da_update,
+    sparse_glove_adagrad_update,
+    sparse_proximal_adagrad_update,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "adagrad_update", "backend", "get_backend", "set_backend", "compiled_available",
     "get_num_threads", "set_num_threads", "get_isa", "show_config", "get_include", "__version__",
     "AdaGrad", "CONVENTIONS", "SparseGrad", "pack", "sparse_adagrad_update",
+    # issue 14: the AdaGrad family
+    "proximal_adagrad_update", "adagrad_da_update", "glove_adagrad_update",
+    "sparse_proximal_adagrad_update", "sparse_adagrad_da_update", "sparse_glove_adagrad_update",
 ]
 
 

@@ -13,6 +13,47 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         bint maximize         # g = -grad
         bint eps_inside       # denom = sqrt(accum + eps) instead of sqrt(accum) + eps
         bint zero_if_accum_zero  # optax: no update where the new accumulator is exactly 0
+        bint skip_accumulate  # TF update_slots=False: accum is read, not updated
+        double grad_scale     # clipping by norm: g = grad * grad_scale (1: none)
+
+    # issue 14: the AdaGrad family (_csrc/family_table.h)
+    enum:
+        FA_RULE_PROXIMAL
+        FA_RULE_DA
+        FA_RULE_LAGGED
+    enum:
+        FA_CLIP_BLOCK
+    ctypedef double (*sumsq_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
+    ctypedef double (*sumsq_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
+    ctypedef struct FamilyOpts:
+        int rule
+        double lr
+        double l1
+        double l2
+        double step
+    ctypedef void (*fam_dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* s1,
+                                     float* s2, const FamilyOpts* o) noexcept nogil
+    ctypedef void (*fam_dense_f64_t)(Py_ssize_t n, double* param, const double* grad, double* s1,
+                                     double* s2, const FamilyOpts* o) noexcept nogil
+    ctypedef void (*fam_strided_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp,
+                                       const float* grad, Py_ssize_t sg, float* s1, Py_ssize_t ss1,
+                                       float* s2, Py_ssize_t ss2, const FamilyOpts* o) noexcept nogil
+    ctypedef void (*fam_strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp,
+                                       const double* grad, Py_ssize_t sg, double* s1,
+                                       Py_ssize_t ss1, double* s2, Py_ssize_t ss2,
+                                       const FamilyOpts* o) noexcept nogil
+    ctypedef void (*fam_rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src,
+                                    float* table, float* s1, float* s2, Py_ssize_t d,
+                                    Py_ssize_t ahead, const FamilyOpts* o) noexcept nogil
+    ctypedef void (*fam_rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
+                                    double* table, double* s1, double* s2, Py_ssize_t d,
+                                    Py_ssize_t ahead, const FamilyOpts* o) noexcept nogil
+    ctypedef void (*keras_rows_f32_t)(Py_ssize_t nu, const int64_t* rows, const Py_ssize_t* start,
+                                      const float** src, float* table, float* accum, Py_ssize_t d,
+                                      Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+    ctypedef void (*keras_rows_f64_t)(Py_ssize_t nu, const int64_t* rows, const Py_ssize_t* start,
+                                      const double** src, double* table, double* accum,
+                                      Py_ssize_t d, Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
 
     ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
                                  const DenseOpts* o) noexcept nogil
@@ -53,6 +94,17 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         finite_f64_t all_finite_f64
         probe_f32_t probe_f32
         probe_f64_t probe_f64
+        # issue 14: the AdaGrad family
+        fam_dense_f32_t family_dense_f32
+        fam_dense_f64_t family_dense_f64
+        fam_strided_f32_t family_strided_f32
+        fam_strided_f64_t family_strided_f64
+        fam_rows_f32_t family_rows_f32
+        fam_rows_f64_t family_rows_f64
+        keras_rows_f32_t keras_rows_f32
+        keras_rows_f64_t keras_rows_f64
+        sumsq_f32_t sumsq_f32
+        sumsq_f64_t sumsq_f64
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

@@ -345,3 +345,139 @@ BENCH_CASES: list[BenchCase] = [
                 functools.partial(_torch_dropin, n) if _torch_installed() else None)
       for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
 ]
+
+
+# ----------------------------------------------------------------------------- issue 14: family
+# Each rule of fastadagrad._rules.RULES gets a dense and a sparse kernel entry (tests) and
+# dense 1e6 / sparse 1e6x64 benchmark cases; a new rule is covered by adding its RuleSpec.
+from fastadagrad import family as _family  # noqa: E402
+from fastadagrad._rules import RULES  # noqa: E402
+
+
+def _family_options(rule: str) -> list[dict[str, Any]]:
+    """Every combination of the switches of `rule` (l1 = 0 or not, l2, the step), >= 8."""
+    spec = RULES[rule]
+    out: list[dict[str, Any]] = []
+    l1s = (0.0, 0.05) if "l1" in spec.hyper else (None,)
+    l2s = (0.0, 0.01) if "l2" in spec.hyper else (None,)
+    lrs = (0.1, 0.5) if len(l1s) > 1 else (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0)
+    for l1, l2, lr in itertools.product(l1s, l2s, lrs):
+        o: dict[str, Any] = {"lr": lr}
+        if l1 is not None:
+            o["l1"] = l1
+        if l2 is not None:
+            o["l2"] = l2
+        if spec.needs_step:
+            o["step"] = 7 if lr > 0.2 else 1
+        out.append(o)
+    return out
+
+
+def _family_dense_inputs(rule: str) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:
+    def make(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> dict[str, np.ndarray]:
+        out = {"param": rng.standard_normal(shape, dtype=dtype),
+               "grad": rng.standard_normal(shape, dtype=dtype)}
+        for name in RULES[rule].states:
+            out[name] = np.abs(rng.standard_normal(shape, dtype=dtype)) + dtype(0.1)
+        return out
+    return make
+
+
+def _family_sparse_inputs(rule: str) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:
+    def make(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> dict[str, np.ndarray]:
+        b = int(np.prod(shape))
+        n, d = 2 * b + 3, 13
+        out = {"table": rng.standard_normal((n, d), dtype=dtype)}
+        for name in RULES[rule].states:
+            out[name] = np.abs(rng.standard_normal((n, d), dtype=dtype)) + dtype(0.1)
+        out["indices"] = sparse_batches(rng, n, b, 1)[0] if b else np.zeros(0, np.int64)
+        out["grads"] = rng.standard_normal((b, d), dtype=dtype)
+        return out
+    return make
+
+
+def _family_sparse_call(rule: str, backend: str, duplicates: str) -> Callable[..., None]:
+    k = len(RULES[rule].states)
+
+    def call(table: np.ndarray, *rest: np.ndarray, **options: Any) -> None:
+        _family.sparse_rule_update(rule, table, list(rest[:k]), rest[k], rest[k + 1],
+                                   duplicates=duplicates, backend=backend, **options)
+    return call
+
+
+def _family_kernels() -> dict[str, Kernel]:
+    out = {}
+    for rule, spec in RULES.items():
+        fast = (functools.partial(_family.rule_update, rule, backend="cython")
+                if _kernels is not None else None)
+        out[f"{rule}_update"] = Kernel(
+            name=f"{rule}_update", fast=fast,
+            slow=functools.partial(_family.rule_update, rule, backend="numpy"),
+            make_inputs=_family_dense_inputs(rule), outputs=("param",) + spec.states,
+            options=_family_options(rule), formula=spec.formula)
+        for dup in ("sum", "sequential"):
+            name = f"sparse {rule}_update ({dup})"
+            out[name] = Kernel(
+                name=name,
+                fast=_family_sparse_call(rule, "cython", dup) if _kernels is not None else None,
+                slow=_family_sparse_call(rule, "numpy", dup),
+                make_inputs=_family_sparse_inputs(rule), outputs=("table",) + spec.states,
+                options=_family_options(rule), formula=f"rows of the batch ({dup}): {spec.formula}")
+    return out
+
+
+KERNELS.update(_family_kernels())
+
+
+class FamilyWorkload:
+    """A family rule, dense (n elements) or sparse (n_rows x dim table, batches of `batch`
+    indices with 25% repeats): compiled against the NumPy backend (no torch counterpart)."""
+
+    def __init__(self, rule: str, dtype: Any, rng: np.random.Generator, n: int = 0,
+                 sparse: tuple[int, int, int] | None = None) -> None:
+        spec = RULES[rule]
+        hyper: dict[str, Any] = {k: v for k, v in spec.hyper.items()}
+        hyper.update({"lr": 0.01} | ({"l1": 1e-4} if "l1" in hyper else {}))
+        if spec.needs_step:
+            hyper["step"] = 10
+        self.probe: Callable[[], Any] | None = None
+        shape = (sparse[0], sparse[1]) if sparse else (n,)
+        p = _uniform(rng, shape, dtype)
+        states = [np.full(shape, v if v > 0 else 0.1, dtype) for v in spec.state_init]
+        self.f = [p, *states]
+        self.s = [x.copy() for x in self.f]
+        if sparse is None:
+            g = _uniform(rng, shape, dtype)
+            self.fast: Callable[[], Any] = functools.partial(
+                _family.rule_update, rule, self.f[0], g, *self.f[1:], backend="cython", **hyper)
+            self.numpy: Callable[[], Any] = functools.partial(
+                _family.rule_update, rule, self.s[0], g, *self.s[1:], backend="numpy", **hyper)
+        else:
+            batches = sparse_batches(rng, sparse[0], sparse[2], 16)
+            grads = _uniform(rng, (sparse[2], sparse[1]), dtype)
+            calls = {"cython": 0, "numpy": 0}
+
+            def step(backend: str, arrays: list[np.ndarray]) -> Callable[[], None]:
+                def run() -> None:
+                    i = calls[backend]
+                    calls[backend] = i + 1
+                    _family.sparse_rule_update(rule, arrays[0], arrays[1:], batches[i % 16],
+                                               grads, backend=backend, **hyper)
+                return run
+            self.fast = step("cython", self.f)
+            self.numpy = step("numpy", self.s)
+
+    def torch(self) -> Callable[[], Any] | None:
+        return None
+
+    def identical(self) -> bool:
+        return all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
+
+
+BENCH_CASES.extend(
+    case for rule, spec in RULES.items() for case in (
+        BenchCase(f"{rule} 1e6", "family", 1_000_000, 3 + 2 * len(spec.states),
+                  functools.partial(lambda r, dtype, rng: FamilyWorkload(r, dtype, rng, n=1_000_000), rule)),
+        BenchCase(f"sparse {rule} 1e6x64 batch 4096", "family", 4096 * 64, 3 + 2 * len(spec.states),
+                  functools.partial(lambda r, dtype, rng: FamilyWorkload(r, dtype, rng, sparse=(1_000_000, 64, 4096)), rule),
+                  quick=False)))

@@ -238,15 +238,18 @@ cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, float
 
 
 def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
-                          eps_placement="outside", maximize=False, weight_decay=0.0):
+                          eps_placement="outside", maximize=False, weight_decay=0.0,
+                          duplicates="sum", update_slots=True):
     """AdaGrad on the rows of `table` that `indices` names (duplicates summed first)."""
     if _delegate is not None:
         return _delegate.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
                                                eps_placement=eps_placement, maximize=maximize,
-                                               weight_decay=weight_decay)
+                                               weight_decay=weight_decay, duplicates=duplicates,
+                                               update_slots=update_slots)
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
                                             eps_placement, maximize, weight_decay)
-    sparse_validated(table, accum, idx, g, opts)
+    opts = _validation.check_sparse_rule(opts, accum, duplicates, update_slots)
+    sparse_dup_validated(table, accum, idx, g, opts, duplicates)
 
 
 def sparse_validated(table, accum, idx, grads, opts):

@@ -29,6 +29,8 @@ class DenseOptions(NamedTuple):
     eps_inside: bool
     decoupled_weight_decay: float = 0.0  # Keras 3: param -= param * wd * clr before the step
     zero_if_accum_zero: bool = False  # optax: no update where the accumulator is 0
+    update_slots: bool = True  # TF: False applies the step without adding g*g to accum
+    grad_scale: float = 1.0  # clipping by norm: g = grad * grad_scale
 
 
 def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
@@ -161,7 +163,8 @@ def check_hyper(lr: Any, eps: Any, eps_placement: Any, weight_decay: Any, lr_dec
 
 
 def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placement: Any,
-                weight_decay: Any, lr_decay: Any, step: Any, maximize: Any) -> DenseOptions:
+                weight_decay: Any, lr_decay: Any, step: Any, maximize: Any,
+                update_slots: Any = True) -> DenseOptions:
     """Every check of `adagrad_update`; raises TypeError/ValueError naming the argument."""
     check_array("param", param, writable=True)
     check_array("grad", grad, writable=False)
@@ -169,6 +172,7 @@ def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placem
     check_same_layout("param", param, "grad", grad)
     check_same_layout("param", param, "accum", accum)
     opts = check_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize)
+    opts = opts._replace(update_slots=check_flag("update_slots", update_slots))
     check_no_overlap({"param": param, "grad": grad, "accum": accum})
     return opts
 
@@ -227,3 +231,49 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
     check_no_overlap({"table": table, "accum": accum, "grads": grads})
     g = np.ascontiguousarray(grads, dtype=table.dtype)  # read-only input: a copy is harmless
     return opts, idx, g
+
+
+# ----------------------------------------------------------------------------- issue 14
+DUPLICATES = ("sum", "sequential", "keras")
+
+
+def check_duplicates(duplicates: Any, name: str = "duplicates") -> str:
+    """How duplicate indices of a sparse batch are applied: "sum" (torch: summed, then one
+    step), "sequential" (TF's raw ops, FBGEMM: one step per occurrence, in order) or "keras"
+    (Keras 3: every occurrence's g*g, then every occurrence's update)."""
+    if not isinstance(duplicates, str) or duplicates not in DUPLICATES:
+        raise ValueError(f"`{name}` must be one of {DUPLICATES}, got {duplicates!r}")
+    return duplicates
+
+
+def check_sparse_rule(opts: DenseOptions, accum: np.ndarray, duplicates: Any,
+                      update_slots: Any) -> DenseOptions:
+    """The sparse step's duplicates rule and update_slots (after check_sparse)."""
+    dup = check_duplicates(duplicates)
+    opts = opts._replace(update_slots=check_flag("update_slots", update_slots))
+    if dup == "keras" and accum.ndim == 1:
+        raise ValueError("`duplicates`='keras' is element-wise only (Keras has no row-wise "
+                         "AdaGrad); use 'sum' or 'sequential' with a row-wise accumulator")
+    if dup == "keras" and opts.weight_decay != 0:
+        raise ValueError("`duplicates`='keras' does not combine with `weight_decay` (Keras' "
+                         "weight decay is decoupled and dense); use 'sum' or 'sequential'")
+    return opts
+
+
+def check_clipnorm(name: str, value: Any) -> float | None:
+    """None (no clipping) or a finite norm > 0."""
+    if value is None:
+        return None
+    v = check_real(name, value)
+    if v <= 0:
+        raise ValueError(f"`{name}` must be > 0 (or None: no clipping), got {v!r}")
+    return v
+
+
+def clip_scale(sum_of_squares: float, clipnorm: float) -> float:
+    """The factor folded into the step: clipnorm / max(norm, clipnorm), norm = sqrt(Σg²), in
+    double (1.0 exactly when the norm is within clipnorm; NaN if the grads hold NaN)."""
+    norm = math.sqrt(sum_of_squares)
+    if norm <= clipnorm:
+        return 1.0
+    return clipnorm / norm if not math.isnan(norm) else math.nan

@@ -98,11 +98,13 @@ typedef struct FastAdagradAPI {
  * layout is frozen; this fails to compile if anyone changes it (add a new struct and new
  * table entries instead). */
 typedef char fastadagrad_dense_opts_layout_is_frozen[
-    (sizeof(DenseOpts) == 48 && offsetof(DenseOpts, lr) == 0 && offsetof(DenseOpts, eps) == 8
+    (sizeof(DenseOpts) == 56 && offsetof(DenseOpts, lr) == 0 && offsetof(DenseOpts, eps) == 8
      && offsetof(DenseOpts, weight_decay) == 16
      && offsetof(DenseOpts, decoupled_weight_decay) == 24
      && offsetof(DenseOpts, maximize) == 32 && offsetof(DenseOpts, eps_inside) == 36
-     && offsetof(DenseOpts, zero_if_accum_zero) == 40) ? 1 : -1];
+     && offsetof(DenseOpts, zero_if_accum_zero) == 40
+     && offsetof(DenseOpts, skip_accumulate) == 44 && offsetof(DenseOpts, grad_scale) == 48)
+    ? 1 : -1];
 
 #ifndef FASTADAGRAD_NO_IMPORT   /* defined only by fastadagrad itself, which fills the table */
 

@@ -19,11 +19,14 @@ cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 
-from fastadagrad._kernel_table cimport (DenseOpts, KernelTable, fa_cpu_supports, fa_isa_compiled,
+from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable,
+                                        fa_cpu_supports,
+                                        fa_isa_compiled,
                                         fa_kernel_table)
 
 from fastadagrad import _cpus, _validation
 from fastadagrad import reference as _reference
+from fastadagrad import reference_family as _reference_family
 
 cnp.import_array()
 
@@ -305,6 +308,8 @@ cdef bint _fast_hyper(object lr, object eps, object eps_placement, object weight
     o.lr = lr_ / (1.0 + <double>(s - 1) * decay)
     o.decoupled_weight_decay = 0
     o.zero_if_accum_zero = False
+    o.skip_accumulate = False
+    o.grad_scale = 1.0
     return True
 
 
@@ -317,6 +322,8 @@ cdef void _set_opts(DenseOpts* o, object opts) except *:
     o.maximize = opts.maximize
     o.eps_inside = opts.eps_inside
     o.zero_if_accum_zero = opts.zero_if_accum_zero
+    o.skip_accumulate = not opts.update_slots
+    o.grad_scale = opts.grad_scale
 
 
 cdef object _delegate = None   # the NumPy backend module when it is selected, else None
@@ -390,18 +397,20 @@ cdef int _W_FLAGS = cnp.NPY_ARRAY_WRITEABLE
 
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
-                   weight_decay=0.0, lr_decay=0.0, step=1, maximize=False):
+                   weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
+                   clipnorm=None):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _delegate is not None:
         return _delegate.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
-                         maximize=maximize)
+                         maximize=maximize, update_slots=update_slots, clipnorm=clipnorm)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum, layout
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
     # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
-    if cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad) and cnp.PyArray_CheckExact(accum):
+    if (update_slots is True and clipnorm is None and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
+            and cnp.PyArray_CheckExact(accum)):
         p = param
         g = grad
         a = accum
@@ -419,7 +428,10 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
             return None
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
-                                   lr_decay, step, maximize)
+                                   lr_decay, step, maximize, update_slots=update_slots)
+    clip = _validation.check_clipnorm("clipnorm", clipnorm)
+    if clip is not None:   # a reduction pass over grad, then the step with the scale folded in
+        opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(grad), clip))
     update_validated(param, grad, accum, opts)
     return None
 
@@ -745,6 +757,7 @@ cdef class ArrayTable:
 
 
 include "_sparse.pxi"
+include "_family.pxi"
 
 
 # ----------------------------------------------------------------------------- C-level API
@@ -760,6 +773,8 @@ cdef void adagrad_options(DenseOpts* opts, double lr, double eps, bint eps_insid
     opts.maximize = maximize
     opts.decoupled_weight_decay = 0
     opts.zero_if_accum_zero = False
+    opts.skip_accumulate = False
+    opts.grad_scale = 1.0
 
 
 cdef void adagrad_dense_f32(Py_ssize_t n, float* param, const float* grad, float* accum,

@@ -18,6 +18,8 @@ from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, ca
 import numpy as np
 
 from fastadagrad import _backend, _validation, reference
+from fastadagrad import optimizer_clip as _optimizer_clip
+from fastadagrad import optimizer_rules as _optimizer_rules
 from fastadagrad._validation import DenseOptions
 
 ArrayList = List[np.ndarray]
@@ -33,7 +35,7 @@ CONVENTIONS: dict[str | None, dict[str, Any]] = {
     "torch": dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.0, eps_placement="outside",
                   weight_decay_mode="coupled", zero_if_accum_zero=False),
     "keras": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
-                  weight_decay_mode="decoupled", zero_if_accum_zero=False),
+                  weight_decay_mode="decoupled", zero_if_accum_zero=False, float32_lr=True),
     "optax": dict(lr=None, eps=1e-7, initial_accumulator_value=0.1, eps_placement="inside",
                   weight_decay_mode="coupled", zero_if_accum_zero=True),
     "tf": dict(lr=0.001, eps=1e-7, initial_accumulator_value=0.1, eps_placement="outside",
@@ -45,11 +47,13 @@ GROUP_OPTIONS = ("lr", "eps", "eps_placement", "lr_decay", "weight_decay",
 
 class SparseGrad(NamedTuple):
     """The gradient of a 2-D parameter given on some rows: `values[k]` is the gradient of row
-    `indices[k]` (int32/int64; duplicates are summed before squaring). AdaGrad.step routes it
-    to fastadagrad.sparse_adagrad_update: only those rows and their accumulators change."""
+    `indices[k]` (int32/int64). AdaGrad.step routes it to fastadagrad.sparse_adagrad_update:
+    only those rows and their accumulators change. `duplicates` ("sum", "sequential",
+    "keras"; None: the optimizer's `duplicates`) says how repeated indices are applied."""
 
     indices: np.ndarray
     values: np.ndarray
+    duplicates: str | None = None
 NONFINITE = ("propagate", "skip", "raise")
 STATE_FORMAT = "fastadagrad.AdaGrad/1"
 
@@ -82,6 +86,7 @@ class _Group:
         else:
             self.accums = [np.full_like(p, init, order="K") for p in params]
         self.rowwise = options["rowwise"]
+        self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
         self.set_options(options)
@@ -125,6 +130,10 @@ def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         raise TypeError(f"`{where}lr` is required with convention='optax' (optax has no default)")
     for name in ("lr", "eps", "lr_decay", "weight_decay", "initial_accumulator_value"):
         out[name] = _validation.check_real(f"{where}{name}", out[name])
+    if out.get("float32_lr"):
+        # Keras keeps `learning_rate` in a float32 variable and casts it to the variable's
+        # dtype: float64 params step with float64(float32(lr)) (tested against Keras itself)
+        out["lr"] = float(np.float32(out["lr"]))
     _validation.check_eps_placement(out["eps_placement"])
     out["maximize"] = _validation.check_flag(f"{where}maximize", out["maximize"])
     out["rowwise"] = _validation.check_flag(f"{where}rowwise", out["rowwise"])
@@ -159,7 +168,9 @@ class AdaGrad:
                  weight_decay: float = 0.0, initial_accumulator_value: float | None = None,
                  maximize: bool = False, convention: str | None = None,
                  nonfinite: str = "propagate", packed: bool = False,
-                 rowwise: bool = False) -> None:
+                 rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
+                 l1: float = 0.0, l2: float = 0.0, clipnorm: float | None = None,
+                 global_clipnorm: float | None = None) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -168,14 +179,25 @@ class AdaGrad:
         conv = CONVENTIONS[convention]
         self.convention = convention
         self.nonfinite = nonfinite
+        self.duplicates = _validation.check_duplicates(duplicates)
         self.packed = _validation.check_flag("packed", packed)
+        self.rule = _optimizer_rules.check_rule(
+            rule, dict(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
+                       rowwise=rowwise), convention, packed)
+        self.clipnorm, self.global_clipnorm = _optimizer_clip.check(clipnorm, global_clipnorm)
+        if self.rule != "adagrad" and (clipnorm is not None or global_clipnorm is not None):
+            raise ValueError("`clipnorm`/`global_clipnorm` apply to rule='adagrad' only")
+        lr, initial_accumulator_value = _optimizer_rules.rule_defaults(
+            self.rule, lr, initial_accumulator_value)
         explicit = dict(lr=lr, eps=eps, eps_placement=eps_placement,
                         initial_accumulator_value=initial_accumulator_value)
         self.defaults: dict[str, Any] = {k: (conv[k] if v is None else v) for k, v in explicit.items()}
         self.defaults.update(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
                              rowwise=rowwise,
                              weight_decay_mode=conv["weight_decay_mode"],
-                             zero_if_accum_zero=conv["zero_if_accum_zero"])
+                             zero_if_accum_zero=conv["zero_if_accum_zero"],
+                             float32_lr=conv.get("float32_lr", False),
+                             l1=_validation.check_real("l1", l1), l2=_validation.check_real("l2", l2))
         _check_options(self.defaults, "")
         self._structure, raw_groups = self._parse_params(params)
         checked: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
@@ -194,6 +216,8 @@ class AdaGrad:
         guard = [x for g in self.groups for x in g.params + g.accums]
         for g in self.groups:
             g.build_table(guard)
+        if self.rule != "adagrad":
+            _optimizer_rules.init_states(self)
         self.skipped_steps = 0
         self.last_step_skipped = False
 
@@ -255,6 +279,10 @@ class AdaGrad:
     def step(self, grads: Any) -> bool:
         """Apply one AdaGrad step to every array; True if applied, False if skipped
         (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing."""
+        if self.rule != "adagrad":
+            return _optimizer_rules.step(self, grads)
+        if self.clipnorm is not None or self.global_clipnorm is not None:
+            return _optimizer_clip.step(self, grads)
         check = self.nonfinite != "propagate"
         group = self.groups[0]
         # Fast path (one group, a list of grads, compiled backend): the C gate, the finiteness
@@ -280,7 +308,7 @@ class AdaGrad:
         # General path: validate all groups (in C when every group's grads pass its gate,
         # else in Python, which names the bad argument), scan all, then update all.
         if all(t is not None and t.gate(g) for t, g in zip(tables, per_group)):
-            sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.groups]
+            sparse: list[dict[int, tuple[np.ndarray, np.ndarray, str]]] = [{} for _ in self.groups]
         else:
             sparse = [self._validate_group(group, grads_g)
                       for group, grads_g in zip(self.groups, per_group)]
@@ -296,12 +324,12 @@ class AdaGrad:
             else:
                 for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
                     if i in sp:
-                        idx, values = sp[i]
+                        idx, values, dup = sp[i]
                         if compiled:
-                            kernels.sparse_validated(p, a, idx, values, opts)
+                            kernels.sparse_dup_validated(p, a, idx, values, opts, dup)
                         elif idx.size:
                             with np.errstate(all="ignore"):
-                                reference.sparse_step(p, a, idx, values, opts)
+                                reference.sparse_step(p, a, idx, values, opts, dup)
                     elif compiled:
                         kernels.update_validated(p, g, a, opts)
                     else:
@@ -381,7 +409,7 @@ class AdaGrad:
         self.last_step_skipped = True
         return False
 
-    def _validate_group(self, group: _Group, grads: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _validate_group(self, group: _Group, grads: list[Any]) -> dict[int, tuple[np.ndarray, np.ndarray, str]]:
         """Check every grad of the group; return {array index: (int64 indices, values)} for
         the sparse ones (a dense grad of a rowwise parameter counts as a sparse grad of all
         its rows)."""
@@ -405,14 +433,16 @@ class AdaGrad:
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"{gname}: {exc}".replace("`table`", f"`{name}`")
                                     .replace("`grads`", "`values`")) from None
-                sparse[i] = (idx, values)
+                dup = self.duplicates if g.duplicates is None else g.duplicates
+                _validation.check_sparse_rule(group.opts, a, dup, True)
+                sparse[i] = (idx, values, dup)
                 continue
             dense_grads.append((gname, g))
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
         _check_grads_disjoint(self._guarded(), dense_grads + [(f"grads values {i}", v)
-                                                      for i, (_, v) in sparse.items()])
+                                                      for i, (_, v, _) in sparse.items()])
         return sparse
 
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
@@ -422,7 +452,7 @@ class AdaGrad:
                         for n, a in zip(grp.names, grp.accums)]
 
     def _first_nonfinite(self, per_group: list[list[Any]], tables: list[Any],
-                         sparse: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[int, int] | None:
+                         sparse: list[dict[int, tuple[np.ndarray, np.ndarray, str]]]) -> tuple[int, int] | None:
         for gi, (grads, table, sp) in enumerate(zip(per_group, tables, sparse)):
             bad = table.first_nonfinite(grads) if table is not None and not sp else -2
             if bad == -2:
@@ -451,7 +481,8 @@ class AdaGrad:
         `np.savez(f, **opt.state_dict())` then `opt.load_state_dict(np.load(f))` works."""
         d: dict[str, Any] = {"format": STATE_FORMAT, "convention": self.convention or "",
                              "nonfinite": self.nonfinite, "groups": len(self.groups),
-                             "skipped_steps": self.skipped_steps}
+                             "skipped_steps": self.skipped_steps,
+                             **_optimizer_rules.state(self)}
         for gi, g in enumerate(self.groups):
             d[f"group{gi}.step"] = int(g.step)
             d[f"group{gi}.arrays"] = len(g.params)
@@ -501,7 +532,10 @@ class AdaGrad:
         nonfinite = get("nonfinite")
         if nonfinite not in NONFINITE:
             raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
+        extra_copies = _optimizer_rules.check_state(self, state)
         # All checked: now write.
+        for target, saved in extra_copies:
+            np.copyto(target, saved)
         for g, step, options, accs in zip(self.groups, new_steps, new_options, new_accums):
             g.step = step
             g.set_options(options)

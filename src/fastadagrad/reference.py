@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastadagrad._validation import DenseOptions, check_dense, check_sparse
+from fastadagrad._validation import (DenseOptions, check_clipnorm, check_dense, check_sparse,
+                                     check_sparse_rule, clip_scale)
 
 
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
@@ -21,10 +22,12 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
     work = np.empty(param.shape, dtype)
     g = grad
-    if o.maximize or o.weight_decay != 0:
+    if o.maximize or o.weight_decay != 0 or o.grad_scale != 1:
         g = np.empty(param.shape, dtype)
         src = grad
-        if o.maximize:
+        if o.grad_scale != 1:                               # clipping: g = grad * (±scale)
+            src = np.multiply(grad, t((-1.0 if o.maximize else 1.0) * o.grad_scale), out=g)
+        elif o.maximize:
             src = np.negative(grad, out=g)                 # g = -grad
         if o.weight_decay != 0:
             np.multiply(wd, param, out=work)
@@ -33,8 +36,9 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
         np.multiply(param, dwd, out=work)
         np.multiply(work, clr, out=work)
         np.subtract(param, work, out=param)                 # param = param - param * dwd * clr
-    np.multiply(g, g, out=work)
-    np.add(accum, work, out=accum)                          # accum = accum + g * g
+    if o.update_slots:
+        np.multiply(g, g, out=work)
+        np.add(accum, work, out=accum)                      # accum = accum + g * g
     if o.eps_inside:
         np.add(accum, eps, out=work)
         np.sqrt(work, out=work)                             # denom = sqrt(accum + eps)
@@ -51,7 +55,8 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
 
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
-                   lr_decay: float = 0.0, step: int = 1, maximize: bool = False) -> None:
+                   lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
+                   update_slots: bool = True, clipnorm: float | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -67,12 +72,20 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     `param`, `grad`, `accum`: ndarrays of one shape and dtype, any number of dimensions,
     contiguous or not (views are updated in place), not overlapping in memory; `grad` may be
     read-only. lr, eps, weight_decay, lr_decay: finite and >= 0; step: int >= 1.
+    update_slots=False (TF's ApplyAdagrad attribute): the step uses `accum` as it is and does
+    not add g*g to it. clipnorm (Keras' `clipnorm`): the grad is scaled by
+    clipnorm / max(||grad||, clipnorm) inside the step (no copy); ||grad|| summed in double in
+    a fixed order (reference_family.sum_of_squares).
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
-                    maximize)
+                    maximize, update_slots=update_slots)
+    clip = check_clipnorm("clipnorm", clipnorm)
+    if clip is not None:
+        from fastadagrad.reference_family import sum_of_squares
+        o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
     if param.size:
         with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
             _dense_step(param, grad, accum, o)
@@ -124,7 +137,8 @@ def merge_duplicates(idx: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np
 def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndarray,
                           grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
                           eps_placement: str = "outside", maximize: bool = False,
-                          weight_decay: float = 0.0) -> None:
+                          weight_decay: float = 0.0, duplicates: str = "sum",
+                          update_slots: bool = True, clipnorm: float | None = None) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
@@ -134,21 +148,61 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
         table[r] -= (lr * g) / (sqrt(accum[r]) + eps)        [or sqrt(accum[r] + eps)]
     accum (N,): row-wise AdaGrad (FBGEMM/TorchRec): accum[r] += mean(g*g) over the row (fixed
         summation order, see rowwise_mean_square); table[r] -= (lr * g) / (sqrt(accum[r]) + eps).
-    Weight decay (coupled) touches only the rows in the batch, once per unique row. Duplicate
-    indices are summed before squaring, in order of appearance. An empty batch is a no-op.
+    Weight decay (coupled) touches only the rows in the batch, once per unique row (per
+    occurrence with duplicates="sequential"). An empty batch is a no-op.
+    duplicates: "sum" (torch: the rows of duplicate indices summed in order of appearance,
+    then one step), "sequential" (TF's raw ops, FBGEMM: one step per occurrence, in batch
+    order) or "keras" (Keras 3, element-wise: every occurrence's g*g added to the accumulator
+    in order, then every occurrence's update, computed with the final accumulator).
+    update_slots=False: the step reads the accumulator and does not add to it (TF).
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
+    o = check_sparse_rule(o, accum, duplicates, update_slots)
     if idx.size == 0 or table.shape[1] == 0:
         return
     with np.errstate(all="ignore"):
-        sparse_step(table, accum, idx, g, o)
+        sparse_step(table, accum, idx, g, o, duplicates)
+
+
+def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same index (0 for a first
+    occurrence): the positions of rank k name distinct rows, in batch order."""
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    run_start = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+    starts = np.repeat(run_start, np.diff(np.r_[run_start, idx.size]))
+    ranks = np.empty(idx.size, dtype=np.int64)
+    ranks[order] = np.arange(idx.size) - starts
+    return ranks
 
 
 def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
-                o: DenseOptions) -> None:
-    """The sparse step on validated arguments (rows gathered, updated, scattered back)."""
-    rows, merged = merge_duplicates(idx, grads)
+                o: DenseOptions, duplicates: str = "sum") -> None:
+    """The sparse step on validated arguments, with the duplicates rule. Occurrences of one
+    row are applied in batch order; rows are independent, so the k-th occurrences of all rows
+    form one gather-update-scatter pass (k = 0, 1, ...)."""
+    if duplicates == "sum":
+        rows, merged = merge_duplicates(idx, grads)
+        _rows_step(table, accum, rows, merged, o)
+        return
+    ranks = occurrence_ranks(idx)
+    passes = [np.flatnonzero(ranks == k) for k in range(int(ranks.max()) + 1)]
+    if duplicates == "sequential" or not o.update_slots:
+        for pos in passes:
+            _rows_step(table, accum, idx[pos], grads[pos], o)
+        return
+    for pos in passes:                                  # keras: every g*g first ...
+        rows, g = idx[pos], grads[pos]
+        accum[rows] = np.add(accum[rows], np.multiply(g, g))
+    apply_only = o._replace(update_slots=False)
+    for pos in passes:                                  # ... then every update
+        _rows_step(table, accum, idx[pos], grads[pos], apply_only)
+
+
+def _rows_step(table: np.ndarray, accum: np.ndarray, rows: np.ndarray, merged: np.ndarray,
+               o: DenseOptions) -> None:
+    """One step on distinct rows (gathered, updated, scattered back)."""
     t = table.dtype.type
     p = table[rows]
     if accum.ndim == 2:
@@ -159,8 +213,10 @@ def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np
         g = np.multiply(merged, t(-1)) if o.maximize else merged
         if o.weight_decay != 0:
             g = np.add(g, np.multiply(t(o.weight_decay), p))
-        a = np.add(accum[rows], rowwise_mean_square(g))
-        accum[rows] = a
+        a = accum[rows]
+        if o.update_slots:
+            a = np.add(a, rowwise_mean_square(g))
+            accum[rows] = a
         if o.eps_inside:
             denom = np.sqrt(np.add(a, t(o.eps)))
         else:

@@ -26,6 +26,8 @@ typedef struct DenseOpts {
     int maximize;                  /* g = -grad */
     int eps_inside;                /* denom = sqrt(accum + eps) instead of sqrt(accum) + eps */
     int zero_if_accum_zero;        /* optax: no update where the new accumulator is exactly 0 */
+    int skip_accumulate;           /* TF update_slots=False: accum is read, not updated */
+    double grad_scale;             /* clipping by norm: g = grad * grad_scale (1: none) */
 } DenseOpts;
 
 typedef void (*dense_f32_t)(fa_ssize_t n, float *param, const float *grad, float *accum,
@@ -49,6 +51,8 @@ typedef int (*finite_f64_t)(fa_ssize_t n, const double *x);
 typedef void (*probe_f32_t)(fa_ssize_t n, float *x, const float *y, float *z);
 typedef void (*probe_f64_t)(fa_ssize_t n, double *x, const double *y, double *z);
 
+#include "family_table.h"
+
 typedef struct KernelTable {
     const char *isa;
     dense_f32_t dense_f32;
@@ -65,6 +69,17 @@ typedef struct KernelTable {
     finite_f64_t all_finite_f64;
     probe_f32_t probe_f32;
     probe_f64_t probe_f64;
+    /* issue 14: the AdaGrad family (family_table.h, family_typed.h) */
+    fam_dense_f32_t family_dense_f32;
+    fam_dense_f64_t family_dense_f64;
+    fam_strided_f32_t family_strided_f32;
+    fam_strided_f64_t family_strided_f64;
+    fam_rows_f32_t family_rows_f32;
+    fam_rows_f64_t family_rows_f64;
+    keras_rows_f32_t keras_rows_f32;
+    keras_rows_f64_t keras_rows_f64;
+    sumsq_f32_t sumsq_f32;         /* clipping: sum of squares of one block, fixed order */
+    sumsq_f64_t sumsq_f64;
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

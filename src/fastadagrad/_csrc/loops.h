@@ -63,4 +63,10 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(add_into_f32), FA_FN(add_into_f64),
     FA_FN(all_finite_f32), FA_FN(all_finite_f64),
     FA_FN(probe_f32), FA_FN(probe_f64),
+    /* issue 14: the AdaGrad family */
+    FA_FN(family_dense_f32), FA_FN(family_dense_f64),
+    FA_FN(family_strided_f32), FA_FN(family_strided_f64),
+    FA_FN(family_rows_f32), FA_FN(family_rows_f64),
+    FA_FN(keras_rows_f32), FA_FN(keras_rows_f64),
+    FA_FN(sumsq_f32), FA_FN(sumsq_f64),
 };

@@ -37,7 +37,7 @@ typedef struct {
 static inline FA_TFN(coef_t) FA_TFN(coefficients)(const DenseOpts *o)
 {
     FA_TFN(coef_t) c;
-    c.sign = (FA_T)(o->maximize ? -1.0 : 1.0);
+    c.sign = (FA_T)((o->maximize ? -1.0 : 1.0) * o->grad_scale);   /* clipping folded in */
     c.clr = (FA_T)o->lr;
     c.wd = (FA_T)o->weight_decay;
     c.dwd = (FA_T)o->decoupled_weight_decay;
@@ -64,6 +64,8 @@ static FA_ALWAYS_INLINE FA_T FA_TFN(element)(FA_T p, FA_T g, FA_T *a, const FA_T
     return upd;
 }
 
+#include "family_typed.h"   /* issue 14: update_slots=False, Keras duplicates, family rules */
+
 static FA_ALWAYS_INLINE void FA_TFN(dense_loop)(fa_ssize_t n, FA_T *param, const FA_T *grad,
                                                 FA_T *accum, const FA_TFN(coef_t) *c0,
                                                 int decay, int decoupled, int zero_mask)
@@ -81,6 +83,10 @@ static void FA_TFN(dense)(fa_ssize_t n, FA_T *param, const FA_T *grad, FA_T *acc
     FA_TFN(coef_t) c = FA_TFN(coefficients)(o);
     int variant = ((o->weight_decay != 0) << 2) | ((o->decoupled_weight_decay != 0) << 1)
                   | (o->zero_if_accum_zero != 0);
+    if (o->skip_accumulate) {
+        FA_TFN(apply_dense)(n, param, grad, accum, o);
+        return;
+    }
     switch (variant) {
     case 0: FA_TFN(dense_loop)(n, param, grad, accum, &c, 0, 0, 0); break;
     case 1: FA_TFN(dense_loop)(n, param, grad, accum, &c, 0, 0, 1); break;
@@ -101,6 +107,10 @@ static void FA_TFN(strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, const FA_T
     int decay = o->weight_decay != 0, decoupled = o->decoupled_weight_decay != 0;
     int zero_mask = o->zero_if_accum_zero != 0;
     fa_ssize_t i;
+    if (o->skip_accumulate) {
+        FA_TFN(apply_strided)(n, param, sp, grad, sg, accum, sa, o);
+        return;
+    }
     for (i = 0; i < n; i++) {
         FA_T *p = (FA_T *)((char *)param + i * sp);
         *p = FA_TFN(element)(*p, *(const FA_T *)((const char *)grad + i * sg),
@@ -150,7 +160,9 @@ static void FA_TFN(rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, FA_T *acc
                             const DenseOpts *o)
 {
     FA_TFN(coef_t) c = FA_TFN(coefficients)(o);
-    if (o->weight_decay != 0)
+    if (o->skip_accumulate)
+        FA_TFN(apply_rowwise)(d, row, grad, accum, o);
+    else if (o->weight_decay != 0)
         FA_TFN(rowwise_loop)(d, row, grad, accum, &c, 1);
     else
         FA_TFN(rowwise_loop)(d, row, grad, accum, &c, 0);
@@ -176,7 +188,12 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
             else
                 fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
         }
-        if (is_rowwise) {
+        if (o->skip_accumulate) {
+            if (is_rowwise)
+                FA_TFN(apply_rowwise)(d, table + r * d, src[u], accum + r, o);
+            else
+                FA_TFN(apply_dense)(d, table + r * d, src[u], accum + r * d, o);
+        } else if (is_rowwise) {
             if (decay)
                 FA_TFN(rowwise_loop)(d, table + r * d, src[u], accum + r, &c, 1);
             else

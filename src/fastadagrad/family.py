@@ -1,0 +1,112 @@
+"""The AdaGrad family (issue 14): proximal AdaGrad (FOBOS, L1/L2), AdaGrad dual averaging and
+the GloVe/LightFM rule, dense and sparse, each one fused in-place pass (compiled backend) with
+a bit-identical NumPy twin (reference_family). The rules are specified in _rules.RULES.
+
+    fastadagrad.proximal_adagrad_update(w, g, accum, lr=0.1, l1=1e-3)
+    fastadagrad.sparse_glove_adagrad_update(table, accum, rows, grads, lr=0.05)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from fastadagrad import _backend, _rules, reference_family
+
+
+def _use_compiled(backend: str | None) -> bool:
+    name = _backend.get_backend() if backend is None else backend
+    return name == "cython" and _backend._kernels is not None
+
+
+def rule_update(rule: str, param: np.ndarray, grad: np.ndarray, *states: np.ndarray,
+                step: int | None = None, backend: str | None = None, **hyper: float) -> None:
+    """One dense step of family rule `rule` ("proximal", "da", "glove") in place; `states` are
+    the rule's state arrays (RULES[rule].states). `backend` forces "cython"/"numpy"."""
+    spec = _rules.get_rule(rule)
+    if len(states) != len(spec.states):
+        raise TypeError(f"rule {rule!r} takes {len(spec.states)} state array(s) "
+                        f"{spec.states}, got {len(states)}")
+    f = _rules.check_dense(spec, param, grad, states, hyper, step)
+    if _use_compiled(backend):
+        _backend._kernels.family_validated(param, grad, list(states), f)
+    else:
+        reference_family.family_step(param, grad, states, f)
+
+
+def sparse_rule_update(rule: str, table: np.ndarray, states: Sequence[np.ndarray],
+                       indices: np.ndarray, grads: np.ndarray, *, duplicates: str = "sum",
+                       step: int | None = None, backend: str | None = None,
+                       **hyper: float) -> None:
+    """Family rule `rule` on the rows `indices` of `table` (C-contiguous (N, D)) and of its
+    (N, D) states; duplicates "sum" (merged in order of appearance) or "sequential" (one step
+    per occurrence, in order). Every index is checked before anything is written."""
+    spec = _rules.get_rule(rule)
+    states = list(states)
+    if len(states) != len(spec.states):
+        raise TypeError(f"rule {rule!r} takes {len(spec.states)} state array(s) "
+                        f"{spec.states}, got {len(states)}")
+    f, idx, g = _rules.check_sparse(spec, table, states, indices, grads, hyper, duplicates, step)
+    if _use_compiled(backend):
+        _backend._kernels.family_sparse_validated(table, states, idx, g, f, duplicates)
+    else:
+        reference_family.family_sparse_step(table, states, idx, g, f, duplicates)
+
+
+def proximal_adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *,
+                            lr: float = 0.01, l1: float = 0.0, l2: float = 0.0) -> None:
+    """Proximal AdaGrad (FOBOS; TensorFlow's ApplyProximalAdagrad), in place, per element:
+    accum += g*g; a = lr / sqrt(accum); prox = param - g*a;
+    param = sign(prox) * max(|prox| - a*l1, 0) / (1 + a*l2)   (prox / (1 + a*l2) when l1 = 0).
+    Exact zeros wherever |prox| <= a*l1. `accum` must start > 0 (TF: 0.1)."""
+    rule_update("proximal", param, grad, accum, lr=lr, l1=l1, l2=l2)
+
+
+def adagrad_da_update(param: np.ndarray, grad: np.ndarray, grad_accum: np.ndarray,
+                      grad_sq_accum: np.ndarray, *, step: int, lr: float = 0.01,
+                      l1: float = 0.0, l2: float = 0.0) -> None:
+    """AdaGrad dual averaging (TensorFlow's ApplyAdagradDA), in place, per element, with the
+    global step t = `step` (>= 1): grad_accum += g; grad_sq_accum += g*g;
+    param = -sign(gacc) * lr * max(|gacc| - l1*t, 0) / (l2*t*lr + sqrt(grad_sq_accum))
+    (-lr * gacc / (...) when l1 = 0). The new param depends only on the accumulators."""
+    rule_update("da", param, grad, grad_accum, grad_sq_accum, step=step, lr=lr, l1=l1, l2=l2)
+
+
+def glove_adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *,
+                         lr: float = 0.05) -> None:
+    """The GloVe / LightFM rule, in place: param -= lr*g / sqrt(accum); then accum += g*g
+    (the accumulator from BEFORE this gradient; initialise it to 1; no eps)."""
+    rule_update("glove", param, grad, accum, lr=lr)
+
+
+def sparse_proximal_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndarray,
+                                   grads: np.ndarray, *, lr: float = 0.01, l1: float = 0.0,
+                                   l2: float = 0.0, duplicates: str = "sum") -> None:
+    """proximal_adagrad_update on the rows `indices` of `table` (TF SparseApplyProximalAdagrad
+    applies duplicates one by one: duplicates="sequential")."""
+    sparse_rule_update("proximal", table, [accum], indices, grads, duplicates=duplicates,
+                       lr=lr, l1=l1, l2=l2)
+
+
+def sparse_adagrad_da_update(table: np.ndarray, grad_accum: np.ndarray,
+                             grad_sq_accum: np.ndarray, indices: np.ndarray, grads: np.ndarray,
+                             *, step: int, lr: float = 0.01, l1: float = 0.0, l2: float = 0.0,
+                             duplicates: str = "sum") -> None:
+    """adagrad_da_update on the rows `indices` of `table` (TF SparseApplyAdagradDA)."""
+    sparse_rule_update("da", table, [grad_accum, grad_sq_accum], indices, grads,
+                       duplicates=duplicates, step=step, lr=lr, l1=l1, l2=l2)
+
+
+def sparse_glove_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndarray,
+                                grads: np.ndarray, *, lr: float = 0.05,
+                                duplicates: str = "sum") -> None:
+    """glove_adagrad_update on the rows `indices` of `table` (word-vector training: GloVe
+    updates the two rows of each co-occurrence; pass duplicates="sequential" to apply repeats
+    one after the other as its SGD loop does)."""
+    sparse_rule_update("glove", table, [accum], indices, grads, duplicates=duplicates, lr=lr)
+
+
+__all__ = ["rule_update", "sparse_rule_update", "proximal_adagrad_update", "adagrad_da_update",
+           "glove_adagrad_update", "sparse_proximal_adagrad_update", "sparse_adagrad_da_update",
+           "sparse_glove_adagrad_update"]
