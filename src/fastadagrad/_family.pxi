@@ -14,6 +14,73 @@ cdef enum:
 DUPLICATES = ("sum", "sequential", "keras")
 
 
+# ----------------------------------------------------------------------------- parts on the pool
+# The family's parallel loops split their work into nt independent parts (part t of nt); the
+# worker pool runs the parts (_threadpool.h), each wholly on one thread, so which thread runs a
+# part never changes its bytes.
+ctypedef void (*_part_fn)(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil
+
+ctypedef struct _PartsJob:
+    _part_fn fn
+    void* ctx
+    Py_ssize_t nt
+
+
+cdef void _parts_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _PartsJob* j = <_PartsJob*>ctx
+    cdef Py_ssize_t t
+    for t in range(lo, hi):
+        j.fn(j.ctx, t, j.nt)
+
+
+cdef void _run_parts(_part_fn fn, void* ctx, Py_ssize_t nt, int kind,
+                     Py_ssize_t elements) noexcept nogil:
+    """fn(ctx, t, nt) for every t in [0, nt), on up to nt threads of the pool."""
+    cdef _PartsJob j
+    j.fn = fn
+    j.ctx = ctx
+    j.nt = nt
+    fa_parallel_for(nt, 1, _parts_chunk, &j, <int>nt, kind, elements)
+
+
+ctypedef struct _RowsJob:          # the unique rows of a sparse family/duplicates step
+    void* table
+    void* s1
+    void* s2
+    bint rowwise
+    Py_ssize_t d, nu
+    const int64_t* urow
+    const Py_ssize_t* start
+    const int64_t* rows
+    const void** src
+    const DenseOpts* o
+    const FamilyOpts* f
+    int mode
+    bint f32
+
+
+cdef void _dup_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
+    cdef _RowsJob* j = <_RowsJob*>ctx
+    cdef Py_ssize_t u0 = t * j.nu // nt, u1 = (t + 1) * j.nu // nt
+    if j.f32:
+        _dup_rows(u0, u1, <float*>j.table, <float*>j.s1, j.rowwise, j.d, j.urow, j.start,
+                  j.rows, <const float**>j.src, j.o, j.mode)
+    else:
+        _dup_rows(u0, u1, <double*>j.table, <double*>j.s1, j.rowwise, j.d, j.urow, j.start,
+                  j.rows, <const double**>j.src, j.o, j.mode)
+
+
+cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
+    cdef _RowsJob* j = <_RowsJob*>ctx
+    cdef Py_ssize_t u0 = j.start[t * j.nu // nt], u1 = j.start[(t + 1) * j.nu // nt]
+    if j.f32:
+        _family_rows(u1 - u0, j.rows + u0, <const float**>j.src + u0, <float*>j.table,
+                     <float*>j.s1, <float*>j.s2, j.d, j.f)
+    else:
+        _family_rows(u1 - u0, j.rows + u0, <const double**>j.src + u0, <double*>j.table,
+                     <double*>j.s1, <double*>j.s2, j.d, j.f)
+
+
 cdef Py_ssize_t _group_rows(const int64_t* idx, Py_ssize_t b, int64_t* urow, Py_ssize_t* start,
                             Py_ssize_t* order, Py_ssize_t* uid) noexcept nogil:
     """Unique rows urow[0..nu) in order of first appearance; order[start[u]..start[u+1]) are
@@ -71,6 +138,7 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     Returns -1 if out of memory (nothing written), else the number of unique rows."""
     cdef Py_ssize_t nu = -1, k, u0, u1
     cdef int nt, t
+    cdef _RowsJob job
     cdef Py_ssize_t* uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
     cdef Py_ssize_t* start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
@@ -90,10 +158,19 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
         if nt <= 1:
             _dup_rows(0, nu, table, accum, rowwise, d, urow, start, rows, src, o, mode)
         else:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                u0 = t * nu // nt
-                u1 = (t + 1) * nu // nt
-                _dup_rows(u0, u1, table, accum, rowwise, d, urow, start, rows, src, o, mode)
+            job.table = table
+            job.s1 = accum
+            job.rowwise = rowwise
+            job.d = d
+            job.nu = nu
+            job.urow = urow
+            job.start = start
+            job.rows = rows
+            job.src = <const void**>src
+            job.o = o
+            job.mode = mode
+            job.f32 = floating is float
+            _run_parts(_dup_part, &job, nt, FA_KIND_SPARSE, b * d)
     free(uid)
     free(start)
     free(order)
@@ -172,19 +249,41 @@ cdef inline void _family_run(Py_ssize_t n, floating* p, const floating* g, float
         _table.family_dense_f64(n, p, g, s1, s2, f)
 
 
+ctypedef struct _FamilyDenseJob:
+    void* p
+    const void* g
+    void* s1
+    void* s2
+    const FamilyOpts* f
+    bint f32
+
+
+cdef void _family_dense_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _FamilyDenseJob* j = <_FamilyDenseJob*>ctx
+    if j.f32:
+        _family_run(hi - lo, <float*>j.p + lo, <const float*>j.g + lo, <float*>j.s1 + lo,
+                    <float*>j.s2 + lo if j.s2 != NULL else NULL, j.f)
+    else:
+        _family_run(hi - lo, <double*>j.p + lo, <const double*>j.g + lo, <double*>j.s1 + lo,
+                    <double*>j.s2 + lo if j.s2 != NULL else NULL, j.f)
+
+
 cdef void family_dense_update(Py_ssize_t n, floating* p, const floating* g, floating* s1,
                               floating* s2, const FamilyOpts* f) noexcept nogil:
-    """Contiguous family step (s2 may be NULL unless DA), split over threads when large."""
-    cdef int nt = _threads_for(n), t
-    cdef Py_ssize_t chunk = _chunk(n, nt), st
+    """Contiguous family step (s2 may be NULL unless DA), split over the pool when large, in
+    chunks of whole 16-element vectors (elementwise: any split gives the same bytes)."""
+    cdef int nt = _threads_for(n)
+    cdef _FamilyDenseJob job
     if nt == 1:
         _family_run(n, p, g, s1, s2, f)
-    else:
-        for t in prange(nt, num_threads=nt, schedule="static"):
-            st = t * chunk
-            if st < n:
-                _family_run(min(n, st + chunk) - st, p + st, g + st, s1 + st,
-                            s2 + st if s2 != NULL else NULL, f)
+        return
+    job.p = p
+    job.g = g
+    job.s1 = s1
+    job.s2 = s2
+    job.f = f
+    job.f32 = floating is float
+    fa_parallel_for(n, _grain(n, nt), _family_dense_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
 def family_validated(param, grad, states, fopts):
@@ -251,6 +350,7 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     _sparse.pxi), mode 1 each occurrence in turn. Unique rows split across threads."""
     cdef Py_ssize_t nu = -1, k, u0, u1
     cdef int nt, t
+    cdef _RowsJob job
     cdef Py_ssize_t* work = <Py_ssize_t*>malloc((5 * b + 1) * sizeof(Py_ssize_t))
     cdef int64_t* urow = <int64_t*>malloc(b * sizeof(int64_t))
     cdef int64_t* rows = <int64_t*>malloc(b * sizeof(int64_t))
@@ -281,10 +381,17 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
         if nt <= 1:
             _family_rows(start[nu], rows, src, table, s1, s2, d, f)
         else:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                u0 = start[t * nu // nt]
-                u1 = start[(t + 1) * nu // nt]
-                _family_rows(u1 - u0, rows + u0, src + u0, table, s1, s2, d, f)
+            job.table = table
+            job.s1 = s1
+            job.s2 = s2
+            job.d = d
+            job.nu = nu
+            job.start = start
+            job.rows = rows
+            job.src = <const void**>src
+            job.f = f
+            job.f32 = floating is float
+            _run_parts(_family_part, &job, nt, FA_KIND_SPARSE, b * d)
     free(work)
     free(urow)
     free(rows)
@@ -326,6 +433,22 @@ cdef double _sumsq_run(Py_ssize_t n, const void* x, bint is_f32) noexcept nogil:
     return _table.sumsq_f64(n, <const double*>x)
 
 
+ctypedef struct _SumsqJob:
+    const char* data
+    Py_ssize_t n, blk
+    size_t item
+    bint is_f32
+    double* part
+
+
+cdef void _sumsq_blocks(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """part[b] = the sum of squares of block b, for the blocks [lo, hi)."""
+    cdef _SumsqJob* j = <_SumsqJob*>ctx
+    cdef Py_ssize_t b
+    for b in range(lo, hi):
+        j.part[b] = _sumsq_run(min(j.blk, j.n - b * j.blk), j.data + b * j.blk * j.item, j.is_f32)
+
+
 def sum_of_squares(x):
     """Σx² in double over a contiguous array, in the fixed order of
     reference_family.sum_of_squares: blocks of FA_CLIP_BLOCK elements in memory order (8
@@ -338,7 +461,8 @@ def sum_of_squares(x):
     cdef const char* data = <const char*>cnp.PyArray_DATA(a)
     cdef double total = 0.0
     cdef double* part
-    cdef int nt, t
+    cdef int nt
+    cdef _SumsqJob job
     if not (x.flags.aligned and x.dtype.isnative
             and (x.flags.c_contiguous or x.flags.f_contiguous)):
         return _reference_family.sum_of_squares(x)
@@ -351,13 +475,17 @@ def sum_of_squares(x):
     nt = _threads_for(n)
     if nt > nb:
         nt = <int>nb
+    job.data = data
+    job.n = n
+    job.blk = blk
+    job.item = item
+    job.is_f32 = is_f32
+    job.part = part
     with nogil:
         if nt <= 1:
-            for b in range(nb):
-                part[b] = _sumsq_run(min(blk, n - b * blk), data + b * blk * item, is_f32)
+            _sumsq_blocks(&job, 0, nb)
         else:
-            for b in prange(nb, num_threads=nt, schedule="static"):
-                part[b] = _sumsq_run(min(blk, n - b * blk), data + b * blk * item, is_f32)
+            fa_parallel_for(nb, 1, _sumsq_blocks, &job, nt, FA_KIND_SCAN, n)
         for b in range(nb):
             total = total + part[b]
     free(part)
