@@ -589,8 +589,10 @@ cdef class ArrayTable:
 
     cdef bint _gate(self, list grads) noexcept:
         """All grads are exact, contiguous, aligned, native ndarrays of the params' dtype and
-        shapes, not overlapping any guarded array; the params and accumulators are still
-        writable, contiguous and of their original shape. Fills the grad pointers."""
+        shapes, not overlapping any guarded array; the params and accumulators still have the
+        dtype, element count and data pointer the table was built with (a param changed in
+        place, e.g. `p.dtype = ...`, is refused here), and are writable, contiguous (so they
+        cover exactly the same bytes) and of one shape. Fills the grad pointers."""
         cdef Py_ssize_t i, lo
         cdef cnp.ndarray p, a, g
         cdef object item
@@ -608,7 +610,11 @@ cdef class ArrayTable:
             if not (cnp.PyArray_TYPE(g) == self.typenum and _same_shape(p, g)
                     and _plain_contiguous(g, layout) and _plain_contiguous(p, layout | _W_FLAGS)
                     and _plain_contiguous(a, layout | _W_FLAGS)
-                    and cnp.PyArray_DATA(p) == self.params[i]):
+                    and cnp.PyArray_TYPE(p) == self.typenum and cnp.PyArray_TYPE(a) == self.typenum
+                    and cnp.PyArray_SIZE(p) == self.offsets[i + 1] - self.offsets[i]
+                    and _same_shape(p, a)
+                    and cnp.PyArray_DATA(p) == self.params[i]
+                    and cnp.PyArray_DATA(a) == self.accums[i]):
                 return False
             lo = <Py_ssize_t>cnp.PyArray_DATA(g)
             if self._hits_guard(lo, lo + cnp.PyArray_NBYTES(g)):
@@ -620,11 +626,14 @@ cdef class ArrayTable:
         """True if `grads` pass the C gate (nothing is written either way)."""
         return self._gate(grads)
 
-    def step(self, list grads, opts, double clr, bint check_finite):
+    def step(self, list grads, opts, double clr, bint check_finite, counter=None):
         """Gate the grads; if they pass, (optionally) scan them for NaN/inf and update every
         array in one parallel region with `opts` (a DenseOptions) at learning rate `clr`.
         Returns -2 if the gate refused (the caller validates and takes the general path),
-        the index of the first non-finite grad (nothing written), or -1 when applied."""
+        the index of the first non-finite grad (nothing written), or -1 when applied.
+        When applied, `counter.step` (if a counter is given) is incremented in this same call,
+        with no Python bytecode in between: a KeyboardInterrupt cannot separate the arrays'
+        update from the count."""
         cdef DenseOpts o
         cdef Py_ssize_t bad = -1
         if not self._gate(grads):
@@ -636,6 +645,8 @@ cdef class ArrayTable:
                 bad = self._first_nonfinite()
             if bad < 0:
                 self._update(&o)
+        if bad < 0 and counter is not None:
+            counter.step += 1
         return bad
 
     def first_nonfinite(self, list grads):
