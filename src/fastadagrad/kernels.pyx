@@ -392,8 +392,9 @@ def update_validated(param, grad, accum, opts):
     if not (param.flags.aligned and grad.flags.aligned and accum.flags.aligned
             and param.dtype.isnative and grad.dtype.isnative and accum.dtype.isnative):
         # Unaligned or byte-swapped memory: the C loops cannot address it, the NumPy twin can
-        # (it writes through out=, in place, with the same bits).
-        _reference._dense_step(param, grad, accum, opts)
+        # (it writes through out=, in place, with the same bits), without warnings as ever.
+        with _np.errstate(all="ignore"):
+            _reference._dense_step(param, grad, accum, opts)
     elif ((param.flags.c_contiguous and grad.flags.c_contiguous and accum.flags.c_contiguous)
           or (param.flags.f_contiguous and grad.flags.f_contiguous and accum.flags.f_contiguous)):
         _run_contiguous(param, grad, accum, &o)

@@ -30,7 +30,10 @@ was saved for backward and then stepped still raises as with torch.
 Sparse COO grads of 2-D float32/float64 CPU parameters (``nn.Embedding(sparse=True)``) go to
 fastadagrad's sparse kernel (``sparse_adagrad_update``: duplicates summed before squaring, as
 torch's coalesce does; torch computes ``p + (-clr) * (g / std)`` there, we ``p - (clr * g) / std``,
-a few ulps apart), except with weight_decay, which torch refuses for sparse grads (its error).
+a few ulps apart), except with weight_decay, which torch refuses for sparse grads (its error),
+and except sparse_dim=2 grads and parameters that are not C-contiguous, which go to torch.
+Parameters whose elements share memory (expanded tensors) always go to torch (which raises as
+torch does). Every grad of a step, in every group, is checked before the first write.
 
 Falls back to torch's own implementation (``torch.optim.adagrad.adagrad`` on the same state
 tensors, with the group's ``foreach``/``fused`` flags): parameters on other devices (CUDA, meta,
