@@ -44,14 +44,16 @@ tests=(tests/test_equivalence.py tests/test_validation.py tests/test_properties.
        tests/test_safety.py tests/test_aliasing_property.py)
 
 log="$work/pytest.log"
+reports="$work/reports"   # the sanitizers write here (pytest captures fd 2, so not to stderr)
+mkdir -p "$reports"
 status=0
 # The compiled backend only: the NumPy backend runs no compiled code. test_equivalence runs every
 # ISA path this CPU has; torch tests are left out (torch is not built with the sanitizers).
 echo "sanitize: pytest on ${#tests[@]} files"
 (cd "$copy" && env PYTHONPATH="$copy/src" FASTADAGRAD_BACKEND=cython \
     FASTADAGRAD_REQUIRE_COMPILED=1 LD_PRELOAD="$asan $ubsan" \
-    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
     python -m pytest -q -p no:cacheprovider -x "${tests[@]}" -k "not torch" 2>&1) \
     | tee "$log" || status=1
 # the sanitized build must be the one that ran
@@ -61,9 +63,10 @@ print('sanitize: imported', f, fastadagrad.show_config()['isa']); \
 sys.exit(0 if f.startswith('$copy') and fastadagrad.compiled_available() else 'not the sanitized build')") \
     || status=1
 
-if grep -E -q "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$log"; then
+if [ -n "$(ls -A "$reports")" ] || grep -E -q "ERROR: AddressSanitizer|runtime error:" "$log"; then
     echo "sanitize: sanitizer report(s) found:"
-    grep -E -A 20 "ERROR: AddressSanitizer|runtime error:" "$log" | head -n 80
+    for f in "$reports"/*; do [ -f "$f" ] && { echo "== $f"; head -n 60 "$f"; }; done
+    grep -E -A 20 "ERROR: AddressSanitizer|runtime error:" "$log" | head -n 60 || true
     status=1
 fi
 [ "$status" -eq 0 ] && echo "sanitize: clean" || echo "sanitize: FAILED"

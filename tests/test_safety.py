@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -86,31 +87,34 @@ def test_sparse_update_indices_viewing_table_or_accum_rejected(backend, target):
 def test_indices_changed_by_another_thread_never_reach_the_rows(backend):
     """Issue 11 repro 1.3: a thread toggling an index to 1 << 40 while the kernel runs with the
     GIL released segfaulted; now every call either applies checked indices or raises."""
-    table = np.zeros((1000, 64), np.float32)
+    b = 200_000
+    table = np.zeros((1000, 4), np.float32)
     accum = np.zeros_like(table)
-    idx = np.arange(4096, dtype=np.int64) % 1000
-    grads = np.ones((4096, 64), np.float32)
+    idx = np.arange(b, dtype=np.int64) % 1000
+    grads = np.ones((b, 4), np.float32)
+    k = b - 1            # read late by the kernel's merge: the other thread is running by then
     stop = threading.Event()
 
     def toggle():
         while not stop.is_set():
-            idx[7] = 1 << 40
-            idx[7] = 7
+            idx[k] = 1 << 40
+            idx[k] = k % 1000
 
     t = threading.Thread(target=toggle)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # hand the GIL over as often as possible
     t.start()
-    raised = 0
     try:
-        deadline = time.monotonic() + 0.5
+        deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             try:
                 fastadagrad.sparse_adagrad_update(table, accum, idx, grads)
             except ValueError as exc:
-                assert "`indices[7]` = 1099511627776 is out of range" in str(exc)
-                raised += 1
+                assert f"`indices[{k}]` = 1099511627776 is out of range" in str(exc)
     finally:
         stop.set()
         t.join()
+        sys.setswitchinterval(interval)
     assert np.isfinite(table).all() and (accum >= 0).all()
 
 
@@ -169,6 +173,20 @@ def test_param_changed_in_place_after_construction_is_refused(backend, mutate, g
     with pytest.raises(ValueError, match=r"`params\[0\].*` was changed in place after the optimizer was built"):
         opt.step(grads)
     assert_unchanged(before, [base, other, *opt.groups[0].accums])
+
+
+def test_issue_repro_dtype_changed_grad_of_the_old_dtype(backend):
+    """The exact repro: the grad has the table's dtype and the param's new shape, which the
+    C gate used to accept (heap-buffer-overflow reading the grad)."""
+    p = np.ones(8, np.float32)
+    opt = AdaGrad([p])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        p.dtype = np.float64
+    before = snapshot(p, *opt.groups[0].accums)
+    with pytest.raises(ValueError, match=r"`params\[0\]` was changed in place"):
+        opt.step([np.ones(4, np.float32)])
+    assert_unchanged(before, [p, *opt.groups[0].accums])
 
 
 # ----------------------------------------------------------------------------- 1.5
@@ -330,56 +348,36 @@ def test_group_level_eps_placement_error_names_the_group():
         AdaGrad([{"params": [np.ones(2)]}, {"params": [np.ones(2)], "eps_placement": "both"}])
 
 
-def _interrupt_after_first_write(monkeypatch, backend_name):
-    """Make a SIGINT arrive in the middle of a step, right after the first array is written."""
-    calls = []
-
-    def arrive():
-        if not calls:
-            signal.raise_signal(signal.SIGINT)   # Python raises it at its next bytecode
-        calls.append(1)
-
-    if backend_name == "cython":
-        real = _kernels.update_validated
-
-        class Proxy:
-            def __getattr__(self, name):
-                return getattr(_kernels, name)
-
-            @staticmethod
-            def update_validated(*args):
-                real(*args)
-                arrive()
-
-        monkeypatch.setattr(fastadagrad._backend, "_kernels", Proxy())
-    else:
-        real_multi = fastadagrad.reference.multi_update
-
-        def multi_update(*args):
-            real_multi(*args)
-            arrive()
-
-        monkeypatch.setattr(fastadagrad.reference, "multi_update", multi_update)
-    return calls
-
-
-def test_ctrl_c_in_the_middle_of_a_step_completes_the_step(backend, monkeypatch):
-    """Issue 11 §3: Ctrl-C during step() left the arrays updated and the counter not. Now the
-    interrupt is held back until the step (arrays and counter) is complete, then raised."""
+def _main_thread_with_default_sigint():
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover
         pytest.skip("KeyboardInterrupt is only delivered to the main thread")
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # pragma: no cover
         pytest.skip("a custom SIGINT handler is installed (the optimizer leaves it alone)")
+
+
+def test_ctrl_c_in_the_middle_of_a_numpy_step_completes_the_step(monkeypatch):
+    """Issue 11 §3: Ctrl-C during step() left the arrays updated and the counter not. Now the
+    interrupt is held back until the step (arrays and counter) is complete, then raised."""
+    _main_thread_with_default_sigint()
     base = np.ones(40)
-    params = [base[::2], base[1::2]]   # strided: one call per array (the general path)
+    params = [base[::2], base[1::2]]
     ref = [p.copy() for p in params]
-    opt = AdaGrad(params, lr=0.1)
-    ref_opt = AdaGrad(ref, lr=0.1)
     grads = [np.full(20, 0.5), np.full(20, 2.0)]
-    ref_opt.step(grads)
-    calls = _interrupt_after_first_write(monkeypatch, backend)
-    with pytest.raises(KeyboardInterrupt):
-        opt.step(grads)
+    with fastadagrad.backend("numpy"):
+        opt = AdaGrad(params, lr=0.1)
+        AdaGrad(ref, lr=0.1).step(grads)
+        calls = []
+        real_multi = fastadagrad.reference.multi_update
+
+        def multi_update(*args):
+            real_multi(*args)
+            if not calls:
+                signal.raise_signal(signal.SIGINT)   # arrives right after the first array
+            calls.append(1)
+
+        monkeypatch.setattr(fastadagrad.reference, "multi_update", multi_update)
+        with pytest.raises(KeyboardInterrupt):
+            opt.step(grads)
     assert len(calls) == 2                      # the second array was still written
     assert opt.groups[0].step == 1              # and the step counted
     for p, r in zip(params, ref):
@@ -387,11 +385,53 @@ def test_ctrl_c_in_the_middle_of_a_step_completes_the_step(backend, monkeypatch)
 
 
 @pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
+@pytest.mark.parametrize("packed", [False, True])
+def test_ctrl_c_during_a_compiled_general_step_is_all_or_nothing(compiled, packed):
+    """A real SIGINT sent while a compiled multi-array step runs: afterwards either nothing of
+    the step was written and it was not counted, or every array was and it was counted."""
+    _main_thread_with_default_sigint()
+    n = 1 << 21
+    grads = [np.full(n, 0.5, np.float32), np.full(n, 2.0, np.float32), np.ones(3, np.float32)]
+
+    def fresh():
+        if packed:
+            views, _ = fastadagrad.pack([np.ones(n, np.float32), np.ones(n, np.float32),
+                                         np.ones(3, np.float32)])
+            return views, AdaGrad(views, packed=True, lr=0.1), np.concatenate(grads)
+        bases = [np.ones(2 * n, np.float32), np.ones(2 * n, np.float32)]
+        params = [bases[0][::2], bases[1][::2], np.ones(3, np.float32)]   # one call per array
+        return params, AdaGrad(params, lr=0.1), grads
+
+    params, opt, g = fresh()
+    t0 = time.perf_counter()
+    opt.step(g)
+    duration = time.perf_counter() - t0
+    done = [p.copy() for p in params]
+    for delay in (0.25, 0.5, 0.75):
+        params, opt, g = fresh()
+        timer = threading.Timer(duration * delay, signal.raise_signal, (signal.SIGINT,))
+        try:
+            timer.start()
+            opt.step(g)
+            while timer.is_alive():   # the signal, if it came after the step, lands here
+                time.sleep(0.001)
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            pass
+        timer.join()
+        if opt.groups[0].step == 1:
+            for p, d in zip(params, done):
+                assert_same_bits(p, d)
+        else:
+            assert opt.groups[0].step == 0
+            assert all((p == 1).all() for p in params)
+
+
+@pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
 def test_ctrl_c_right_after_the_one_call_step_still_counts(compiled, monkeypatch):
     """The fast path (one C call for the whole group) counts the step inside that call: an
     interrupt arriving as it returns cannot separate the arrays from the counter."""
-    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
-        pytest.skip("KeyboardInterrupt is only delivered to the main thread")
+    _main_thread_with_default_sigint()
     p = np.ones(10)
     opt = AdaGrad([p], lr=0.1)
     group = opt.groups[0]

@@ -405,6 +405,26 @@ def update_validated(param, grad, accum, opts):
 adagrad_update.__doc__ = _reference.adagrad_update.__doc__
 
 
+def apply_steps(list steps):
+    """The optimizer's writes for one step, validated beforehand: for each group
+    `(counter, table, grads, opts, clr, items)`, one ArrayTable call (`table`, when not None
+    and its gate passes) or one call per item `(param, grad, accum, idx)` (`idx` None: dense,
+    else a sparse step with `grad` the values), then `counter.step += 1`. Compiled code from
+    the first write to the last count (no Python bytecode, where pending signals are handled),
+    so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
+    for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
+    cdef object counter, table, grads, opts, items, p, g, a, idx
+    cdef double clr
+    for counter, table, grads, opts, clr, items in steps:
+        if table is None or table.step(grads, opts, clr, False) != -1:
+            for p, g, a, idx in items:
+                if idx is None:
+                    update_validated(p, g, a, opts)
+                else:
+                    sparse_validated(p, a, idx, g, opts)
+        counter.step += 1
+
+
 def bandwidth_probe(x, y, z):
     """z += y; x -= z over C-contiguous arrays of one float dtype and shape: AdaGrad's traffic
     (3 reads, 2 writes) without sqrt/div, what the memory can do (the benchmark's ceiling)."""

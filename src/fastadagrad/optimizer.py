@@ -296,26 +296,28 @@ class AdaGrad:
         bad_at = self._first_nonfinite(per_group, tables, sparse) if check else None
         if bad_at is not None:
             return self._finish_bad(bad_at)
-        kernels = _backend._kernels
-        with _InterruptsDeferred():
+        if compiled:   # one compiled call writes every group and counts the step
+            steps = []
             for group, grads_g, table, sp in zip(self.groups, per_group, tables, sparse):
                 clr = group.clr_at(group.step + 1)
-                opts = group.opts._replace(clr=clr)
-                if not sp and table is not None and table.step(grads_g, opts, clr, False) == -1:
-                    pass
-                else:
-                    for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
-                        if i in sp:
-                            idx, values = sp[i]
-                            if compiled:
-                                kernels.sparse_validated(p, a, idx, values, opts)
-                            elif idx.size:
-                                with np.errstate(all="ignore"):
-                                    reference.sparse_step(p, a, idx, values, opts)
-                        elif compiled:
-                            kernels.update_validated(p, g, a, opts)
-                        else:
-                            reference.multi_update([p], [g], [a], opts)
+                items = [(p, sp[i][1], a, sp[i][0]) if i in sp else (p, g, a, None)
+                         for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums))]
+                steps.append((group, None if sp else table, grads_g,
+                              group.opts._replace(clr=clr), clr, items))
+            _backend._kernels.apply_steps(steps)
+            self.last_step_skipped = False
+            return True
+        with _InterruptsDeferred():
+            for group, grads_g, sp in zip(self.groups, per_group, sparse):
+                opts = group.opts._replace(clr=group.clr_at(group.step + 1))
+                for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
+                    if i in sp:
+                        idx, values = sp[i]
+                        if idx.size:
+                            with np.errstate(all="ignore"):
+                                reference.sparse_step(p, a, idx, values, opts)
+                    else:
+                        reference.multi_update([p], [g], [a], opts)
                 group.step += 1
             self.last_step_skipped = False
         return True
@@ -343,19 +345,23 @@ class AdaGrad:
             for gi, g in enumerate(flats):
                 if not self._all_finite_flat(self.groups[gi], g):
                     return self._finish_bad((gi, -1))
-        compiled = _backend.get_backend() == "cython"
-        with _InterruptsDeferred():
+        if _backend.get_backend() == "cython":   # one compiled call: every write and count
+            steps = []
             for group, g in zip(self.groups, flats):
                 assert group.flat is not None
                 clr = group.clr_at(group.step + 1)
-                opts = group.opts._replace(clr=clr)
                 p, a = group.flat
-                if not (compiled and group.flat_table is not None
-                        and group.flat_table.step([g], opts, clr, False) == -1):
-                    if compiled:
-                        _backend._kernels.update_validated(p, g, a, opts)
-                    else:
-                        reference.multi_update([p], [g], [a], opts)
+                steps.append((group, group.flat_table, [g], group.opts._replace(clr=clr), clr,
+                              [(p, g, a, None)]))
+            _backend._kernels.apply_steps(steps)
+            self.last_step_skipped = False
+            return True
+        with _InterruptsDeferred():
+            for group, g in zip(self.groups, flats):
+                assert group.flat is not None
+                p, a = group.flat
+                reference.multi_update([p], [g], [a],
+                                       group.opts._replace(clr=group.clr_at(group.step + 1)))
                 group.step += 1
             self.last_step_skipped = False
         return True
