@@ -235,6 +235,8 @@ def test_optimizer_nonfinite_sparse_values(policy):
 
 
 # ----------------------------------------------------------------------------- torch
+# torch's own sparse Adagrad builds a sparse tensor without invariant checks and warns about it
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled:UserWarning")
 def test_against_torch_sparse_embedding():
     torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
     rng = np.random.default_rng(8)

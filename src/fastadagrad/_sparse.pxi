@@ -226,6 +226,34 @@ cdef void _sparse_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
                      <const double**>j.src, j.o)
 
 
+cdef Py_ssize_t sparse_update_checked(floating* table, floating* accum, bint rowwise,
+                                      Py_ssize_t n, Py_ssize_t d, const int64_t* idx,
+                                      Py_ssize_t b, const floating* grads, const DenseOpts* o,
+                                      int64_t* bad) noexcept nogil:
+    """sparse_update on a private copy of the indices, range-checked against the table's n
+    rows before anything is written: whatever happens to `idx` meanwhile (another thread
+    writing it while the GIL is released), only checked indices reach the rows. Returns
+    sparse_update's result, or -2 with bad[0] = position and bad[1] = value of the first
+    index outside [0, n) (nothing written)."""
+    cdef Py_ssize_t nu, pos
+    cdef int64_t* own
+    if b == 0:
+        return 0
+    own = <int64_t*>malloc(b * sizeof(int64_t))
+    if own == NULL:
+        return -1
+    memcpy(own, idx, b * sizeof(int64_t))
+    pos = first_bad_index(own, b, n)
+    if pos >= 0:
+        bad[0] = pos
+        bad[1] = own[pos]
+        free(own)
+        return -2
+    nu = sparse_update(table, accum, rowwise, d, own, b, grads, o)
+    free(own)
+    return nu
+
+
 cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,
                        bint rowwise, Py_ssize_t d, const int64_t* urow, const floating** src,
                        const DenseOpts* o) noexcept nogil:
@@ -257,21 +285,27 @@ def sparse_validated(table, accum, idx, grads, opts):
     in-range int64 array, grads a C-contiguous (len(idx), d) array of the table's dtype."""
     cdef DenseOpts o
     cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0], d = cnp.PyArray_DIMS(t)[1]
+    cdef Py_ssize_t b = cnp.PyArray_DIMS(i)[0], nu
+    cdef int64_t bad[2]
     cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
     cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     _set_opts(&o, opts)
+    bad[0] = bad[1] = 0
     if b == 0 or d == 0:
         return
     with nogil:
         if is_f32:
-            nu = sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a), rowwise,
-                               d, <int64_t*>cnp.PyArray_DATA(i), b,
-                               <const float*>cnp.PyArray_DATA(g), &o)
+            nu = sparse_update_checked(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
+                                       rowwise, n, d, <int64_t*>cnp.PyArray_DATA(i), b,
+                                       <const float*>cnp.PyArray_DATA(g), &o, bad)
         else:
-            nu = sparse_update(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
-                               rowwise, d, <int64_t*>cnp.PyArray_DATA(i), b,
-                               <const double*>cnp.PyArray_DATA(g), &o)
+            nu = sparse_update_checked(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
+                                       rowwise, n, d, <int64_t*>cnp.PyArray_DATA(i), b,
+                                       <const double*>cnp.PyArray_DATA(g), &o, bad)
+    if nu == -2:
+        raise ValueError(f"`indices[{bad[0]}]` = {bad[1]} is out of range for a table of {n} rows "
+                         "(the indices changed after they were checked); nothing was updated")
     if nu < 0:
         raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
 
@@ -280,8 +314,13 @@ sparse_adagrad_update.__doc__ = _reference.sparse_adagrad_update.__doc__
 
 
 def _set_prefetch_ahead(n):
-    """Tuning knob for the benchmarks: rows prefetched ahead in the sparse update (default 8)."""
+    """Tuning knob for the benchmarks: rows prefetched ahead in the sparse update (default 8),
+    an int in [0, 4096]."""
     global _PREFETCH_AHEAD
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"`n` must be an int, got {type(n).__name__}")
+    if not 0 <= n <= 4096:
+        raise ValueError(f"`n` must be in [0, 4096], got {n}")
     old = _PREFETCH_AHEAD
     _PREFETCH_AHEAD = n
     return old

@@ -34,12 +34,16 @@ class DenseOptions(NamedTuple):
 
 
 def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
-    """`x` must be a float32/float64 ndarray (writable if it is updated in place)."""
+    """`x` must be a float32/float64 ndarray, not a masked array; if it is updated in place
+    (`writable`), writable and without elements that share memory with each other."""
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"`{name}` must be a numpy.ndarray (it is updated in place or read as an array), "
             f"got {type(x).__name__}"
         )
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"`{name}` is a masked array; fastadagrad would ignore its mask, so it is "
+                        "refused (pass `x.data` for every element, or `x.compressed()`)")
     if x.dtype not in SUPPORTED_DTYPES and x.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
         hint = ""
         if x.dtype.kind == "f":
@@ -49,7 +53,41 @@ def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
         )
     if writable and not x.flags.writeable:
         raise ValueError(f"`{name}` is read-only; it must be writable to be updated in place")
+    if writable and has_internal_overlap(x):
+        raise ValueError(f"`{name}` has elements that share memory (a zero-stride or "
+                         "self-overlapping view); an array updated in place must have distinct "
+                         "elements")
     return x
+
+
+#: Self-overlap of views that are not plainly non-overlapping is decided exactly up to this
+#: many elements (one int64 offset each); larger ones are refused as possibly overlapping.
+INTERNAL_OVERLAP_EXACT_MAX = 1 << 22
+
+
+def has_internal_overlap(a: np.ndarray) -> bool:
+    """Do two different elements of `a` share a byte (zero strides, half-overlapping rows)?
+
+    Contiguous arrays never do. Otherwise, with the dimensions sorted by |stride|, each stride
+    at least the span of the smaller dimensions proves there is no overlap (slices,
+    transposes, negative strides); anything else is decided exactly from the sorted byte
+    offsets of all elements (too large to list: reported as overlapping)."""
+    if a.size <= 1 or a.flags.c_contiguous or a.flags.f_contiguous:
+        return False
+    span = a.itemsize
+    for stride, n in sorted((abs(s), n) for n, s in zip(a.shape, a.strides) if n > 1):
+        if stride < span:
+            break
+        span += stride * (n - 1)
+    else:
+        return False
+    if a.size > INTERNAL_OVERLAP_EXACT_MAX:
+        return True
+    offsets = np.zeros(1, dtype=np.int64)
+    for n, s in zip(a.shape, a.strides):
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * s).ravel()
+    offsets.sort()
+    return bool((np.diff(offsets) < a.itemsize).any())
 
 
 def check_same_layout(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) -> None:
@@ -135,11 +173,11 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def check_eps_placement(eps_placement: Any) -> bool:
+def check_eps_placement(eps_placement: Any, name: str = "eps_placement") -> bool:
     """Return True for "inside", False for "outside"."""
     if not isinstance(eps_placement, str) or eps_placement not in EPS_PLACEMENTS:
         raise ValueError(
-            f"`eps_placement` must be 'outside' or 'inside', got {eps_placement!r}"
+            f"`{name}` must be 'outside' or 'inside', got {eps_placement!r}"
         )
     return eps_placement == "inside"
 
@@ -182,7 +220,8 @@ INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 def check_indices(indices: Any, n_rows: int) -> np.ndarray:
     """1-D int32/int64 indices, each in [0, n_rows) (negatives are rejected, never wrapped);
-    returned as a C-contiguous int64 array (a copy only when needed)."""
+    returned as a private C-contiguous int64 copy, and it is that copy which is range-checked:
+    a caller (or another thread) changing `indices` afterwards cannot reach the update."""
     if not isinstance(indices, np.ndarray):
         raise TypeError(f"`indices` must be a numpy.ndarray of int32 or int64, got "
                         f"{type(indices).__name__}")
@@ -190,7 +229,7 @@ def check_indices(indices: Any, n_rows: int) -> np.ndarray:
         raise TypeError(f"`indices` has dtype {indices.dtype}; it must be int32 or int64")
     if indices.ndim != 1:
         raise ValueError(f"`indices` must be 1-D, got shape {indices.shape}")
-    idx = np.ascontiguousarray(indices, dtype=np.int64)
+    idx = np.array(indices, dtype=np.int64, order="C", copy=True)
     if idx.size:
         bad = np.flatnonzero((idx < 0) | (idx >= n_rows))
         if bad.size:
@@ -228,7 +267,7 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
         raise ValueError(f"`grads` has shape {grads.shape}; it must be {(idx.size, d)} "
                          "(one row per index)")
     opts = check_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize)  # clr = lr
-    check_no_overlap({"table": table, "accum": accum, "grads": grads})
+    check_no_overlap({"table": table, "accum": accum, "grads": grads, "indices": indices})
     g = np.ascontiguousarray(grads, dtype=table.dtype)  # read-only input: a copy is harmless
     return opts, idx, g
 

@@ -446,8 +446,9 @@ def update_validated(param, grad, accum, opts):
     if not (param.flags.aligned and grad.flags.aligned and accum.flags.aligned
             and param.dtype.isnative and grad.dtype.isnative and accum.dtype.isnative):
         # Unaligned or byte-swapped memory: the C loops cannot address it, the NumPy twin can
-        # (it writes through out=, in place, with the same bits).
-        _reference._dense_step(param, grad, accum, opts)
+        # (it writes through out=, in place, with the same bits), without warnings as ever.
+        with _np.errstate(all="ignore"):
+            _reference._dense_step(param, grad, accum, opts)
     elif ((param.flags.c_contiguous and grad.flags.c_contiguous and accum.flags.c_contiguous)
           or (param.flags.f_contiguous and grad.flags.f_contiguous and accum.flags.f_contiguous)):
         _run_contiguous(param, grad, accum, &o)
@@ -456,6 +457,27 @@ def update_validated(param, grad, accum, opts):
 
 
 adagrad_update.__doc__ = _reference.adagrad_update.__doc__
+
+
+def apply_steps(list steps):
+    """The optimizer's writes for one step, validated beforehand: for each group
+    `(counter, table, grads, opts, clr, items)`, one ArrayTable call (`table`, when not None
+    and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
+    None: dense, else a sparse step with `grad` the values and that duplicates rule), then
+    `counter.step += 1`. Compiled code from
+    the first write to the last count (no Python bytecode, where pending signals are handled),
+    so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
+    for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
+    cdef object counter, table, grads, opts, items, p, g, a, idx, dup
+    cdef double clr
+    for counter, table, grads, opts, clr, items in steps:
+        if table is None or table.step(grads, opts, clr, False) != -1:
+            for p, g, a, idx, dup in items:
+                if idx is None:
+                    update_validated(p, g, a, opts)
+                else:
+                    sparse_dup_validated(p, a, idx, g, opts, dup)
+        counter.step += 1
 
 
 def bandwidth_probe(x, y, z):
@@ -684,8 +706,10 @@ cdef class ArrayTable:
 
     cdef bint _gate(self, list grads) noexcept:
         """All grads are exact, contiguous, aligned, native ndarrays of the params' dtype and
-        shapes, not overlapping any guarded array; the params and accumulators are still
-        writable, contiguous and of their original shape. Fills the grad pointers."""
+        shapes, not overlapping any guarded array; the params and accumulators still have the
+        dtype, element count and data pointer the table was built with (a param changed in
+        place, e.g. `p.dtype = ...`, is refused here), and are writable, contiguous (so they
+        cover exactly the same bytes) and of one shape. Fills the grad pointers."""
         cdef Py_ssize_t i, lo
         cdef cnp.ndarray p, a, g
         cdef object item
@@ -703,7 +727,11 @@ cdef class ArrayTable:
             if not (cnp.PyArray_TYPE(g) == self.typenum and _same_shape(p, g)
                     and _plain_contiguous(g, layout) and _plain_contiguous(p, layout | _W_FLAGS)
                     and _plain_contiguous(a, layout | _W_FLAGS)
-                    and cnp.PyArray_DATA(p) == self.params[i]):
+                    and cnp.PyArray_TYPE(p) == self.typenum and cnp.PyArray_TYPE(a) == self.typenum
+                    and cnp.PyArray_SIZE(p) == self.offsets[i + 1] - self.offsets[i]
+                    and _same_shape(p, a)
+                    and cnp.PyArray_DATA(p) == self.params[i]
+                    and cnp.PyArray_DATA(a) == self.accums[i]):
                 return False
             lo = <Py_ssize_t>cnp.PyArray_DATA(g)
             if self._hits_guard(lo, lo + cnp.PyArray_NBYTES(g)):
@@ -715,11 +743,14 @@ cdef class ArrayTable:
         """True if `grads` pass the C gate (nothing is written either way)."""
         return self._gate(grads)
 
-    def step(self, list grads, opts, double clr, bint check_finite):
+    def step(self, list grads, opts, double clr, bint check_finite, counter=None):
         """Gate the grads; if they pass, (optionally) scan them for NaN/inf and update every
         array in one parallel region with `opts` (a DenseOptions) at learning rate `clr`.
         Returns -2 if the gate refused (the caller validates and takes the general path),
-        the index of the first non-finite grad (nothing written), or -1 when applied."""
+        the index of the first non-finite grad (nothing written), or -1 when applied.
+        When applied, `counter.step` (if a counter is given) is incremented in this same call,
+        with no Python bytecode in between: a KeyboardInterrupt cannot separate the arrays'
+        update from the count."""
         cdef DenseOpts o
         cdef Py_ssize_t bad = -1
         if not self._gate(grads):
@@ -731,6 +762,8 @@ cdef class ArrayTable:
                 bad = self._first_nonfinite()
             if bad < 0:
                 self._update(&o)
+        if bad < 0 and counter is not None:
+            counter.step += 1
         return bad
 
     def first_nonfinite(self, list grads):

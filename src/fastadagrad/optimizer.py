@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import numbers
 import re
+import signal
+import threading
 from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, cast
 
 import numpy as np
@@ -65,6 +68,7 @@ class _Group:
                  packed: bool = False) -> None:
         self.params = params
         self.names = names
+        self.layouts = [_layout(p) for p in params]  # what the tables and accumulators assume
         self.step = 0
         self.flat: tuple[np.ndarray, np.ndarray] | None = None  # (param arena, accum arena)
         self.accums: ArrayList
@@ -134,7 +138,7 @@ def _check_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         # Keras keeps `learning_rate` in a float32 variable and casts it to the variable's
         # dtype: float64 params step with float64(float32(lr)) (tested against Keras itself)
         out["lr"] = float(np.float32(out["lr"]))
-    _validation.check_eps_placement(out["eps_placement"])
+    _validation.check_eps_placement(out["eps_placement"], f"{where}eps_placement")
     out["maximize"] = _validation.check_flag(f"{where}maximize", out["maximize"])
     out["rowwise"] = _validation.check_flag(f"{where}rowwise", out["rowwise"])
     if out["rowwise"] and (out["zero_if_accum_zero"] or (
@@ -199,7 +203,7 @@ class AdaGrad:
                              float32_lr=conv.get("float32_lr", False),
                              l1=_validation.check_real("l1", l1), l2=_validation.check_real("l2", l2))
         _check_options(self.defaults, "")
-        self._structure, raw_groups = self._parse_params(params)
+        self._structure, self._keys, raw_groups = self._parse_params(params)
         checked: list[tuple[ArrayList, list[str], dict[str, Any]]] = []
         for gi, (arrays, names, overrides) in enumerate(raw_groups):
             unknown = set(overrides) - set(GROUP_OPTIONS)
@@ -208,6 +212,9 @@ class AdaGrad:
                                  f"known: {GROUP_OPTIONS}")
             where = f"params[{gi}]." if self._structure == "groups" else ""
             options = _check_options({**self.defaults, **overrides}, where)
+            if self.packed and options["rowwise"]:
+                raise ValueError(f"`{where}rowwise` cannot be combined with packed=True (the "
+                                 "packed accumulator arena is element-wise); use one or the other")
             for name, p in zip(names, arrays):
                 _validation.check_array(name, p, writable=True)
             checked.append((arrays, names, options))
@@ -220,13 +227,16 @@ class AdaGrad:
             _optimizer_rules.init_states(self)
         self.skipped_steps = 0
         self.last_step_skipped = False
+        self._lock = threading.Lock()   # one step (or state load) at a time per optimizer
 
     # ------------------------------------------------------------------ structure
     @staticmethod
-    def _parse_params(params: Params) -> tuple[str, list[tuple[ArrayList, list[str], dict[str, Any]]]]:
+    def _parse_params(params: Params) -> tuple[str, list[Any],
+                                               list[tuple[ArrayList, list[str], dict[str, Any]]]]:
+        """(structure, the dict's key objects (dict params only), groups)."""
         if isinstance(params, Mapping):
             keys = list(params)
-            return "dict", [([params[k] for k in keys], [f"params[{k!r}]" for k in keys], {})]
+            return "dict", keys, [([params[k] for k in keys], [f"params[{k!r}]" for k in keys], {})]
         if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
             raise TypeError("`params` must be a list of arrays, a list of parameter groups "
                             f"(dicts with 'params') or a dict of arrays, got {type(params).__name__}")
@@ -242,20 +252,19 @@ class AdaGrad:
                 arrays = list(group["params"])
                 names = [f"params[{gi}]['params'][{i}]" for i in range(len(arrays))]
                 groups.append((arrays, names, {k: v for k, v in group.items() if k != "params"}))
-            return "groups", groups
-        return "list", [(cast(ArrayList, items), [f"params[{i}]" for i in range(len(items))], {})]
+            return "groups", [], groups
+        return "list", [], [(cast(ArrayList, items), [f"params[{i}]" for i in range(len(items))], {})]
 
     def _split_grads(self, grads: Any) -> list[list[Any]]:
         """Grads in the structure of params -> one list per group (counts checked)."""
         if self._structure == "dict":
             if not isinstance(grads, Mapping):
                 raise TypeError(f"`grads` must be a dict like `params`, got {type(grads).__name__}")
-            keys = [n[len("params["):-1] for n in self.groups[0].names]
-            expected = {eval_key(k) for k in keys}
-            if set(grads) != expected:
-                raise ValueError(f"`grads` keys {sorted(map(str, grads))} differ from the params' "
-                                 f"keys {sorted(map(str, expected))}")
-            return [[grads[eval_key(k)] for k in keys]]
+            keys = self._keys   # the params' own key objects, never re-parsed from names
+            if len(grads) != len(keys) or any(k not in grads for k in keys):
+                raise ValueError(f"`grads` keys {sorted(map(repr, grads))} differ from the params' "
+                                 f"keys {sorted(map(repr, keys))}")
+            return [[grads[k] for k in keys]]
         if isinstance(grads, (np.ndarray, Mapping)) or not isinstance(grads, Sequence):
             raise TypeError(f"`grads` must be a list like `params`, got {type(grads).__name__}")
         if self._structure == "groups":
@@ -278,7 +287,15 @@ class AdaGrad:
     # ------------------------------------------------------------------ the step
     def step(self, grads: Any) -> bool:
         """Apply one AdaGrad step to every array; True if applied, False if skipped
-        (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing."""
+        (nonfinite="skip" and a grad held NaN/inf). Validates everything before writing.
+
+        Steps of one optimizer are serialised (a lock): concurrent calls run one after the
+        other. A KeyboardInterrupt never separates the arrays' update from the step counters:
+        it arrives either before anything is written or after the whole step (see README)."""
+        with self._lock:
+            return self._step(grads)
+
+    def _step(self, grads: Any) -> bool:
         if self.rule != "adagrad":
             return _optimizer_rules.step(self, grads)
         if self.clipnorm is not None or self.global_clipnorm is not None:
@@ -286,10 +303,10 @@ class AdaGrad:
         check = self.nonfinite != "propagate"
         group = self.groups[0]
         # Fast path (one group, a list of grads, compiled backend): the C gate, the finiteness
-        # scan and the update of every array happen in one call.
+        # scan, the update of every array and the step count happen in one call.
         if (type(grads) is list and len(self.groups) == 1 and group.table is not None
                 and _backend._current == "cython"):
-            bad = group.table.step(grads, group.opts, group.clr_at(group.step + 1), check)
+            bad = group.table.step(grads, group.opts, group.clr_at(group.step + 1), check, group)
             if bad != -2:
                 return self._finish(bad)
         if self.packed and type(grads) is np.ndarray and len(self.groups) == 1:
@@ -315,27 +332,30 @@ class AdaGrad:
         bad_at = self._first_nonfinite(per_group, tables, sparse) if check else None
         if bad_at is not None:
             return self._finish_bad(bad_at)
-        kernels = _backend._kernels
-        for group, grads_g, table, sp in zip(self.groups, per_group, tables, sparse):
-            clr = group.clr_at(group.step + 1)
-            opts = group.opts._replace(clr=clr)
-            if not sp and table is not None and table.step(grads_g, opts, clr, False) == -1:
-                pass
-            else:
+        if compiled:   # one compiled call writes every group and counts the step
+            steps = []
+            for group, grads_g, table, sp in zip(self.groups, per_group, tables, sparse):
+                clr = group.clr_at(group.step + 1)
+                items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp else (p, g, a, None, None)
+                         for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums))]
+                steps.append((group, None if sp else table, grads_g,
+                              group.opts._replace(clr=clr), clr, items))
+            _backend._kernels.apply_steps(steps)
+            self.last_step_skipped = False
+            return True
+        with _InterruptsDeferred():
+            for group, grads_g, sp in zip(self.groups, per_group, sparse):
+                opts = group.opts._replace(clr=group.clr_at(group.step + 1))
                 for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums)):
                     if i in sp:
                         idx, values, dup = sp[i]
-                        if compiled:
-                            kernels.sparse_dup_validated(p, a, idx, values, opts, dup)
-                        elif idx.size:
+                        if idx.size:
                             with np.errstate(all="ignore"):
                                 reference.sparse_step(p, a, idx, values, opts, dup)
-                    elif compiled:
-                        kernels.update_validated(p, g, a, opts)
                     else:
                         reference.multi_update([p], [g], [a], opts)
-            group.step += 1
-        self.last_step_skipped = False
+                group.step += 1
+            self.last_step_skipped = False
         return True
 
     def _is_flat(self, grads: Any) -> bool:
@@ -368,20 +388,25 @@ class AdaGrad:
             for gi, g in enumerate(flats):
                 if not self._all_finite_flat(self.groups[gi], g):
                     return self._finish_bad((gi, -1))
-        compiled = _backend.get_backend() == "cython"
-        for group, g in zip(self.groups, flats):
-            assert group.flat is not None
-            clr = group.clr_at(group.step + 1)
-            opts = group.opts._replace(clr=clr)
-            p, a = group.flat
-            if not (compiled and group.flat_table is not None
-                    and group.flat_table.step([g], opts, clr, False) == -1):
-                if compiled:
-                    _backend._kernels.update_validated(p, g, a, opts)
-                else:
-                    reference.multi_update([p], [g], [a], opts)
-            group.step += 1
-        self.last_step_skipped = False
+        if _backend.get_backend() == "cython":   # one compiled call: every write and count
+            steps = []
+            for group, g in zip(self.groups, flats):
+                assert group.flat is not None
+                clr = group.clr_at(group.step + 1)
+                p, a = group.flat
+                steps.append((group, group.flat_table, [g], group.opts._replace(clr=clr), clr,
+                              [(p, g, a, None)]))
+            _backend._kernels.apply_steps(steps)
+            self.last_step_skipped = False
+            return True
+        with _InterruptsDeferred():
+            for group, g in zip(self.groups, flats):
+                assert group.flat is not None
+                p, a = group.flat
+                reference.multi_update([p], [g], [a],
+                                       group.opts._replace(clr=group.clr_at(group.step + 1)))
+                group.step += 1
+            self.last_step_skipped = False
         return True
 
     @staticmethod
@@ -393,9 +418,9 @@ class AdaGrad:
         return bool(np.isfinite(g).all())
 
     def _finish(self, bad: int) -> bool:
+        """After the fast path's table.step (which already counted an applied step)."""
         if bad >= 0:
             return self._finish_bad((0, bad))
-        self.groups[0].step += 1
         self.last_step_skipped = False
         return True
 
@@ -417,6 +442,11 @@ class AdaGrad:
         dense_grads = []
         for i, (name, p, g, a) in enumerate(zip(group.names, group.params, grads, group.accums)):
             gname = _grad_name(name)
+            if _layout(p) != group.layouts[i]:
+                raise ValueError(f"`{name}` was changed in place after the optimizer was built "
+                                 f"(dtype, shape, strides or memory: {_describe(group.layouts[i])}"
+                                 f" -> {_describe(_layout(p))}); its accumulator no longer "
+                                 "matches it: build a new optimizer")
             if isinstance(g, SparseGrad) or group.rowwise:
                 if not isinstance(g, SparseGrad):
                     _validation.check_array(gname, g, writable=False)
@@ -436,13 +466,15 @@ class AdaGrad:
                 dup = self.duplicates if g.duplicates is None else g.duplicates
                 _validation.check_sparse_rule(group.opts, a, dup, True)
                 sparse[i] = (idx, values, dup)
+                dense_grads += [(f"{gname}.indices", g.indices), (f"{gname}.values", g.values)]
                 continue
             dense_grads.append((gname, g))
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)
-        _check_grads_disjoint(self._guarded(), dense_grads + [(f"grads values {i}", v)
-                                                      for i, (_, v, _) in sparse.items()])
+        # every grad array (SparseGrad indices and values included) against every array this
+        # step writes, in any group (the copies made by check_sparse are private)
+        _check_grads_disjoint(self._guarded(), dense_grads)
         return sparse
 
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
@@ -479,6 +511,10 @@ class AdaGrad:
     def state_dict(self) -> dict[str, Any]:
         """Plain Python numbers/strings and NumPy arrays (copies) in a flat dict:
         `np.savez(f, **opt.state_dict())` then `opt.load_state_dict(np.load(f))` works."""
+        with self._lock:   # a snapshot between steps, never in the middle of one
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": STATE_FORMAT, "convention": self.convention or "",
                              "nonfinite": self.nonfinite, "groups": len(self.groups),
                              "skipped_steps": self.skipped_steps,
@@ -493,8 +529,14 @@ class AdaGrad:
         return d
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state_dict() (also after np.savez/np.load). Everything is validated first;
-        on any error the optimizer is left unchanged."""
+        """Restore a state_dict() (also after np.savez/np.load). Every entry is validated first
+        (steps and skipped_steps integers in [0, 2**63 - 1], accumulators of the right shape
+        and dtype, finite and >= 0, options valid and `rowwise` as built); on any error the
+        optimizer is left unchanged."""
+        with self._lock:
+            self._load_state_dict(state)
+
+    def _load_state_dict(self, state: Mapping[str, Any]) -> None:
         def get(key: str) -> Any:
             if key not in state:
                 raise ValueError(f"state has no entry {key!r}")
@@ -512,11 +554,12 @@ class AdaGrad:
             if get(f"group{gi}.arrays") != len(g.params):
                 raise ValueError(f"state group {gi} has {get(f'group{gi}.arrays')} arrays, "
                                  f"this optimizer's has {len(g.params)}")
-            step = get(f"group{gi}.step")
-            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise ValueError(f"state `group{gi}.step` must be an int >= 0, got {step!r}")
+            step = _state_count(f"group{gi}.step", get(f"group{gi}.step"))
             options = {**g.options, **{k: get(f"group{gi}.{k}") for k in GROUP_OPTIONS}}
             new_options.append(_check_options(options, f"group{gi}."))
+            if new_options[-1]["rowwise"] != g.rowwise:
+                raise ValueError(f"state `group{gi}.rowwise` is {new_options[-1]['rowwise']} but "
+                                 f"this optimizer's group {gi} was built with rowwise={g.rowwise}")
             accs = []
             for i, a in enumerate(g.accums):
                 saved = state.get(f"group{gi}.accum{i}")
@@ -525,10 +568,14 @@ class AdaGrad:
                             else type(saved).__name__)
                     raise ValueError(f"state `group{gi}.accum{i}` must be a {a.dtype} array of shape "
                                      f"{a.shape} (for {g.names[i]}), got {desc}")
+                with np.errstate(invalid="ignore"):
+                    if not (np.isfinite(saved).all() and (saved >= 0).all()):
+                        raise ValueError(f"state `group{gi}.accum{i}` must be finite and >= 0 "
+                                         "everywhere (a sum of squares)")
                 accs.append(saved)
             new_steps.append(step)
             new_accums.append(accs)
-        skipped = get("skipped_steps")
+        skipped = _state_count("skipped_steps", get("skipped_steps"))
         nonfinite = get("nonfinite")
         if nonfinite not in NONFINITE:
             raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
@@ -541,7 +588,7 @@ class AdaGrad:
             g.set_options(options)
             for a, saved in zip(g.accums, accs):
                 np.copyto(a, saved)
-        self.skipped_steps = int(skipped)
+        self.skipped_steps = skipped
         self.nonfinite = nonfinite
 
     def __repr__(self) -> str:
@@ -559,10 +606,49 @@ def _grad_name(param_name: str) -> str:
     return "grads" + param_name[len("params"):]
 
 
-def eval_key(k: str) -> Any:
-    """Invert the repr() used in dict-param names."""
-    import ast
-    return ast.literal_eval(k)
+def _state_count(name: str, value: Any) -> int:
+    """A loaded counter: an integer in [0, 2**63 - 1] (an int64)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"state `{name}` must be an integer, got {value!r}")
+    if not 0 <= int(value) <= _validation.MAX_STEP:
+        raise ValueError(f"state `{name}` must be in [0, 2**63 - 1], got {value!r}")
+    return int(value)
+
+
+def _layout(a: np.ndarray) -> tuple[Any, ...]:
+    """What the optimizer's accumulators and pointer tables assume about a param."""
+    return (a.dtype, a.shape, a.strides, a.__array_interface__["data"][0])
+
+
+def _describe(layout: tuple[Any, ...]) -> str:
+    dtype, shape, strides, address = layout
+    return f"{dtype} {shape} strides {strides} at {address:#x}"
+
+
+class _InterruptsDeferred:
+    """Hold back Ctrl-C (SIGINT) while a step writes: the step's arrays and counters are
+    updated completely, then KeyboardInterrupt is raised. Only in the main thread (the only
+    one Python delivers KeyboardInterrupt to) and only while Python's default SIGINT handler
+    is installed (a custom handler is left alone)."""
+
+    __slots__ = ("old", "pending")
+
+    def __enter__(self) -> "_InterruptsDeferred":
+        self.old: Any = None
+        self.pending = False
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.old = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.pending = True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            if self.pending and exc_type is None:
+                raise KeyboardInterrupt
 
 
 def _check_disjoint(named: list[tuple[str, np.ndarray]]) -> None:

@@ -30,7 +30,10 @@ was saved for backward and then stepped still raises as with torch.
 Sparse COO grads of 2-D float32/float64 CPU parameters (``nn.Embedding(sparse=True)``) go to
 fastadagrad's sparse kernel (``sparse_adagrad_update``: duplicates summed before squaring, as
 torch's coalesce does; torch computes ``p + (-clr) * (g / std)`` there, we ``p - (clr * g) / std``,
-a few ulps apart), except with weight_decay, which torch refuses for sparse grads (its error).
+a few ulps apart), except with weight_decay, which torch refuses for sparse grads (its error),
+and except sparse_dim=2 grads and parameters that are not C-contiguous, which go to torch.
+Parameters whose elements share memory (expanded tensors) always go to torch (which raises as
+torch does). Every grad of a step, in every group, is checked before the first write.
 
 DTensor parameters with Shard/Replicate placements (FSDP2's ``fully_shard``) are updated on
 their local shards (the update is element-wise), one kernel call each, when the grad and ``sum``
@@ -67,7 +70,7 @@ Importing ``fastadagrad`` does not import torch; import this module explicitly.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -142,7 +145,7 @@ class _Plan:
                  "stepv", "statedicts", "pptr", "sptr", "tableable", "dtypes", "one_dtype",
                  "all_table", "tables", "slow", "lazy", "key", "opts", "lr", "lr_decay",
                  "bump_all", "state_obj", "sequential", "differentiable", "gcache",
-                 "gtensor", "gptr", "gview", "dtensors")
+                 "gtensor", "gptr", "gview", "dtensors", "sparse_ok")
 
     def __init__(self, group: dict[str, Any], state: Any) -> None:
         self.group = group
@@ -159,6 +162,7 @@ class _Plan:
         self.pptr: list[int] = []
         self.sptr: list[int] = []
         self.tableable: list[bool] = []
+        self.sparse_ok: list[bool] = []   # the sparse kernel can take it (C-contiguous rows)
         self.dtypes: list[np.dtype] = []
         self.slow: list[torch.Tensor] = []   # always stepped by torch
         self.lazy: list[torch.Tensor] = []   # accelerable, but torch has not created state yet
@@ -197,6 +201,8 @@ class _Plan:
             self.sptr.append(s.data_ptr())
             self.tableable.append(bool((pv.flags.c_contiguous and av.flags.c_contiguous)
                                        or (pv.flags.f_contiguous and av.flags.f_contiguous)))
+            self.sparse_ok.append(bool(pv.ndim == 2 and pv.flags.c_contiguous and pv.flags.aligned
+                                       and av.flags.c_contiguous and av.flags.aligned))
             self.dtypes.append(pv.dtype)
         self.one_dtype = len(set(self.dtypes)) <= 1
         budget = GRAD_CACHE_BYTES
@@ -263,6 +269,8 @@ def _entry(p: torch.Tensor, st: dict[str, Any]) -> Optional[_Entry]:
         return None
     if not (pv.flags.writeable and av.flags.writeable and stepv.flags.writeable):
         return None
+    if _validation.has_internal_overlap(pv) or _validation.has_internal_overlap(av):
+        return None   # an expanded parameter: torch's own path (which raises, as torch does)
     return s, pv, av, stepv
 
 
@@ -409,6 +417,8 @@ class Adagrad(torch.optim.Adagrad):
         if plans is None or len(plans) != len(groups):
             plans = self._plans = [_Plan(g, self.state) for g in groups]
         state = self.state
+        # 1. every group's grads are collected and checked before anything is written
+        collected: list[Optional[_Collected]] = []
         for gi, group in enumerate(groups):
             plan = plans[gi]
             if (plan.group is not group or plan.params_list is not group["params"]
@@ -418,12 +428,19 @@ class Adagrad(torch.optim.Adagrad):
             if plan.lazy and any(p.grad is not None for p in plan.lazy):
                 self._init_lazy_state(group, plan.lazy)
                 plan = plans[gi] = _Plan(group, state)
-            if plan.fast and not self._fast_step(group, plan):
+            col = self._collect(group, plan) if plan.fast else None
+            if plan.fast and col is None:
                 # something the cache depends on changed (storage moved, state replaced):
                 # nothing was written, rebuild and redo
                 plan = plans[gi] = _Plan(group, state)
-                if plan.fast and not self._fast_step(group, plan):  # pragma: no cover
+                col = self._collect(group, plan) if plan.fast else None
+                if plan.fast and col is None:  # pragma: no cover
                     raise RuntimeError("fastadagrad.torch: inconsistent parameter state")
+            collected.append(col)
+        # 2. the writes
+        for group, plan, col in zip(groups, plans, collected):
+            if col is not None:
+                self._fast_step(group, plan, col)
             if plan.slow:
                 self._torch_step(group, plan.slow)
             if plan.dtensors:
@@ -470,15 +487,17 @@ class Adagrad(torch.optim.Adagrad):
                            grad_scale=getattr(self, "grad_scale", None),
                            found_inf=getattr(self, "found_inf", None))
 
-    def _fast_step(self, group: dict[str, Any], plan: _Plan) -> bool:
-        """The accelerated params of one group. Returns False, having written nothing, when
-        the cache is stale (a storage moved or a state entry was replaced)."""
+    def _collect(self, group: dict[str, Any], plan: _Plan) -> Optional[_Collected]:
+        """The grads of the accelerated params of one group, every one checked, nothing
+        written; None when the cache is stale (a storage moved or a state entry was
+        replaced). Raises torch's RuntimeError for a sparse grad with fused=True, and
+        ValueError for a sparse grad that does not fit its parameter."""
         opts = plan.options(group)
         fast = plan.fast
         grads: list[np.ndarray] = []
         live: list[int] = []
         odd: list[torch.Tensor] = []   # grads NumPy cannot view (requires_grad, CSR, ...)
-        sparse: list[tuple[int, torch.Tensor]] = []   # COO grads of 2-D params
+        sparse: list[tuple[int, np.ndarray, np.ndarray]] = []   # COO grads of 2-D params
         statedicts, sums, steps, pptr, sptr = (plan.statedicts, plan.sums, plan.steps, plan.pptr,
                                                plan.sptr)
         gtensor, gptr, gview = plan.gtensor, plan.gptr, plan.gview
@@ -491,12 +510,19 @@ class Adagrad(torch.optim.Adagrad):
             st = state.get(p)
             if (p.data_ptr() != pptr[i] or st is not statedicts[i] or st.get("sum") is not sums[i]
                     or st.get("step") is not steps[i] or sums[i].data_ptr() != sptr[i]):
-                return False
+                return None
             if g is gtensor[i] and g.data_ptr() == gptr[i]:
                 grads.append(gview[i])
             else:
-                if g.layout == torch.sparse_coo and p.dim() == 2 and not opts.weight_decay:
-                    sparse.append((i, g))   # nn.Embedding(sparse=True): our sparse kernel
+                if g.is_sparse:
+                    if group["fused"]:   # torch's _fused_adagrad refuses them, in these words
+                        raise RuntimeError("`fused` does not support sparse grad or complex param")
+                    if (p.dim() == 2 and not opts.weight_decay and plan.sparse_ok[i]
+                            and g.sparse_dim() == 1 and g.dense_dim() == 1):
+                        # nn.Embedding(sparse=True): our sparse kernel
+                        sparse.append((i, *_sparse_rows(plan, i, g)))
+                    else:   # strided params, sparse_dim=2, weight decay: torch's own path
+                        odd.append(p)
                     continue
                 try:
                     gv = g.numpy()   # a view; raises for sparse, requires_grad, neg/conj bits
@@ -507,12 +533,18 @@ class Adagrad(torch.optim.Adagrad):
                 if plan.gcache[i]:
                     gtensor[i], gptr[i], gview[i] = g, g.data_ptr(), gv
             live.append(i)
+        return _Collected(opts, grads, live, odd, sparse)
+
+    def _fast_step(self, group: dict[str, Any], plan: _Plan, col: _Collected) -> None:
+        """The writes of the accelerated params of one group (collected and checked)."""
+        opts, grads, live, odd, sparse = col
+        fast, sums = plan.fast, plan.sums
         if odd:
             self._torch_step(group, odd)
-        for i, g in sparse:
-            self._sparse_step(plan, i, g, opts)
+        for i, rows, vals in sparse:
+            self._sparse_step(plan, i, rows, vals, opts)
         if not live:
-            return True
+            return
         # step += 1, rounded to the counter's own dtype as torch's `step_t += 1` is
         stepv = plan.stepv
         values: list[float] = []
@@ -542,18 +574,13 @@ class Adagrad(torch.optim.Adagrad):
             self._apply_buckets(plan, live, grads, values, opts, compiled)
         _increment_version(plan.bump_all if all_live
                            else [fast[i] for i in live] + [sums[i] for i in live])
-        return True
 
-    def _sparse_step(self, plan: _Plan, i: int, g: torch.Tensor, opts: DenseOptions) -> None:
-        """A sparse COO grad of a 2-D param (nn.Embedding(sparse=True)): its rows go to
-        fastadagrad.sparse_adagrad_update's kernel (duplicates summed before squaring, as torch's
-        coalesce does), through zero-copy views of the indices and values; the indices are
-        checked before anything is written. torch refuses weight decay with sparse grads, so
-        that case stays with torch."""
-        idx = _validation.check_indices(g._indices()[0].numpy(), plan.pviews[i].shape[0])
-        values = np.ascontiguousarray(g._values().detach().numpy())
-        if values.shape != (idx.size, plan.pviews[i].shape[1]) or values.dtype != plan.pviews[i].dtype:
-            raise ValueError(f"sparse grad of shape {tuple(g.shape)} does not match its parameter")
+    def _sparse_step(self, plan: _Plan, i: int, idx: np.ndarray, values: np.ndarray,
+                     opts: DenseOptions) -> None:
+        """A sparse COO grad of a 2-D param (nn.Embedding(sparse=True)), checked by
+        _sparse_rows: its rows go to fastadagrad.sparse_adagrad_update's kernel (duplicates
+        summed before squaring, as torch's coalesce does). torch refuses weight decay with
+        sparse grads, so that case stays with torch."""
         sv = plan.stepv[i]
         sv[()] = float(sv) + 1.0
         clr = plan.lr / (1.0 + (float(sv) - 1.0) * plan.lr_decay)
@@ -634,6 +661,32 @@ class Adagrad(torch.optim.Adagrad):
         for key, (idx, gs, v) in buckets.items():
             self._apply(plan, idx, gs, opts, lr / (1.0 + (v - 1.0) * lr_decay), compiled,
                         compiled and key[0] is not None)
+
+
+class _Collected(NamedTuple):
+    """One group's checked grads, ready to write (Adagrad._collect -> Adagrad._fast_step)."""
+
+    opts: DenseOptions
+    grads: list[np.ndarray]             # dense grads of the fast params at positions `live`
+    live: list[int]
+    odd: list[torch.Tensor]             # params whose grads go to torch's own step
+    sparse: list[tuple[int, np.ndarray, np.ndarray]]   # (position, int64 rows, values)
+
+
+def _sparse_rows(plan: _Plan, i: int, g: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(private int64 row indices, C-contiguous values) of a sparse COO grad (sparse_dim 1,
+    dense_dim 1) of the fast param at position i, checked against it: indices in range,
+    values of shape (nnz, columns) and the param's dtype, and not sharing memory with the
+    param or its sum (else copied)."""
+    pv, sv = plan.pviews[i], plan.sviews[i]
+    idx = _validation.check_indices(g._indices()[0].numpy(), pv.shape[0])
+    values = g._values().detach().numpy()
+    if values.shape != (idx.size, pv.shape[1]) or values.dtype != pv.dtype:
+        raise ValueError(f"sparse grad of shape {tuple(g.shape)} does not match its parameter")
+    if values.size and (_validation.shares_memory(values, pv)
+                        or _validation.shares_memory(values, sv)):
+        values = values.copy()
+    return idx, np.ascontiguousarray(values)
 
 
 def _checked(p: np.ndarray, g: np.ndarray, a: np.ndarray) -> np.ndarray:
