@@ -38,9 +38,11 @@ ubsan=$(gcc -print-file-name=libubsan.so)
 
 # Every kernel and path: dense contiguous/strided/unaligned (validation, equivalence,
 # properties), many arrays and the optimizer (optimizer, threads), sparse element-wise and
-# row-wise (sparse), the issue-11 regression tests and the aliasing property test.
+# row-wise (sparse), the duplicates rules, the AdaGrad family and fused clipping, the issue-11
+# regression tests and the aliasing property test.
 tests=(tests/test_equivalence.py tests/test_validation.py tests/test_properties.py
        tests/test_optimizer.py tests/test_threads.py tests/test_sparse.py
+       tests/test_sparse_duplicates.py tests/test_family.py tests/test_clipping.py
        tests/test_safety.py tests/test_aliasing_property.py)
 
 log="$work/pytest.log"
