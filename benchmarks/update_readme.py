@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 try:
     from fastadagrad import bench
 except ImportError:  # not installed: an in-place build (python setup.py build_ext --inplace)
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "src"))
     from fastadagrad import bench
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 

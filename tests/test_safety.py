@@ -133,6 +133,28 @@ def test_sparse_kernel_checks_its_private_copy_of_the_indices(rowwise):
     assert not table.any() and not accum.any()
 
 
+@pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
+@pytest.mark.parametrize("kernel", ["sequential", "keras", "proximal", "glove"])
+def test_every_sparse_kernel_checks_its_private_copy_of_the_indices(kernel):
+    """The same for the other sparse kernels (duplicates rules, AdaGrad family): indices that
+    went bad after validation are caught in the kernel's private copy, nothing is written."""
+    from fastadagrad import _rules
+    table = np.zeros((8, 4), np.float32)
+    accum = np.full((8, 4), 0.1, np.float32)
+    grads = np.ones((4, 4), np.float32)
+    opts = fastadagrad._validation.check_hyper(0.1, 1e-10, "outside", 0.0, 0.0, 1, False)
+    for bad in (8, -1, 1 << 40):
+        idx = np.array([0, 3, bad, 1], dtype=np.int64)
+        with pytest.raises(ValueError, match=rf"`indices\[2\]` = {bad} is out of range for a table of 8 rows"):
+            if kernel in ("sequential", "keras"):
+                _kernels.sparse_dup_validated(table, accum, idx, grads, opts, kernel)
+            else:
+                spec = _rules.get_rule(kernel)
+                fopts = _rules.check_hyper(spec, {"lr": 0.1})
+                _kernels.family_sparse_validated(table, [accum], idx, grads, fopts, "sequential")
+    assert not table.any() and (accum == np.float32(0.1)).all()
+
+
 def test_check_indices_returns_a_private_copy():
     idx = np.arange(5, dtype=np.int64)
     out = fastadagrad._validation.check_indices(idx, 5)

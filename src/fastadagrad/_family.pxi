@@ -213,20 +213,28 @@ def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates):
     cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
     cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     cdef int mode = _duplicates_mode(duplicates)
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0]
+    cdef int64_t* own = NULL
+    cdef int64_t bad[2]
     if mode == 0:
         return sparse_validated(table, accum, idx, grads, opts)
     _set_opts(&o, opts)
     if b == 0 or d == 0:
         return
-    with nogil:
-        if is_f32:
-            nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
-                                   rowwise, d, <int64_t*>cnp.PyArray_DATA(i), b,
-                                   <const float*>cnp.PyArray_DATA(g), &o, mode)
-        else:
-            nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
-                                   rowwise, d, <int64_t*>cnp.PyArray_DATA(i), b,
-                                   <const double*>cnp.PyArray_DATA(g), &o, mode)
+    with nogil:   # the kernel runs on a checked private copy of the indices
+        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
+        if own != NULL:
+            if is_f32:
+                nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
+                                       rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g),
+                                       &o, mode)
+            else:
+                nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t),
+                                       <double*>cnp.PyArray_DATA(a), rowwise, d, own, b,
+                                       <const double*>cnp.PyArray_DATA(g), &o, mode)
+            free(own)
+    if own == NULL:
+        raise_unchecked(bad, n, "sparse_adagrad_update")
     if nu < 0:
         raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
 
@@ -408,20 +416,28 @@ def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
     cdef cnp.ndarray b = states[1] if len(states) > 1 else states[0]
     cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu
     cdef int mode = _duplicates_mode(duplicates)
+    cdef Py_ssize_t rows = cnp.PyArray_DIMS(t)[0]
+    cdef int64_t* own = NULL
+    cdef int64_t bad[2]
     _set_family(&f, fopts)
     if n == 0 or d == 0:
         return
-    with nogil:
-        if cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT:
-            nu = family_sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
-                                      <float*>cnp.PyArray_DATA(b), d,
-                                      <int64_t*>cnp.PyArray_DATA(i), n,
-                                      <const float*>cnp.PyArray_DATA(g), &f, mode)
-        else:
-            nu = family_sparse_update(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
-                                      <double*>cnp.PyArray_DATA(b), d,
-                                      <int64_t*>cnp.PyArray_DATA(i), n,
-                                      <const double*>cnp.PyArray_DATA(g), &f, mode)
+    with nogil:   # the kernel runs on a checked private copy of the indices
+        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), n, rows, bad)
+        if own != NULL:
+            if cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT:
+                nu = family_sparse_update(<float*>cnp.PyArray_DATA(t),
+                                          <float*>cnp.PyArray_DATA(a),
+                                          <float*>cnp.PyArray_DATA(b), d, own, n,
+                                          <const float*>cnp.PyArray_DATA(g), &f, mode)
+            else:
+                nu = family_sparse_update(<double*>cnp.PyArray_DATA(t),
+                                          <double*>cnp.PyArray_DATA(a),
+                                          <double*>cnp.PyArray_DATA(b), d, own, n,
+                                          <const double*>cnp.PyArray_DATA(g), &f, mode)
+            free(own)
+    if own == NULL:
+        raise_unchecked(bad, rows, "sparse family update")
     if nu < 0:
         raise MemoryError("sparse family update: out of memory (nothing was written)")
 

@@ -226,28 +226,47 @@ cdef void _sparse_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
                      <const double**>j.src, j.o)
 
 
-cdef Py_ssize_t sparse_update_checked(floating* table, floating* accum, bint rowwise,
-                                      Py_ssize_t n, Py_ssize_t d, const int64_t* idx,
-                                      Py_ssize_t b, const floating* grads, const DenseOpts* o,
-                                      int64_t* bad) noexcept nogil:
-    """sparse_update on a private copy of the indices, range-checked against the table's n
-    rows before anything is written: whatever happens to `idx` meanwhile (another thread
-    writing it while the GIL is released), only checked indices reach the rows. Returns
-    sparse_update's result, or -2 with bad[0] = position and bad[1] = value of the first
-    index outside [0, n) (nothing written)."""
-    cdef Py_ssize_t nu, pos
-    cdef int64_t* own
-    if b == 0:
-        return 0
-    own = <int64_t*>malloc(b * sizeof(int64_t))
+cdef int64_t* checked_indices(const int64_t* idx, Py_ssize_t b, Py_ssize_t n,
+                              int64_t* bad) noexcept nogil:
+    """A private copy of idx[0..b) whose every entry lies in [0, n): what the sparse kernels
+    run on, so that another thread writing `idx` while the GIL is released can never send them
+    out of bounds. NULL when out of memory (bad[0] = -1) or when an index is out of range
+    (bad[0] = its position, bad[1] = its value); else the caller free()s the copy."""
+    cdef int64_t* own = <int64_t*>malloc((b if b > 0 else 1) * sizeof(int64_t))
+    cdef Py_ssize_t pos
     if own == NULL:
-        return -1
+        bad[0] = -1
+        return NULL
     memcpy(own, idx, b * sizeof(int64_t))
     pos = first_bad_index(own, b, n)
     if pos >= 0:
         bad[0] = pos
         bad[1] = own[pos]
         free(own)
+        return NULL
+    return own
+
+
+cdef void raise_unchecked(const int64_t* bad, Py_ssize_t n, str api) except *:
+    """The error for a NULL from checked_indices (nothing was written)."""
+    if bad[0] == -1:
+        raise MemoryError(f"{api}: out of memory (nothing was written)")
+    raise ValueError(f"`indices[{bad[0]}]` = {bad[1]} is out of range for a table of {n} rows "
+                     "(the indices changed after they were checked); nothing was updated")
+
+
+cdef Py_ssize_t sparse_update_checked(floating* table, floating* accum, bint rowwise,
+                                      Py_ssize_t n, Py_ssize_t d, const int64_t* idx,
+                                      Py_ssize_t b, const floating* grads, const DenseOpts* o,
+                                      int64_t* bad) noexcept nogil:
+    """sparse_update on checked_indices(idx): returns sparse_update's result, or -2 when
+    checked_indices refused (bad[] as it sets it; nothing written)."""
+    cdef Py_ssize_t nu
+    cdef int64_t* own
+    if b == 0:
+        return 0
+    own = checked_indices(idx, b, n, bad)
+    if own == NULL:
         return -2
     nu = sparse_update(table, accum, rowwise, d, own, b, grads, o)
     free(own)
@@ -304,8 +323,7 @@ def sparse_validated(table, accum, idx, grads, opts):
                                        rowwise, n, d, <int64_t*>cnp.PyArray_DATA(i), b,
                                        <const double*>cnp.PyArray_DATA(g), &o, bad)
     if nu == -2:
-        raise ValueError(f"`indices[{bad[0]}]` = {bad[1]} is out of range for a table of {n} rows "
-                         "(the indices changed after they were checked); nothing was updated")
+        raise_unchecked(bad, n, "sparse_adagrad_update")
     if nu < 0:
         raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
 
