@@ -14,6 +14,11 @@ keras = pytest.importorskip("keras", reason="keras (Keras 3) is not installed")
 
 import fastadagrad  # noqa: E402
 
+# Keras' torch backend calls np.array() on tensors whose __array__ predates NumPy 2's `copy`
+# keyword: its own DeprecationWarning, not ours.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
 STEPS = 20
 
 

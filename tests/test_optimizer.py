@@ -366,3 +366,29 @@ def test_packed_flat_step_keeps_every_check(backend_name):
             ref_opt.step([flat[:12], flat[12:1012], flat[1012:]])
             for v, r in zip(views, ref):
                 assert v.tobytes() == r.tobytes()
+
+
+@pytest.mark.parametrize("backend_name", ["numpy"] + (["cython"] if fastadagrad.compiled_available() else []))
+def test_packed_flat_steps_are_counted(backend_name):
+    """Every packed flat step counts (the step drives lr_decay): three steps give the list
+    step's bytes and a count of 3."""
+    rng = np.random.default_rng(5)
+    shapes = [(40,), (7, 3), (1000,)]
+    flat_grads = [rng.standard_normal(sum(int(np.prod(s)) for s in shapes)).astype(np.float32)
+                  for _ in range(3)]
+    with fastadagrad.backend(backend_name):
+        views, _ = fastadagrad.pack([np.ones(s, np.float32) for s in shapes])
+        packed = AdaGrad(views, packed=True, lr=0.1, lr_decay=0.5)
+        plain_params = [np.ones(s, np.float32) for s in shapes]
+        plain = AdaGrad(plain_params, lr=0.1, lr_decay=0.5)
+        for g in flat_grads:
+            packed.step(g)
+            parts, start = [], 0
+            for s in shapes:
+                size = int(np.prod(s))
+                parts.append(g[start:start + size].reshape(s))
+                start += size
+            plain.step(parts)
+    assert packed.groups[0].step == plain.groups[0].step == 3
+    for v, p in zip(views, plain_params):
+        assert v.tobytes() == p.tobytes()

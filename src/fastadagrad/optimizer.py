@@ -314,7 +314,7 @@ class AdaGrad:
             # sorted at construction, finiteness scan, update).
             if group.flat_table is not None and _backend._current == "cython":
                 bad = group.flat_table.step([grads], group.opts, group.clr_at(group.step + 1),
-                                            check)
+                                            check, group)
                 if bad != -2:
                     return self._finish(-1) if bad == -1 else self._finish_bad((0, -1))
         if self.packed and self._is_flat(grads):
