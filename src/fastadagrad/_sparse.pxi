@@ -230,6 +230,9 @@ def sparse_validated(table, accum, idx, grads, opts):
     _set_opts(&o, opts)
     if b == 0 or d == 0:
         return
+    if _mixed_precision.is_low_precision(table):   # float16/bfloat16 table (issue 15)
+        _reference.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
+        return
     with nogil:
         if is_f32:
             nu = sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a), rowwise,

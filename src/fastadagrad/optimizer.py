@@ -17,6 +17,7 @@ from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, ca
 
 import numpy as np
 
+from fastadagrad._mixed_precision import accum_dtype, check_mixed_dtypes, is_low_precision
 from fastadagrad import _backend, _validation, reference
 from fastadagrad._validation import DenseOptions
 
@@ -67,7 +68,7 @@ class _Group:
         init = options["initial_accumulator_value"]
         if packed:
             flat_param = _arena_view(params)
-            flat_accum = np.full_like(flat_param, init)
+            flat_accum = np.full_like(flat_param, init, dtype=accum_dtype(flat_param.dtype))
             self.accums, pos = [], 0
             for p in params:
                 self.accums.append(flat_accum[pos:pos + p.size].reshape(p.shape))
@@ -78,9 +79,10 @@ class _Group:
                 if p.ndim != 2:
                     raise ValueError(f"`{name}` has shape {p.shape}; rowwise=True needs 2-D "
                                      "(rows x features) parameters")
-            self.accums = [np.full(p.shape[0], init, dtype=p.dtype) for p in params]
+            self.accums = [np.full(p.shape[0], init, dtype=accum_dtype(p.dtype)) for p in params]
         else:
-            self.accums = [np.full_like(p, init, order="K") for p in params]
+            self.accums = [np.full_like(p, init, dtype=accum_dtype(p.dtype), order="K")
+                           for p in params]
         self.rowwise = options["rowwise"]
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
@@ -100,7 +102,8 @@ class _Group:
         kernels = _backend._kernels
         contiguous = all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
                          and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
-        one_dtype = len({p.dtype for p in self.params}) <= 1
+        one_dtype = (len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
+                     and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params))
         self.table = (kernels.ArrayTable(self.params, self.accums, guard)
                       if kernels is not None and contiguous and one_dtype and not self.rowwise
                       else None)
@@ -187,7 +190,10 @@ class AdaGrad:
             where = f"params[{gi}]." if self._structure == "groups" else ""
             options = _check_options({**self.defaults, **overrides}, where)
             for name, p in zip(names, arrays):
-                _validation.check_array(name, p, writable=True)
+                if is_low_precision(p):   # float16/bfloat16: float32 accumulators
+                    check_mixed_dtypes({name: p}, name, "")
+                else:
+                    _validation.check_array(name, p, writable=True)
             checked.append((arrays, names, options))
         _check_disjoint([(n, p) for arrays, names, _ in checked for n, p in zip(names, arrays)])
         self.groups = [_Group(a, n, o, self.packed) for a, n, o in checked]
@@ -393,6 +399,10 @@ class AdaGrad:
                 sparse[i] = (idx, values)
                 continue
             dense_grads.append((gname, g))
+            if is_low_precision(p):   # float16/bfloat16 param: grad of its dtype or float32
+                check_mixed_dtypes({name: p, gname: g}, name, gname)
+                _validation.check_same_shape(name, p, gname, g)
+                continue
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)

@@ -8,14 +8,19 @@ give identical bytes. Arithmetic is done in the arrays' dtype with NumPy ufuncs 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
+from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import DenseOptions, check_dense, check_sparse
 
 
-def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
+def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
+                keep_accum: Callable[[np.ndarray], None] | None = None) -> None:
     """param, accum updated in place; every ufunc rounds once, in the arrays' dtype. Two or
-    three scratch arrays are written through out= (no temporary per operation)."""
+    three scratch arrays are written through out= (no temporary per operation). `keep_accum`
+    (mixed precision) may replace the new accumulator by its stored value before it is used."""
     dtype = param.dtype.newbyteorder("=")
     t = dtype.type
     clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
@@ -35,6 +40,8 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
         np.subtract(param, work, out=param)                 # param = param - param * dwd * clr
     np.multiply(g, g, out=work)
     np.add(accum, work, out=accum)                          # accum = accum + g * g
+    if keep_accum is not None:
+        keep_accum(accum)
     if o.eps_inside:
         np.add(accum, eps, out=work)
         np.sqrt(work, out=work)                             # denom = sqrt(accum + eps)
@@ -49,9 +56,55 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     np.subtract(param, update, out=param)
 
 
+# ----------------------------------------------------------------------------- mixed precision
+def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
+                master: np.ndarray | None = None) -> None:
+    """float16/bfloat16 storage (issue 15): every operand widened to float32 (exact), the
+    float32 step above, each result rounded once to its storage dtype by NumPy's / ml_dtypes'
+    cast (round to nearest even) and written into the caller's arrays in place. With
+    `master` (float32) the step runs on `master` and `param` receives its rounded copy."""
+    f32 = np.dtype(np.float32)
+    p32 = np.array(master if master is not None else param, dtype=f32)   # a float32 copy
+    g32 = np.asarray(grad, dtype=f32)                                   # read only
+    a32 = accum if accum.dtype == f32 else np.array(accum, dtype=f32)
+    low_accum = accum.dtype.newbyteorder("=") != f32
+
+    def keep(acc: np.ndarray) -> None:
+        """A low-precision accumulator: round it into `accum`; the update uses what was stored
+        (as torch's fused kernel does for float16/bfloat16 state)."""
+        accum[...] = acc
+        acc[...] = accum
+
+    _dense_step(p32, g32, a32, o, keep if low_accum else None)
+    if a32 is not accum and not low_accum:
+        accum[...] = a32
+    if master is not None:
+        master[...] = p32
+    param[...] = p32
+
+
+def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
+                      o: DenseOptions, sparse_f32: Callable[..., None] | None = None) -> None:
+    """The sparse step on a float16/bfloat16 table (validated; grads of its dtype or float32): the
+    touched rows gathered into float32 (exact), the float32 sparse step on them (duplicates
+    summed in float32, `sparse_f32(table, accum, idx, grads, o)`, by default sparse_step),
+    each result rounded once back into `table` and `accum`. Bytes do not depend on which
+    float32 sparse step runs (they are identical)."""
+    rows, local = np.unique(idx, return_inverse=True)
+    f32 = np.dtype(np.float32)
+    t32 = np.ascontiguousarray(table[rows], dtype=f32)
+    a32 = np.ascontiguousarray(accum[rows], dtype=f32)
+    g32 = np.ascontiguousarray(grads, dtype=f32)
+    (sparse_f32 or sparse_step)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
+                                g32, o)
+    accum[rows] = a32
+    table[rows] = t32
+
+
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
-                   lr_decay: float = 0.0, step: int = 1, maximize: bool = False) -> None:
+                   lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
+                   master: np.ndarray | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -70,12 +123,21 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
+
+    Mixed precision: `param` float16 or bfloat16 (ml_dtypes.bfloat16), `grad` of the param's
+    dtype or float32, `accum` float32 or the param's dtype: every element is widened to
+    float32, the formula runs in float32 and each result is rounded once to its storage dtype
+    (round to nearest even). `master` (float32, param's shape, optional): float32 master
+    weights; the step reads and updates `master`, and `param` receives its rounded copy.
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
-                    maximize)
+                    maximize, master)
     if param.size:
         with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
-            _dense_step(param, grad, accum, o)
+            if is_low_precision(param):
+                _mixed_step(param, grad, accum, o, master)
+            else:
+                _dense_step(param, grad, accum, o)
 
 
 def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -90,7 +152,7 @@ def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list
     with np.errstate(all="ignore"):
         for p, g, a in zip(params, grads, accums):
             if p.size:
-                _dense_step(p, g, a, o)
+                (_mixed_step if is_low_precision(p) else _dense_step)(p, g, a, o)
 
 
 ROWWISE_LANES = 8
@@ -148,6 +210,9 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
 def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
                 o: DenseOptions) -> None:
     """The sparse step on validated arguments (rows gathered, updated, scattered back)."""
+    if is_low_precision(table):
+        sparse_mixed_step(table, accum, idx, grads, o)
+        return
     rows, merged = merge_duplicates(idx, grads)
     t = table.dtype.type
     p = table[rows]

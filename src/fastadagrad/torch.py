@@ -74,7 +74,19 @@ from fastadagrad._validation import DenseOptions
 
 __all__ = ["Adagrad", "accelerated"]
 
-_FAST_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_FAST_DTYPES: dict[torch.dtype, np.dtype] = {torch.float32: np.dtype(np.float32),
+                                             torch.float64: np.dtype(np.float64)}
+# ---- mixed precision (issue 15): float16 always, bfloat16 when ml_dtypes is installed (NumPy
+# has no bfloat16: the tensor's memory is viewed as int16, then as ml_dtypes.bfloat16). State
+# `sum` stays in the param's dtype (torch's layout); arithmetic is float32 (torch's opmath).
+_FAST_DTYPES[torch.float16] = np.dtype(np.float16)
+try:
+    import ml_dtypes as _ml_dtypes
+    _FAST_DTYPES[torch.bfloat16] = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - bfloat16 params then stay with torch
+    pass
+_TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # what ArrayTable takes
+# ---- end mixed precision
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _GLOBAL_PRE = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
 _GLOBAL_POST = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
@@ -120,7 +132,16 @@ def accelerated(p: torch.Tensor) -> bool:
 
 def _view(t: torch.Tensor) -> np.ndarray:
     """A zero-copy NumPy view of a CPU tensor's memory (never a copy)."""
-    return t.detach().numpy()
+    return _numpy(t.detach())
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """t.numpy() (raises as it does for grads that require grad, sparse, neg/conj bits, ...),
+    also for bfloat16, viewed through int16 as ml_dtypes.bfloat16 (zero copy)."""
+    if t.dtype == torch.bfloat16 and torch.bfloat16 in _FAST_DTYPES:
+        out: np.ndarray = t.view(torch.int16).numpy().view(_FAST_DTYPES[torch.bfloat16])
+        return out
+    return t.numpy()
 
 
 def _float(x: Any) -> float:
@@ -188,7 +209,8 @@ class _Plan:
             self.tableable.append(bool((pv.flags.c_contiguous and av.flags.c_contiguous)
                                        or (pv.flags.f_contiguous and av.flags.f_contiguous)))
             self.dtypes.append(pv.dtype)
-        self.one_dtype = len(set(self.dtypes)) <= 1
+        self.one_dtype = (len(set(self.dtypes)) <= 1
+                          and all(d in _TABLE_DTYPES for d in self.dtypes))
         budget = GRAD_CACHE_BYTES
         self.gcache: list[bool] = []
         for pv in self.pviews:
@@ -443,11 +465,12 @@ class Adagrad(torch.optim.Adagrad):
             if g is gtensor[i] and g.data_ptr() == gptr[i]:
                 grads.append(gview[i])
             else:
-                if g.layout == torch.sparse_coo and p.dim() == 2 and not opts.weight_decay:
+                if (g.layout == torch.sparse_coo and p.dim() == 2 and not opts.weight_decay
+                        and plan.dtypes[i] in _TABLE_DTYPES):   # float16/bfloat16: torch's
                     sparse.append((i, g))   # nn.Embedding(sparse=True): our sparse kernel
                     continue
                 try:
-                    gv = g.numpy()   # a view; raises for sparse, requires_grad, neg/conj bits
+                    gv = _numpy(g)   # a view; raises for sparse, requires_grad, neg/conj bits
                 except (RuntimeError, TypeError):
                     odd.append(p)
                     continue
@@ -499,7 +522,7 @@ class Adagrad(torch.optim.Adagrad):
         checked before anything is written. torch refuses weight decay with sparse grads, so
         that case stays with torch."""
         idx = _validation.check_indices(g._indices()[0].numpy(), plan.pviews[i].shape[0])
-        values = np.ascontiguousarray(g._values().detach().numpy())
+        values = np.ascontiguousarray(_view(g._values()))
         if values.shape != (idx.size, plan.pviews[i].shape[1]) or values.dtype != plan.pviews[i].dtype:
             raise ValueError(f"sparse grad of shape {tuple(g.shape)} does not match its parameter")
         sv = plan.stepv[i]
@@ -541,7 +564,8 @@ class Adagrad(torch.optim.Adagrad):
             return
         buckets: dict[tuple[Any, ...], tuple[list[int], list[np.ndarray], float]] = {}
         for i, g, v in zip(live, grads, values):
-            key = (plan.dtypes[i].char, v) if (compiled and plan.tableable[i]) or not compiled \
+            table_ok = plan.tableable[i] and plan.dtypes[i] in _TABLE_DTYPES
+            key = (plan.dtypes[i].char, v) if (compiled and table_ok) or not compiled \
                 else (None, i)
             b = buckets.get(key)
             if b is None:
