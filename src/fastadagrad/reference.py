@@ -16,11 +16,9 @@ from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import DenseOptions, check_dense, check_sparse
 
 
-def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
-                keep_accum: Callable[[np.ndarray], None] | None = None) -> None:
+def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
     """param, accum updated in place; every ufunc rounds once, in the arrays' dtype. Two or
-    three scratch arrays are written through out= (no temporary per operation). `keep_accum`
-    (mixed precision) may replace the new accumulator by its stored value before it is used."""
+    three scratch arrays are written through out= (no temporary per operation)."""
     dtype = param.dtype.newbyteorder("=")
     t = dtype.type
     clr, eps, wd, dwd = t(o.clr), t(o.eps), t(o.weight_decay), t(o.decoupled_weight_decay)
@@ -40,8 +38,6 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
         np.subtract(param, work, out=param)                 # param = param - param * dwd * clr
     np.multiply(g, g, out=work)
     np.add(accum, work, out=accum)                          # accum = accum + g * g
-    if keep_accum is not None:
-        keep_accum(accum)
     if o.eps_inside:
         np.add(accum, eps, out=work)
         np.sqrt(work, out=work)                             # denom = sqrt(accum + eps)
@@ -67,16 +63,8 @@ def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     p32 = np.array(master if master is not None else param, dtype=f32)   # a float32 copy
     g32 = np.asarray(grad, dtype=f32)                                   # read only
     a32 = accum if accum.dtype == f32 else np.array(accum, dtype=f32)
-    low_accum = accum.dtype.newbyteorder("=") != f32
-
-    def keep(acc: np.ndarray) -> None:
-        """A low-precision accumulator: round it into `accum`; the update uses what was stored
-        (as torch's fused kernel does for float16/bfloat16 state)."""
-        accum[...] = acc
-        acc[...] = accum
-
-    _dense_step(p32, g32, a32, o, keep if low_accum else None)
-    if a32 is not accum and not low_accum:
+    _dense_step(p32, g32, a32, o)   # the update uses the float32 accumulator, before rounding
+    if a32 is not accum:
         accum[...] = a32
     if master is not None:
         master[...] = p32

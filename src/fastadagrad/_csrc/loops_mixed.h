@@ -6,28 +6,8 @@
  */
 #include "half.h"
 
-/* Store the new accumulator, return the value stored (as float). */
-static inline float FA_FN(keep_f32)(float *dst, float v)
-{
-    *dst = v;
-    return v;
-}
-
-static inline float FA_FN(keep_f16)(uint16_t *dst, float v)
-{
-    uint16_t h = FA_FN(f32_to_f16)(v);
-    *dst = h;
-    return FA_FN(f16_to_f32)(h);
-}
-
-static inline float FA_FN(keep_bf16)(uint16_t *dst, float v)
-{
-    uint16_t h = FA_FN(f32_to_bf16)(v);
-    *dst = h;
-    return FA_FN(bf16_to_f32)(h);
-}
-
 #define FA_LOAD_F32(x) (x)
+#define FA_STORE_F32(x) (x)
 #define FA_LOAD_F16(x) FA_FN(f16_to_f32)(x)
 #define FA_STORE_F16(x) FA_FN(f32_to_f16)(x)
 #define FA_LOAD_BF16(x) FA_FN(bf16_to_f32)(x)
@@ -43,21 +23,21 @@ static inline float FA_FN(keep_bf16)(uint16_t *dst, float v)
 #  define FA_MX_GLOAD FA_LOAD_F16
 #    define FA_MX_AT uint16_t
 #    define FA_MX_ALOAD FA_LOAD_F16
-#    define FA_MX_AKEEP FA_FN(keep_f16)
+#    define FA_MX_ASTORE FA_STORE_F16
 #    define FA_MX_SFX f16_gf16_af16
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #    define FA_MX_AT float
 #    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_AKEEP FA_FN(keep_f32)
+#    define FA_MX_ASTORE FA_STORE_F32
 #    define FA_MX_SFX f16_gf16_af32
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #  undef FA_MX_GT
 #  undef FA_MX_GLOAD
@@ -65,21 +45,21 @@ static inline float FA_FN(keep_bf16)(uint16_t *dst, float v)
 #  define FA_MX_GLOAD FA_LOAD_F32
 #    define FA_MX_AT uint16_t
 #    define FA_MX_ALOAD FA_LOAD_F16
-#    define FA_MX_AKEEP FA_FN(keep_f16)
+#    define FA_MX_ASTORE FA_STORE_F16
 #    define FA_MX_SFX f16_gf32_af16
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #    define FA_MX_AT float
 #    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_AKEEP FA_FN(keep_f32)
+#    define FA_MX_ASTORE FA_STORE_F32
 #    define FA_MX_SFX f16_gf32_af32
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #  undef FA_MX_GT
 #  undef FA_MX_GLOAD
@@ -92,21 +72,21 @@ static inline float FA_FN(keep_bf16)(uint16_t *dst, float v)
 #  define FA_MX_GLOAD FA_LOAD_BF16
 #    define FA_MX_AT uint16_t
 #    define FA_MX_ALOAD FA_LOAD_BF16
-#    define FA_MX_AKEEP FA_FN(keep_bf16)
+#    define FA_MX_ASTORE FA_STORE_BF16
 #    define FA_MX_SFX bf16_gbf16_abf16
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #    define FA_MX_AT float
 #    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_AKEEP FA_FN(keep_f32)
+#    define FA_MX_ASTORE FA_STORE_F32
 #    define FA_MX_SFX bf16_gbf16_af32
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #  undef FA_MX_GT
 #  undef FA_MX_GLOAD
@@ -114,21 +94,21 @@ static inline float FA_FN(keep_bf16)(uint16_t *dst, float v)
 #  define FA_MX_GLOAD FA_LOAD_F32
 #    define FA_MX_AT uint16_t
 #    define FA_MX_ALOAD FA_LOAD_BF16
-#    define FA_MX_AKEEP FA_FN(keep_bf16)
+#    define FA_MX_ASTORE FA_STORE_BF16
 #    define FA_MX_SFX bf16_gf32_abf16
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #    define FA_MX_AT float
 #    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_AKEEP FA_FN(keep_f32)
+#    define FA_MX_ASTORE FA_STORE_F32
 #    define FA_MX_SFX bf16_gf32_af32
 #    include FA_MX_INSTANTIATE_
 #    undef FA_MX_AT
 #    undef FA_MX_ALOAD
-#    undef FA_MX_AKEEP
+#    undef FA_MX_ASTORE
 #    undef FA_MX_SFX
 #  undef FA_MX_GT
 #  undef FA_MX_GLOAD

@@ -3,15 +3,13 @@
  *   FA_MX_SFX                suffix naming the combination, e.g. bf16_gf32_af32
  *   FA_MX_PT, FA_MX_GT, FA_MX_AT     storage types of param, grad, accum (uint16_t or float)
  *   FA_MX_PLOAD(x), FA_MX_GLOAD(x), FA_MX_ALOAD(x)   storage -> float
- *   FA_MX_PSTORE(f)          float -> param storage (round to nearest even)
- *   FA_MX_AKEEP(ptr, f)      store the new accumulator f at ptr (rounded to nearest even) and
- *                            return the value stored, as float (f itself for float32)
+ *   FA_MX_PSTORE(f), FA_MX_ASTORE(f)                 float -> storage (round to nearest even)
  *
  * Per element: load every operand into float32, run the float32 loop's element step
  * (loops_typed.h: the formula in the documented order, each operation rounded in float32),
- * store each result once. A low-precision accumulator is rounded before the update uses it
- * (the update divides by the square root of the stored accumulator, as torch's fused kernel
- * does for float16/bfloat16 state); a float32 one is used as computed. With a float32 `master` copy the step reads and writes `master`
+ * store each result once. The update uses the float32 accumulator as computed, before its
+ * store rounds it (as torch's fused kernel does for float16 state: a float16 accumulator
+ * that underflows to 0 must not turn the step into clr * g / eps). With a float32 `master` copy the step reads and writes `master`
  * instead of loading `param`, and `param` receives the rounded result in the same pass.
  */
 
@@ -28,10 +26,9 @@ static FA_ALWAYS_INLINE void FA_MFN(loop)(fa_ssize_t n, FA_MX_PT *param, const F
     fa_ssize_t i;
     for (i = 0; i < n; i++) {
         float p = has_master ? master[i] : FA_MX_PLOAD(param[i]);
-        float g = FA_MX_GLOAD(grad[i]);
-        float a = FA_FN(element_acc_f32)(&p, &g, FA_MX_ALOAD(accum[i]), &c, decay, decoupled);
-        a = FA_MX_AKEEP(&accum[i], a);
-        p = FA_FN(element_upd_f32)(p, g, a, &c, zero_mask);
+        float a = FA_MX_ALOAD(accum[i]);
+        p = FA_FN(element_f32)(p, FA_MX_GLOAD(grad[i]), &a, &c, decay, decoupled, zero_mask);
+        accum[i] = FA_MX_ASTORE(a);
         if (has_master)
             master[i] = p;
         param[i] = FA_MX_PSTORE(p);
@@ -75,10 +72,10 @@ static void FA_MFN(strided)(fa_ssize_t n, void *param, fa_ssize_t sp, const void
         FA_MX_AT *a = (FA_MX_AT *)((char *)accum + i * sa);
         float *m = master ? (float *)((char *)master + i * sm) : NULL;
         float pv = m ? *m : FA_MX_PLOAD(*p);
-        float gv = FA_MX_GLOAD(*(const FA_MX_GT *)((const char *)grad + i * sg));
-        float av = FA_FN(element_acc_f32)(&pv, &gv, FA_MX_ALOAD(*a), &c, decay, decoupled);
-        av = FA_MX_AKEEP(a, av);
-        pv = FA_FN(element_upd_f32)(pv, gv, av, &c, zero_mask);
+        float av = FA_MX_ALOAD(*a);
+        pv = FA_FN(element_f32)(pv, FA_MX_GLOAD(*(const FA_MX_GT *)((const char *)grad + i * sg)),
+                                &av, &c, decay, decoupled, zero_mask);
+        *a = FA_MX_ASTORE(av);
         if (m)
             *m = pv;
         *p = FA_MX_PSTORE(pv);

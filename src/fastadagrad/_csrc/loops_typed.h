@@ -46,39 +46,22 @@ static inline FA_TFN(coef_t) FA_TFN(coefficients)(const DenseOpts *o)
     return c;
 }
 
-/* One element in two halves (the mixed-precision loops, loops_mixed_typed.h, round the
- * accumulator to its storage type in between). First half: the effective gradient *g, the
- * decoupled decay of *p, and the new accumulator a + g*g (returned). */
-static FA_ALWAYS_INLINE FA_T FA_TFN(element_acc)(FA_T *p, FA_T *g, FA_T a,
-                                                  const FA_TFN(coef_t) *c, int decay,
-                                                  int decoupled)
-{
-    FA_T t = *g * c->sign;
-    if (decay)
-        t = t + c->wd * *p;
-    if (decoupled)
-        *p = *p - *p * c->dwd * c->clr;
-    *g = t;
-    return a + t * t;
-}
-
-/* Second half: the new param from the effective gradient and the new accumulator. */
-static FA_ALWAYS_INLINE FA_T FA_TFN(element_upd)(FA_T p, FA_T g, FA_T acc,
-                                                  const FA_TFN(coef_t) *c, int zero_mask)
-{
-    FA_T upd = p - (c->clr * g) / (FA_SQRT(acc + c->eps_in) + c->eps_out);
-    if (zero_mask)
-        upd = FA_TFN(select)(acc == 0, p, upd);
-    return upd;
-}
-
 /* One element: update *a, return the new param. */
 static FA_ALWAYS_INLINE FA_T FA_TFN(element)(FA_T p, FA_T g, FA_T *a, const FA_TFN(coef_t) *c,
                                               int decay, int decoupled, int zero_mask)
 {
-    FA_T acc = FA_TFN(element_acc)(&p, &g, *a, c, decay, decoupled);
+    FA_T acc, upd;
+    g = g * c->sign;
+    if (decay)
+        g = g + c->wd * p;
+    if (decoupled)
+        p = p - p * c->dwd * c->clr;
+    acc = *a + g * g;
     *a = acc;
-    return FA_TFN(element_upd)(p, g, acc, c, zero_mask);
+    upd = p - (c->clr * g) / (FA_SQRT(acc + c->eps_in) + c->eps_out);
+    if (zero_mask)
+        upd = FA_TFN(select)(acc == 0, p, upd);
+    return upd;
 }
 
 static FA_ALWAYS_INLINE void FA_TFN(dense_loop)(fa_ssize_t n, FA_T *param, const FA_T *grad,
