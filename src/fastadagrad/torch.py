@@ -24,6 +24,9 @@ in place through zero-copy NumPy views of the tensors' memory (parameter, grad a
 the fused kernels: one ``ArrayTable`` C call per (param group, dtype, step value), with the GIL
 released; non-contiguous parameters are updated in place one by one (``update_validated``).
 Under ``fastadagrad.backend("numpy")`` the NumPy twin does the same arithmetic (identical bytes).
+float16 and bfloat16 parameters (bfloat16 viewed through ml_dtypes, when installed) are updated
+one by one with float32 arithmetic and one rounding per store; their ``sum`` keeps the param's
+dtype (torch's layout).
 The parameters' (and sums') autograd version counters are bumped, so using a parameter that
 was saved for backward and then stepped still raises as with torch.
 
@@ -34,7 +37,8 @@ a few ulps apart), except with weight_decay, which torch refuses for sparse grad
 
 Falls back to torch's own implementation (``torch.optim.adagrad.adagrad`` on the same state
 tensors, with the group's ``foreach``/``fused`` flags): parameters on other devices (CUDA, meta,
-...), other dtypes (float16, bfloat16, complex), other non-NumPy-viewable grads,
+...), other dtypes (complex; bfloat16 without ml_dtypes), sparse grads of float16/bfloat16
+parameters, other non-NumPy-viewable grads,
 tensor subclasses, groups with ``differentiable=True``, and whole steps run under a fused-AMP
 GradScaler (``grad_scale``/``found_inf`` set). ``foreach``/``fused`` only choose torch's
 implementation for those; the accelerated parameters ignore them.
