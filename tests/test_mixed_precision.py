@@ -326,6 +326,8 @@ def test_accepted_combinations_are_named_in_the_error(compiled):
 def test_missing_ml_dtypes_gives_a_clear_message(compiled, monkeypatch):
     param = np.zeros(4, BF16)
     grad, accum = np.zeros(4, F32), np.zeros(4, F32)
+    from fastadagrad import _mixed_precision
+    monkeypatch.setattr(_mixed_precision, "_CODES", {})     # forget the dtypes seen so far
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)   # import ml_dtypes -> ImportError
     with pytest.raises(TypeError, match="needs the optional package ml_dtypes"):
         fastadagrad.adagrad_update(param, grad, accum)

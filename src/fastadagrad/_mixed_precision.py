@@ -43,10 +43,17 @@ def bfloat16() -> np.dtype:
     return dtype
 
 
+_CODES: dict[np.dtype, int] = {}   # dtypes already accepted by storage_code (per-call speed)
+
+
 def is_low_precision(x: Any) -> bool:
     """True if `x` is an ndarray of dtype float16 or (any package's) bfloat16."""
-    return isinstance(x, np.ndarray) and (x.dtype.newbyteorder("=") == _F16
-                                          or x.dtype.name == "bfloat16")
+    if not isinstance(x, np.ndarray):
+        return False
+    code = _CODES.get(x.dtype)
+    if code is not None:
+        return code != F32
+    return bool(x.dtype.newbyteorder("=") == _F16 or x.dtype.name == "bfloat16")
 
 
 def accum_dtype(param_dtype: np.dtype) -> np.dtype:
@@ -59,18 +66,24 @@ def accum_dtype(param_dtype: np.dtype) -> np.dtype:
 
 def storage_code(name: str, dtype: np.dtype) -> int:
     """F32, F16 or BF16 for the dtype of argument `name`; TypeError for anything else."""
+    code = _CODES.get(dtype)
+    if code is not None:
+        return code
     native = dtype.newbyteorder("=")
     if native == _F32:
-        return F32
-    if native == _F16:
-        return F16
-    if dtype.name == "bfloat16":
+        code = F32
+    elif native == _F16:
+        code = F16
+    elif dtype.name == "bfloat16":
         if native != bfloat16():
             raise TypeError(f"`{name}` has a bfloat16 dtype that is not ml_dtypes.bfloat16 "
                             f"({dtype.type.__module__}); convert it with "
                             "`x.astype(ml_dtypes.bfloat16)`")
-        return BF16
-    raise TypeError(f"`{name}` has dtype {dtype}; accepted combinations: {ACCEPTED}")
+        code = BF16
+    else:
+        raise TypeError(f"`{name}` has dtype {dtype}; accepted combinations: {ACCEPTED}")
+    _CODES[dtype] = code
+    return code
 
 
 def check_mixed_arrays(param: Any, grad: Any, accum: Any, master: Any = None
