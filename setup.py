@@ -17,6 +17,7 @@ failed compile (no C compiler) also falls back to the NumPy backend, with a warn
 to get the compiled one.
 """
 
+import glob
 import os
 import platform
 import shutil
@@ -104,10 +105,8 @@ class BuildExt(build_ext):
         for isa, isa_flags in levels.items():
             objects += self.compiler.compile(
                 [os.path.join(CSRC, f"isa_{isa}.c")], output_dir=self.build_temp,
-                include_dirs=[CSRC], extra_postargs=base + isa_flags, depends=[
-                    os.path.join(CSRC, name) for name in ("loops.h", "loops_typed.h",
-                                                          "kernel_table.h", "family_table.h",
-                                                          "family_typed.h")])
+                include_dirs=[CSRC], extra_postargs=base + isa_flags, depends=sorted(
+                    glob.glob(os.path.join(CSRC, "*.h"))))
         return objects
 
 
@@ -125,9 +124,10 @@ def extensions():
                     [os.path.join(SRC, "kernels.pyx"), os.path.join(CSRC, "dispatch.c")],
                     include_dirs=[numpy.get_include(), "src", CSRC],
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                    # the loop headers too: the ISA objects they build are linked into it
                     depends=[os.path.join(SRC, name) for name in (
-                        "_sparse.pxi", "_family.pxi", "_c_api.pxi", "fastadagrad.h")]
-                    + [os.path.join(CSRC, name) for name in ("kernel_table.h", "family_table.h")])
+                        "_sparse.pxi", "_family.pxi", "_mixed.pxi", "_c_api.pxi", "fastadagrad.h")]
+                    + sorted(glob.glob(os.path.join(CSRC, "*.h"))))
     return cythonize([ext], compiler_directives=CYTHON_DIRECTIVES)
 
 

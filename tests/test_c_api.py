@@ -19,7 +19,20 @@ PYX = textwrap.dedent('''
     # cython: language_level=3, boundscheck=False, wraparound=False
     from libc.stdint cimport int64_t
     from fastadagrad.kernels cimport (DenseOpts, adagrad_options, adagrad_dense_f32,
-        adagrad_dense_f64, adagrad_multi_f32, adagrad_first_nonfinite_f32, adagrad_sparse_f32)
+        adagrad_dense_f64, adagrad_multi_f32, adagrad_first_nonfinite_f32, adagrad_sparse_f32,
+        adagrad_dense_mixed, MixedTypes, FA_DT_BF16, FA_DT_F16, FA_DT_F32)
+
+    def mixed16(unsigned short[::1] p, const float[::1] g, float[::1] a, float[::1] m,
+                bint bf16, bint use_master, double lr):
+        cdef DenseOpts o
+        cdef MixedTypes t
+        t.param = FA_DT_BF16 if bf16 else FA_DT_F16
+        t.grad = FA_DT_F32
+        t.accum = FA_DT_F32
+        adagrad_options(&o, lr, 1e-10, False, 0.0, 0.0, 1, False)
+        with nogil:
+            adagrad_dense_mixed(p.shape[0], &p[0], &g[0], &a[0], &m[0] if use_master else NULL,
+                                &t, &o)
 
     def dense32(float[::1] p, const float[::1] g, float[::1] a, double lr, double eps,
                 bint inside, double wd, double lr_decay, long long step, bint maximize):
@@ -144,3 +157,26 @@ def test_threads_and_isa_follow_the_python_settings(compiled, embedder, restore_
             p, a = base[0].copy(), base[2].copy()
             embedder.dense32(p, base[1], a, 0.1, 1e-10, False, 0.0, 0.0, 1, False)
             assert p.tobytes() == ref_p.tobytes(), (isa, threads)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("use_master", [False, True])
+def test_mixed_precision_from_cython(compiled, embedder, bf16, use_master):
+    """adagrad_dense_mixed: the bytes of adagrad_update on float16/bfloat16 params."""
+    if bf16:
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+        dtype = np.dtype(ml_dtypes.bfloat16)
+    else:
+        dtype = np.dtype(np.float16)
+    rng = np.random.default_rng(3)
+    n = 70_001
+    m = rng.standard_normal(n).astype(np.float32)
+    p = m.astype(dtype)
+    g = rng.standard_normal(n).astype(np.float32)
+    a = np.abs(rng.standard_normal(n)).astype(np.float32)
+    p2, a2, m2, p0 = p.copy(), a.copy(), m.copy(), p.copy()
+    embedder.mixed16(p.view(np.uint16), g, a, m, bf16, use_master, 0.1)
+    fastadagrad.adagrad_update(p2, g, a2, lr=0.1, master=m2 if use_master else None)
+    assert p.tobytes() == p2.tobytes() and a.tobytes() == a2.tobytes()
+    assert m.tobytes() == m2.tobytes()
+    assert p.tobytes() != p0.tobytes()   # it really ran

@@ -368,15 +368,16 @@ def test_autograd_sees_the_in_place_update():
 
 
 # ----------------------------------------------------------------------------- fallbacks
-@pytest.mark.parametrize("fused", [None, True])
-def test_float16_falls_back_to_torch_exactly(fused):
+@pytest.mark.parametrize("foreach", [None, True])
+def test_complex_falls_back_to_torch_exactly(foreach):
+    """(float16/bfloat16 take the fast path: tests/test_mixed_precision_torch.py.)"""
     torch.manual_seed(7)
-    init16, init32 = torch.randn(20).half(), torch.randn(9)
-    grads = [(torch.randn(20).half(), torch.randn(9)) for _ in range(10)]
+    init_c, init32 = torch.randn(20, dtype=torch.complex64), torch.randn(9)
+    grads = [(torch.randn(20, dtype=torch.complex64), torch.randn(9)) for _ in range(10)]
 
     def run(cls):
-        h, f = nn.Parameter(init16.clone()), nn.Parameter(init32.clone())
-        opt = cls([h, f], lr=0.05, weight_decay=0.01, fused=fused)
+        h, f = nn.Parameter(init_c.clone()), nn.Parameter(init32.clone())
+        opt = cls([h, f], lr=0.05, weight_decay=0.01, foreach=foreach)
         for k, (gh, gf) in enumerate(grads):
             h.grad, f.grad = (None if k == 3 else gh.clone()), gf.clone()
             opt.step()
@@ -450,11 +451,12 @@ def test_cuda_absent_is_fine_and_other_devices_route_to_torch():
     p.grad = torch.ones(5)
     opt.step()
     assert float(opt.state[p]["step"]) == 1.0
-    # the routing decision: only dense CPU float32/float64 tensors are accelerated
+    # the routing decision: only dense CPU float32/float64/float16 (and bfloat16 with
+    # ml_dtypes) tensors are accelerated
     assert ft.accelerated(p) and ft.accelerated(torch.randn(2, dtype=torch.float64))
+    assert ft.accelerated(torch.randn(3).half())
     meta = nn.Parameter(torch.randn(5, device="meta"))
-    for other in (meta, torch.randn(3).half(), torch.randn(3).bfloat16(),
-                  torch.randn(3, dtype=torch.complex64), torch.randn(3, 3).to_sparse()):
+    for other in (meta, torch.randn(3, dtype=torch.complex64), torch.randn(3, 3).to_sparse()):
         assert not ft.accelerated(other)
     if torch.cuda.is_available():  # pragma: no cover - CPU-only CI
         assert not ft.accelerated(torch.randn(3, device="cuda"))

@@ -31,7 +31,7 @@ def bad_calls():
     yield "grad list", TypeError, "`grad` must be a numpy.ndarray", lambda p, g, a: (p, list(g), a), {}
     yield "accum scalar", TypeError, "`accum` must be a numpy.ndarray", lambda p, g, a: (p, g, f32(1)), {}
     yield "int param", TypeError, "`param` has dtype int64", lambda p, g, a: (np.zeros(64, np.int64), g, a), {}
-    yield "float16 param", TypeError, "`param` has dtype float16", lambda p, g, a: (p.astype(np.float16), g.astype(np.float16), a.astype(np.float16)), {}
+    yield "float16 param, float64 grad", TypeError, "`grad` has dtype float64; accepted combinations", lambda p, g, a: (p.astype(np.float16), g.astype(f64), a.astype(np.float16)), {}
     yield "complex grad", TypeError, "`grad` has dtype complex64", lambda p, g, a: (p, g.astype(np.complex64), a), {}
     yield "dtype mismatch grad", TypeError, "`grad` has dtype float64 but `param` has dtype float32", lambda p, g, a: (p, g.astype(f64), a), {}
     yield "dtype mismatch accum", TypeError, "`accum` has dtype float64", lambda p, g, a: (p, g, a.astype(f64)), {}

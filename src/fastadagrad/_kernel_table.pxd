@@ -78,6 +78,25 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
     ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
 
+    # ---- mixed precision (issue 15): float16 / bfloat16 storage, float32 arithmetic
+    enum:
+        FA_DT_F32
+        FA_DT_F16
+        FA_DT_BF16
+    ctypedef struct MixedTypes:
+        int param     # FA_DT_F16 or FA_DT_BF16
+        int grad      # the param's type or FA_DT_F32
+        int accum     # the param's type or FA_DT_F32
+    ctypedef void (*dense_mixed_t)(Py_ssize_t n, void* param, const void* grad, void* accum,
+                                   float* master, const MixedTypes* t,
+                                   const DenseOpts* o) noexcept nogil
+    ctypedef void (*strided_mixed_t)(Py_ssize_t n, void* param, Py_ssize_t sp, const void* grad,
+                                     Py_ssize_t sg, void* accum, Py_ssize_t sa, float* master,
+                                     Py_ssize_t sm, const MixedTypes* t,
+                                     const DenseOpts* o) noexcept nogil
+    ctypedef void (*to_float_t)(Py_ssize_t n, float* dst, const void* src, int type) noexcept nogil
+    # ---- end mixed precision types
+
     ctypedef struct KernelTable:
         const char* isa
         dense_f32_t dense_f32
@@ -105,6 +124,10 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         keras_rows_f64_t keras_rows_f64
         sumsq_f32_t sumsq_f32
         sumsq_f64_t sumsq_f64
+        # mixed precision (issue 15)
+        dense_mixed_t dense_mixed
+        strided_mixed_t strided_mixed
+        to_float_t to_float
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

@@ -97,6 +97,7 @@ class Kernel:
     outputs: tuple[str, ...]
     options: list[dict[str, Any]] = field(default_factory=list)
     formula: str = ""
+    dtypes: tuple[Any, ...] = DTYPES   # the `dtype` values make_inputs is tested with
 
 
 def _sparse_kernel(rowwise: bool) -> Kernel:
@@ -127,6 +128,49 @@ KERNELS: dict[str, Kernel] = {
     "sparse_adagrad_update": _sparse_kernel(rowwise=False),
     "sparse_adagrad_update (row-wise)": _sparse_kernel(rowwise=True),
 }
+
+
+# ----------------------------------------------------------------------------- mixed precision
+def low_precision_dtypes() -> tuple[Any, ...]:
+    """float16, and bfloat16 when the optional ml_dtypes is installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return (np.float16,)
+    return (np.float16, ml_dtypes.bfloat16)
+
+
+def _mixed_inputs(grad_f32: bool, accum_f32: bool
+                  ) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:
+    """Dense inputs with a low-precision `param` of `dtype`, the grad and accumulator in
+    float32 or in the param's dtype."""
+    def make(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> dict[str, np.ndarray]:
+        f32 = _dense_inputs(rng, shape, np.float32)
+        return {"param": f32["param"].astype(dtype),
+                "grad": f32["grad"].astype(np.float32 if grad_f32 else dtype),
+                "accum": f32["accum"].astype(np.float32 if accum_f32 else dtype)}
+    return make
+
+
+def _mixed_kernel(grad_f32: bool, accum_f32: bool) -> Kernel:
+    g = "float32" if grad_f32 else "param's dtype"
+    a = "float32" if accum_f32 else "param's dtype"
+    return Kernel(
+        name=f"adagrad_update (low-precision param, {g} grad, {a} accum)",
+        fast=_kernels.adagrad_update if _kernels is not None else None,
+        slow=reference.adagrad_update,
+        make_inputs=_mixed_inputs(grad_f32, accum_f32),
+        outputs=("param", "accum"),
+        options=_dense_options(),
+        formula="float32 arithmetic, one rounding per store: "
+                "accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
+        dtypes=low_precision_dtypes(),
+    )
+
+
+for _grad_f32, _accum_f32 in itertools.product((True, False), (True, False)):
+    _k = _mixed_kernel(_grad_f32, _accum_f32)
+    KERNELS[_k.name] = _k
 
 
 # ----------------------------------------------------------------------------- benchmark cases
@@ -305,9 +349,13 @@ def _torch_dropin(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
     return TorchDropinWorkload(n, dtype, rng)
 
 
-def _torch_installed() -> bool:
+def _mixed_workload(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
+    return MixedWorkload(n, rng)   # fixes its own dtypes
+
+
+def _installed(package: str) -> bool:
     import importlib.util
-    return importlib.util.find_spec("torch") is not None
+    return importlib.util.find_spec(package) is not None
 
 
 @dataclass(frozen=True)
@@ -317,9 +365,10 @@ class BenchCase:
     name: str            # e.g. "dense 1e6"
     kind: str            # "dense" | "multi" | "sparse"
     elements: int        # elements updated per step
-    bytes_per_element: int   # memory traffic per element per step, in units of the itemsize
+    bytes_per_element: float   # memory traffic per element per step, in units of the itemsize
     make: Callable[[Any, np.random.Generator], Workload] | None  # None: not available yet
     quick: bool = True   # part of --quick
+    only_dtype: str | None = None   # listed in this dtype's table only (it fixes its own dtypes)
 
 
 def _dense_case(n: int, quick: bool = True) -> BenchCase:
@@ -333,6 +382,38 @@ def _dense_case(n: int, quick: bool = True) -> BenchCase:
 
 DENSE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
 
+class MixedWorkload:
+    """adagrad_update on a bfloat16 param and grad with a float32 accumulator (14 bytes per
+    element instead of float32's 20), against the NumPy twin and torch.optim.Adagrad(fused=True)
+    on bfloat16 (whose state is bfloat16). The probe is the float32 bandwidth probe over as many
+    bytes as this step moves, so `% of probe` is already adjusted for the bytes moved."""
+
+    def __init__(self, n: int, rng: np.random.Generator) -> None:
+        import ml_dtypes
+        bf16 = ml_dtypes.bfloat16
+        self.f = {"param": _uniform(rng, n, np.float32).astype(bf16),
+                  "grad": _uniform(rng, n, np.float32).astype(bf16),
+                  "accum": np.abs(_uniform(rng, n, np.float32))}
+        self.s = {k: v.copy() for k, v in self.f.items()}
+        self.fast: Callable[[], Any] = functools.partial(_kernels.adagrad_update, *self.f.values(),
+                                                         lr=0.01, eps=1e-10)
+        self.numpy: Callable[[], Any] = functools.partial(reference.adagrad_update,
+                                                          *self.s.values(), lr=0.01, eps=1e-10)
+        m = max(1, n * 14 // 20)
+        probe = [_uniform(rng, m, np.float32) for _ in range(3)]
+        self.probe: Callable[[], Any] | None = functools.partial(_kernels.bandwidth_probe, *probe)
+
+    def torch(self) -> Callable[[], None] | None:
+        import torch
+        p = torch.nn.Parameter(torch.from_numpy(self.s["param"].view(np.int16).copy())
+                               .view(torch.bfloat16))
+        p.grad = torch.from_numpy(self.s["grad"].view(np.int16).copy()).view(torch.bfloat16)
+        return torch.optim.Adagrad([p], lr=0.01, eps=1e-10, fused=True).step
+
+    def identical(self) -> bool:
+        return all(self.f[k].tobytes() == self.s[k].tobytes() for k in ("param", "accum"))
+
+
 BENCH_CASES: list[BenchCase] = [
     *(_dense_case(n, quick=n < 64_000_000) for n in DENSE_SIZES),
     BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5,
@@ -342,7 +423,12 @@ BENCH_CASES: list[BenchCase] = [
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
     *(BenchCase(f"torch drop-in {label}", "torch", n, 5,
-                functools.partial(_torch_dropin, n) if _torch_installed() else None)
+                functools.partial(_torch_dropin, n) if _installed("torch") else None)
+      for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
+    # mixed precision (issue 15): listed in the float32 table, next to the float32 step
+    *(BenchCase(f"bf16 param+grad, f32 accum {label}", "mixed", n, 3.5,
+                functools.partial(_mixed_workload, n) if _installed("ml_dtypes") else None,
+                only_dtype="float32")
       for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
 ]
 

@@ -295,7 +295,7 @@ def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                                                update_slots=update_slots)
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
                                             eps_placement, maximize, weight_decay)
-    opts = _validation.check_sparse_rule(opts, accum, duplicates, update_slots)
+    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots)
     sparse_dup_validated(table, accum, idx, g, opts, duplicates)
 
 
@@ -312,6 +312,9 @@ def sparse_validated(table, accum, idx, grads, opts):
     _set_opts(&o, opts)
     bad[0] = bad[1] = 0
     if b == 0 or d == 0:
+        return
+    if _mixed_precision.is_low_precision(table):   # float16/bfloat16 table (issue 15)
+        _reference.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
         return
     with nogil:
         if is_f32:

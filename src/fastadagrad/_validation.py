@@ -14,6 +14,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fastadagrad._mixed_precision import F32 as F32_CODE
+from fastadagrad._mixed_precision import check_mixed_arrays, check_mixed_dtypes, is_low_precision
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 EPS_PLACEMENTS = ("outside", "inside")
 MAX_STEP = 2**63 - 1
@@ -33,8 +36,8 @@ class DenseOptions(NamedTuple):
     grad_scale: float = 1.0  # clipping by norm: g = grad * grad_scale
 
 
-def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
-    """`x` must be a float32/float64 ndarray, not a masked array; if it is updated in place
+def require_ndarray(name: str, x: Any, *, writable: bool) -> np.ndarray:
+    """`x` must be an ndarray of any dtype, not a masked array; if it is updated in place
     (`writable`), writable and without elements that share memory with each other."""
     if not isinstance(x, np.ndarray):
         raise TypeError(
@@ -44,20 +47,36 @@ def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(f"`{name}` is a masked array; fastadagrad would ignore its mask, so it is "
                         "refused (pass `x.data` for every element, or `x.compressed()`)")
-    if x.dtype not in SUPPORTED_DTYPES and x.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
-        hint = ""
-        if x.dtype.kind == "f":
-            hint = " (cast to float32 and keep float32 master weights)"
-        raise TypeError(
-            f"`{name}` has dtype {x.dtype}; fastadagrad supports float32 and float64{hint}"
-        )
-    if writable and not x.flags.writeable:
+    arr: np.ndarray = x
+    if writable:
+        require_writable(name, arr)
+    return arr
+
+
+def require_writable(name: str, x: np.ndarray) -> None:
+    """Updated in place: writable, and no two elements share memory."""
+    if not x.flags.writeable:
         raise ValueError(f"`{name}` is read-only; it must be writable to be updated in place")
-    if writable and has_internal_overlap(x):
+    if has_internal_overlap(x):
         raise ValueError(f"`{name}` has elements that share memory (a zero-stride or "
                          "self-overlapping view); an array updated in place must have distinct "
                          "elements")
-    return x
+
+
+def check_array(name: str, x: Any, *, writable: bool) -> np.ndarray:
+    """`x` must be a float32/float64 ndarray, not a masked array; if it is updated in place
+    (`writable`), writable and without elements that share memory with each other."""
+    arr = require_ndarray(name, x, writable=False)
+    if arr.dtype not in SUPPORTED_DTYPES and arr.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
+        hint = ""
+        if arr.dtype.kind == "f":
+            hint = " (cast to float32 and keep float32 master weights)"
+        raise TypeError(
+            f"`{name}` has dtype {arr.dtype}; fastadagrad supports float32 and float64{hint}"
+        )
+    if writable:
+        require_writable(name, arr)
+    return arr
 
 
 #: Self-overlap of views that are not plainly non-overlapping is decided exactly up to this
@@ -94,6 +113,10 @@ def check_same_layout(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) 
     """`x` must have the shape and dtype of `ref` (byte order may differ)."""
     if x.dtype != ref.dtype and x.dtype.newbyteorder("=") != ref.dtype.newbyteorder("="):
         raise TypeError(f"`{name}` has dtype {x.dtype} but `{ref_name}` has dtype {ref.dtype}")
+    check_same_shape(ref_name, ref, name, x)
+
+
+def check_same_shape(ref_name: str, ref: np.ndarray, name: str, x: np.ndarray) -> None:
     if x.shape != ref.shape:
         raise ValueError(f"`{name}` has shape {x.shape} but `{ref_name}` has shape {ref.shape}")
 
@@ -202,16 +225,27 @@ def check_hyper(lr: Any, eps: Any, eps_placement: Any, weight_decay: Any, lr_dec
 
 def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placement: Any,
                 weight_decay: Any, lr_decay: Any, step: Any, maximize: Any,
-                update_slots: Any = True) -> DenseOptions:
+                master: Any = None, update_slots: Any = True) -> DenseOptions:
     """Every check of `adagrad_update`; raises TypeError/ValueError naming the argument."""
-    check_array("param", param, writable=True)
-    check_array("grad", grad, writable=False)
-    check_array("accum", accum, writable=True)
-    check_same_layout("param", param, "grad", grad)
-    check_same_layout("param", param, "accum", accum)
+    named = {"param": param, "grad": grad, "accum": accum}
+    mixed = (master is not None or is_low_precision(param) or is_low_precision(grad)
+             or is_low_precision(accum))
+    if mixed:
+        check_mixed_arrays(param, grad, accum, master)   # float16/bfloat16: _mixed_precision.py
+        if master is not None:
+            named["master"] = master
+    else:
+        check_array("param", param, writable=True)
+        check_array("grad", grad, writable=False)
+        check_array("accum", accum, writable=True)
+        check_same_layout("param", param, "grad", grad)
+        check_same_layout("param", param, "accum", accum)
     opts = check_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize)
     opts = opts._replace(update_slots=check_flag("update_slots", update_slots))
-    check_no_overlap({"param": param, "grad": grad, "accum": accum})
+    if mixed and not opts.update_slots:
+        raise ValueError("`update_slots=False` is not available for float16/bfloat16 arrays or "
+                         "with `master` (the mixed-precision loops always accumulate)")
+    check_no_overlap(named)
     return opts
 
 
@@ -245,9 +279,17 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
                  ) -> tuple[DenseOptions, np.ndarray, np.ndarray]:
     """Every check of `sparse_adagrad_update`; returns (options, int64 indices, C-contiguous
     grads). Raises TypeError/ValueError naming the argument."""
-    check_array("table", table, writable=True)
-    check_array("accum", accum, writable=True)
-    check_array("grads", grads, writable=False)
+    mixed = is_low_precision(table) or is_low_precision(accum) or is_low_precision(grads)
+    if mixed:   # float16/bfloat16 table: _mixed_precision.py
+        codes = check_mixed_dtypes({"table": table, "accum": accum, "grads": grads}, "table",
+                                   "grads")
+        if codes["accum"] != F32_CODE:
+            raise TypeError(f"`accum` has dtype {accum.dtype}; a {table.dtype} `table` needs a "
+                            "float32 accumulator")
+    else:
+        check_array("table", table, writable=True)
+        check_array("accum", accum, writable=True)
+        check_array("grads", grads, writable=False)
     if table.ndim != 2:
         raise ValueError(f"`table` must be 2-D (rows x features), got shape {table.shape}")
     n, d = table.shape
@@ -255,12 +297,12 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
         if not (x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative):
             raise ValueError(f"`{name}` must be C-contiguous, aligned and native-endian (it is "
                              "updated in place row by row)")
-    if accum.dtype != table.dtype:
+    if accum.dtype != table.dtype and not mixed:
         raise TypeError(f"`accum` has dtype {accum.dtype} but `table` has dtype {table.dtype}")
     if accum.shape not in ((n, d), (n,)):
         raise ValueError(f"`accum` has shape {accum.shape}; it must be {(n, d)} (element-wise) "
                          f"or {(n,)} (row-wise)")
-    if grads.dtype.newbyteorder("=") != table.dtype:
+    if grads.dtype.newbyteorder("=") != table.dtype and not mixed:
         raise TypeError(f"`grads` has dtype {grads.dtype} but `table` has dtype {table.dtype}")
     idx = check_indices(indices, n)
     if grads.shape != (idx.size, d):
@@ -268,7 +310,8 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
                          "(one row per index)")
     opts = check_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize)  # clr = lr
     check_no_overlap({"table": table, "accum": accum, "grads": grads, "indices": indices})
-    g = np.ascontiguousarray(grads, dtype=table.dtype)  # read-only input: a copy is harmless
+    # read-only input: a copy is harmless (mixed precision: widened to float32, exact)
+    g = np.ascontiguousarray(grads, dtype=np.float32 if mixed else table.dtype)
     return opts, idx, g
 
 
@@ -285,11 +328,15 @@ def check_duplicates(duplicates: Any, name: str = "duplicates") -> str:
     return duplicates
 
 
-def check_sparse_rule(opts: DenseOptions, accum: np.ndarray, duplicates: Any,
+def check_sparse_rule(opts: DenseOptions, table: np.ndarray, accum: np.ndarray, duplicates: Any,
                       update_slots: Any) -> DenseOptions:
     """The sparse step's duplicates rule and update_slots (after check_sparse)."""
     dup = check_duplicates(duplicates)
     opts = opts._replace(update_slots=check_flag("update_slots", update_slots))
+    if is_low_precision(table) and (dup != "sum" or not opts.update_slots):
+        raise ValueError(f"a {table.dtype} `table` takes duplicates='sum' with update_slots=True "
+                         "only (the mixed-precision sparse step merges duplicates and "
+                         "accumulates)")
     if dup == "keras" and accum.ndim == 1:
         raise ValueError("`duplicates`='keras' is element-wise only (Keras has no row-wise "
                          "AdaGrad); use 'sum' or 'sequential' with a row-wise accumulator")
@@ -297,6 +344,17 @@ def check_sparse_rule(opts: DenseOptions, accum: np.ndarray, duplicates: Any,
         raise ValueError("`duplicates`='keras' does not combine with `weight_decay` (Keras' "
                          "weight decay is decoupled and dense); use 'sum' or 'sequential'")
     return opts
+
+
+def check_dense_clipnorm(clipnorm: Any, param: Any, grad: Any, master: Any) -> float | None:
+    """`adagrad_update`'s clipnorm (after check_dense): None or a norm > 0, float32/float64
+    arrays only."""
+    clip = check_clipnorm("clipnorm", clipnorm)
+    if clip is not None and (master is not None or is_low_precision(param)
+                             or is_low_precision(grad)):
+        raise ValueError("`clipnorm` is not available for float16/bfloat16 arrays or with "
+                         "`master` (the norm pass reads float32/float64 only)")
+    return clip
 
 
 def check_clipnorm(name: str, value: Any) -> float | None:

@@ -192,10 +192,13 @@ def _run(quick: bool, dtypes: Sequence[str], sizes: Sequence[int] | None, thread
     echo("")
     echo("Equivalence (both backends, one step on the same inputs, identical bytes):")
     rng = np.random.default_rng(20261122)
-    total, done, equivalent = len(cases) * len(dtypes), 0, True
+    total = sum(1 for d in dtypes for c in cases if c.only_dtype in (None, d))
+    done, equivalent = 0, True
     for dtype_name in dtypes:
         dtype = np.dtype(dtype_name)
         for case in cases:
+            if case.only_dtype is not None and case.only_dtype != dtype_name:
+                continue
             done += 1
             entry: dict[str, Any] = {"case": case.name, "dtype": dtype_name,
                                      "available": case.make is not None, "identical": None}

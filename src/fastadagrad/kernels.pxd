@@ -23,7 +23,7 @@
 
 from libc.stdint cimport int64_t
 
-from fastadagrad._kernel_table cimport DenseOpts
+from fastadagrad._kernel_table cimport DenseOpts, FA_DT_BF16, FA_DT_F16, FA_DT_F32, MixedTypes
 
 
 # Fill `opts` for one step: clr = lr / (1 + (step - 1) * lr_decay); eps outside the sqrt
@@ -62,3 +62,13 @@ cdef Py_ssize_t adagrad_sparse_f32(float* table, float* accum, bint rowwise, Py_
 cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, Py_ssize_t d,
                                    const int64_t* idx, Py_ssize_t b, const double* grads,
                                    const DenseOpts* opts) noexcept nogil
+
+# Mixed precision (float16 / bfloat16 storage, float32 arithmetic): n contiguous elements;
+# types.param is FA_DT_F16 or FA_DT_BF16 (param: uint16_t bit patterns), types.grad and
+# types.accum are FA_DT_F32 or types.param (float or uint16_t arrays). Every element is widened
+# to float32, the float32 step runs, each result is rounded once to its storage type (to nearest
+# even). master: NULL, or n float32 master weights (read and updated; param gets their rounded
+# copy). Unsupported type combinations do nothing.
+cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void* accum,
+                              float* master, const MixedTypes* types,
+                              const DenseOpts* opts) noexcept nogil

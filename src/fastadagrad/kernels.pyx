@@ -398,18 +398,20 @@ cdef int _W_FLAGS = cnp.NPY_ARRAY_WRITEABLE
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
-                   clipnorm=None):
+                   clipnorm=None, master=None):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _delegate is not None:
         return _delegate.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
-                         maximize=maximize, update_slots=update_slots, clipnorm=clipnorm)
+                         maximize=maximize, update_slots=update_slots, clipnorm=clipnorm,
+                         master=master)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum, layout
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
     # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
-    if (update_slots is True and clipnorm is None and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
+    if (update_slots is True and clipnorm is None and master is None
+            and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(accum)):
         p = param
         g = grad
@@ -428,18 +430,21 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
             return None
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
-                                   lr_decay, step, maximize, update_slots=update_slots)
-    clip = _validation.check_clipnorm("clipnorm", clipnorm)
+                                   lr_decay, step, maximize, master, update_slots=update_slots)
+    clip = _validation.check_dense_clipnorm(clipnorm, param, grad, master)
     if clip is not None:   # a reduction pass over grad, then the step with the scale folded in
         opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(grad), clip))
-    update_validated(param, grad, accum, opts)
+    update_validated(param, grad, accum, opts, master)
     return None
 
 
-def update_validated(param, grad, accum, opts):
+def update_validated(param, grad, accum, opts, master=None):
     """The general path for arrays that passed _validation: any layout, updated in place.
     `opts` is a _validation.DenseOptions. Used by adagrad_update and the optimizer."""
     cdef DenseOpts o
+    if master is not None or _mixed_precision.is_low_precision(param):   # _mixed.pxi
+        update_mixed_validated(param, grad, accum, opts, master)
+        return
     _set_opts(&o, opts)
     if param.size == 0:
         return
@@ -791,6 +796,7 @@ cdef class ArrayTable:
 
 include "_sparse.pxi"
 include "_family.pxi"
+include "_mixed.pxi"
 
 
 # ----------------------------------------------------------------------------- C-level API
@@ -850,6 +856,13 @@ cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, P
                                    const int64_t* idx, Py_ssize_t b, const double* grads,
                                    const DenseOpts* opts) noexcept nogil:
     return sparse_update(table, accum, rowwise, d, idx, b, grads, opts)
+
+
+cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void* accum,
+                              float* master, const MixedTypes* types,
+                              const DenseOpts* opts) noexcept nogil:
+    mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
+                       <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts)
 
 
 include "_c_api.pxi"

@@ -20,6 +20,7 @@ from typing import Any, Iterable, List, Mapping, NamedTuple, Sequence, Union, ca
 
 import numpy as np
 
+from fastadagrad._mixed_precision import accum_dtype, check_mixed_dtypes, is_low_precision
 from fastadagrad import _backend, _validation, reference
 from fastadagrad import optimizer_clip as _optimizer_clip
 from fastadagrad import optimizer_rules as _optimizer_rules
@@ -75,7 +76,7 @@ class _Group:
         init = options["initial_accumulator_value"]
         if packed:
             flat_param = _arena_view(params)
-            flat_accum = np.full_like(flat_param, init)
+            flat_accum = np.full_like(flat_param, init, dtype=accum_dtype(flat_param.dtype))
             self.accums, pos = [], 0
             for p in params:
                 self.accums.append(flat_accum[pos:pos + p.size].reshape(p.shape))
@@ -86,9 +87,10 @@ class _Group:
                 if p.ndim != 2:
                     raise ValueError(f"`{name}` has shape {p.shape}; rowwise=True needs 2-D "
                                      "(rows x features) parameters")
-            self.accums = [np.full(p.shape[0], init, dtype=p.dtype) for p in params]
+            self.accums = [np.full(p.shape[0], init, dtype=accum_dtype(p.dtype)) for p in params]
         else:
-            self.accums = [np.full_like(p, init, order="K") for p in params]
+            self.accums = [np.full_like(p, init, dtype=accum_dtype(p.dtype), order="K")
+                           for p in params]
         self.rowwise = options["rowwise"]
         self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
@@ -109,7 +111,8 @@ class _Group:
         kernels = _backend._kernels
         contiguous = all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
                          and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
-        one_dtype = len({p.dtype for p in self.params}) <= 1
+        one_dtype = (len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
+                     and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params))
         self.table = (kernels.ArrayTable(self.params, self.accums, guard)
                       if kernels is not None and contiguous and one_dtype and not self.rowwise
                       else None)
@@ -216,7 +219,10 @@ class AdaGrad:
                 raise ValueError(f"`{where}rowwise` cannot be combined with packed=True (the "
                                  "packed accumulator arena is element-wise); use one or the other")
             for name, p in zip(names, arrays):
-                _validation.check_array(name, p, writable=True)
+                if is_low_precision(p):   # float16/bfloat16: float32 accumulators
+                    check_mixed_dtypes({name: p}, name, "")
+                else:
+                    _validation.check_array(name, p, writable=True)
             checked.append((arrays, names, options))
         _check_disjoint([(n, p) for arrays, names, _ in checked for n, p in zip(names, arrays)])
         self.groups = [_Group(a, n, o, self.packed) for a, n, o in checked]
@@ -464,11 +470,15 @@ class AdaGrad:
                     raise type(exc)(f"{gname}: {exc}".replace("`table`", f"`{name}`")
                                     .replace("`grads`", "`values`")) from None
                 dup = self.duplicates if g.duplicates is None else g.duplicates
-                _validation.check_sparse_rule(group.opts, a, dup, True)
+                _validation.check_sparse_rule(group.opts, p, a, dup, True)
                 sparse[i] = (idx, values, dup)
                 dense_grads += [(f"{gname}.indices", g.indices), (f"{gname}.values", g.values)]
                 continue
             dense_grads.append((gname, g))
+            if is_low_precision(p):   # float16/bfloat16 param: grad of its dtype or float32
+                check_mixed_dtypes({name: p, gname: g}, name, gname)
+                _validation.check_same_shape(name, p, gname, g)
+                continue
             _validation.check_array(name, p, writable=True)
             _validation.check_array(gname, g, writable=False)
             _validation.check_same_layout(name, p, gname, g)

@@ -8,10 +8,13 @@ give identical bytes. Arithmetic is done in the arrays' dtype with NumPy ufuncs 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from fastadagrad._validation import (DenseOptions, check_clipnorm, check_dense, check_sparse,
-                                     check_sparse_rule, clip_scale)
+from fastadagrad._mixed_precision import is_low_precision
+from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clipnorm,
+                                     check_sparse, check_sparse_rule, clip_scale)
 
 
 def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
@@ -53,10 +56,48 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     np.subtract(param, update, out=param)
 
 
+# ----------------------------------------------------------------------------- mixed precision
+def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
+                master: np.ndarray | None = None) -> None:
+    """float16/bfloat16 storage (issue 15): every operand widened to float32 (exact), the
+    float32 step above, each result rounded once to its storage dtype by NumPy's / ml_dtypes'
+    cast (round to nearest even) and written into the caller's arrays in place. With
+    `master` (float32) the step runs on `master` and `param` receives its rounded copy."""
+    f32 = np.dtype(np.float32)
+    p32 = np.array(master if master is not None else param, dtype=f32)   # a float32 copy
+    g32 = np.asarray(grad, dtype=f32)                                   # read only
+    a32 = accum if accum.dtype == f32 else np.array(accum, dtype=f32)
+    _dense_step(p32, g32, a32, o)   # the update uses the float32 accumulator, before rounding
+    if a32 is not accum:
+        accum[...] = a32
+    if master is not None:
+        master[...] = p32
+    param[...] = p32
+
+
+def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
+                      o: DenseOptions, sparse_f32: Callable[..., None] | None = None) -> None:
+    """The sparse step on a float16/bfloat16 table (validated; grads of its dtype or float32): the
+    touched rows gathered into float32 (exact), the float32 sparse step on them (duplicates
+    summed in float32, `sparse_f32(table, accum, idx, grads, o)`, by default sparse_step),
+    each result rounded once back into `table` and `accum`. Bytes do not depend on which
+    float32 sparse step runs (they are identical)."""
+    rows, local = np.unique(idx, return_inverse=True)
+    f32 = np.dtype(np.float32)
+    t32 = np.ascontiguousarray(table[rows], dtype=f32)
+    a32 = np.ascontiguousarray(accum[rows], dtype=f32)
+    g32 = np.ascontiguousarray(grads, dtype=f32)
+    (sparse_f32 or sparse_step)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
+                                g32, o)
+    accum[rows] = a32
+    table[rows] = t32
+
+
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
-                   update_slots: bool = True, clipnorm: float | None = None) -> None:
+                   update_slots: bool = True, clipnorm: float | None = None,
+                   master: np.ndarray | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -79,16 +120,25 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
+
+    Mixed precision: `param` float16 or bfloat16 (ml_dtypes.bfloat16), `grad` of the param's
+    dtype or float32, `accum` float32 or the param's dtype: every element is widened to
+    float32, the formula runs in float32 and each result is rounded once to its storage dtype
+    (round to nearest even). `master` (float32, param's shape, optional): float32 master
+    weights; the step reads and updates `master`, and `param` receives its rounded copy.
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
-                    maximize, update_slots=update_slots)
-    clip = check_clipnorm("clipnorm", clipnorm)
+                    maximize, master, update_slots=update_slots)
+    clip = check_dense_clipnorm(clipnorm, param, grad, master)
     if clip is not None:
         from fastadagrad.reference_family import sum_of_squares
         o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
     if param.size:
         with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
-            _dense_step(param, grad, accum, o)
+            if is_low_precision(param):
+                _mixed_step(param, grad, accum, o, master)
+            else:
+                _dense_step(param, grad, accum, o)
 
 
 def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -103,7 +153,7 @@ def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list
     with np.errstate(all="ignore"):
         for p, g, a in zip(params, grads, accums):
             if p.size:
-                _dense_step(p, g, a, o)
+                (_mixed_step if is_low_precision(p) else _dense_step)(p, g, a, o)
 
 
 ROWWISE_LANES = 8
@@ -158,7 +208,7 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
-    o = check_sparse_rule(o, accum, duplicates, update_slots)
+    o = check_sparse_rule(o, table, accum, duplicates, update_slots)
     if idx.size == 0 or table.shape[1] == 0:
         return
     with np.errstate(all="ignore"):
@@ -181,7 +231,11 @@ def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np
                 o: DenseOptions, duplicates: str = "sum") -> None:
     """The sparse step on validated arguments, with the duplicates rule. Occurrences of one
     row are applied in batch order; rows are independent, so the k-th occurrences of all rows
-    form one gather-update-scatter pass (k = 0, 1, ...)."""
+    form one gather-update-scatter pass (k = 0, 1, ...). A float16/bfloat16 table (duplicates
+    "sum" only, checked by check_sparse_rule) goes through its float32 rows."""
+    if is_low_precision(table):
+        sparse_mixed_step(table, accum, idx, grads, o)
+        return
     if duplicates == "sum":
         rows, merged = merge_duplicates(idx, grads)
         _rows_step(table, accum, rows, merged, o)

@@ -24,6 +24,9 @@ in place through zero-copy NumPy views of the tensors' memory (parameter, grad a
 the fused kernels: one ``ArrayTable`` C call per (param group, dtype, step value), with the GIL
 released; non-contiguous parameters are updated in place one by one (``update_validated``).
 Under ``fastadagrad.backend("numpy")`` the NumPy twin does the same arithmetic (identical bytes).
+float16 and bfloat16 parameters (bfloat16 viewed through ml_dtypes, when installed) are updated
+one by one with float32 arithmetic and one rounding per store; their ``sum`` keeps the param's
+dtype (torch's layout).
 The parameters' (and sums') autograd version counters are bumped, so using a parameter that
 was saved for backward and then stepped still raises as with torch.
 
@@ -42,7 +45,8 @@ torch's step on the DTensors.
 
 Falls back to torch's own implementation (``torch.optim.adagrad.adagrad`` on the same state
 tensors, with the group's ``foreach``/``fused`` flags): parameters on other devices (CUDA, meta,
-...), other dtypes (float16, bfloat16, complex), other non-NumPy-viewable grads,
+...), other dtypes (complex; bfloat16 without ml_dtypes), sparse grads of float16/bfloat16
+parameters, other non-NumPy-viewable grads,
 tensor subclasses, groups with ``differentiable=True``, and whole steps run under a fused-AMP
 GradScaler (``grad_scale``/``found_inf`` set). ``foreach``/``fused`` only choose torch's
 implementation for those; the accelerated parameters ignore them.
@@ -82,7 +86,19 @@ from fastadagrad._validation import DenseOptions
 
 __all__ = ["Adagrad", "accelerated"]
 
-_FAST_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_FAST_DTYPES: dict[torch.dtype, np.dtype] = {torch.float32: np.dtype(np.float32),
+                                             torch.float64: np.dtype(np.float64)}
+# ---- mixed precision (issue 15): float16 always, bfloat16 when ml_dtypes is installed (NumPy
+# has no bfloat16: the tensor's memory is viewed as int16, then as ml_dtypes.bfloat16). State
+# `sum` stays in the param's dtype (torch's layout); arithmetic is float32 (torch's opmath).
+_FAST_DTYPES[torch.float16] = np.dtype(np.float16)
+try:
+    import ml_dtypes as _ml_dtypes
+    _FAST_DTYPES[torch.bfloat16] = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - bfloat16 params then stay with torch
+    pass
+_TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # what ArrayTable takes
+# ---- end mixed precision
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _GLOBAL_PRE = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", {})
 _GLOBAL_POST = getattr(_torch_optimizer, "_global_optimizer_post_hooks", {})
@@ -128,7 +144,16 @@ def accelerated(p: torch.Tensor) -> bool:
 
 def _view(t: torch.Tensor) -> np.ndarray:
     """A zero-copy NumPy view of a CPU tensor's memory (never a copy)."""
-    return t.detach().numpy()
+    return _numpy(t.detach())
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """t.numpy() (raises as it does for grads that require grad, sparse, neg/conj bits, ...),
+    also for bfloat16, viewed through int16 as ml_dtypes.bfloat16 (zero copy)."""
+    if t.dtype == torch.bfloat16 and torch.bfloat16 in _FAST_DTYPES:
+        out: np.ndarray = t.view(torch.int16).numpy().view(_FAST_DTYPES[torch.bfloat16])
+        return out
+    return t.numpy()
 
 
 def _float(x: Any) -> float:
@@ -204,7 +229,8 @@ class _Plan:
             self.sparse_ok.append(bool(pv.ndim == 2 and pv.flags.c_contiguous and pv.flags.aligned
                                        and av.flags.c_contiguous and av.flags.aligned))
             self.dtypes.append(pv.dtype)
-        self.one_dtype = len(set(self.dtypes)) <= 1
+        self.one_dtype = (len(set(self.dtypes)) <= 1
+                          and all(d in _TABLE_DTYPES for d in self.dtypes))
         budget = GRAD_CACHE_BYTES
         self.gcache: list[bool] = []
         for pv in self.pviews:
@@ -518,14 +544,15 @@ class Adagrad(torch.optim.Adagrad):
                     if group["fused"]:   # torch's _fused_adagrad refuses them, in these words
                         raise RuntimeError("`fused` does not support sparse grad or complex param")
                     if (p.dim() == 2 and not opts.weight_decay and plan.sparse_ok[i]
+                            and plan.dtypes[i] in _TABLE_DTYPES
                             and g.sparse_dim() == 1 and g.dense_dim() == 1):
-                        # nn.Embedding(sparse=True): our sparse kernel
+                        # nn.Embedding(sparse=True) in float32/float64: our sparse kernel
                         sparse.append((i, *_sparse_rows(plan, i, g)))
-                    else:   # strided params, sparse_dim=2, weight decay: torch's own path
+                    else:   # strided, float16/bfloat16, sparse_dim=2, weight decay: torch's
                         odd.append(p)
                     continue
                 try:
-                    gv = g.numpy()   # a view; raises for sparse, requires_grad, neg/conj bits
+                    gv = _numpy(g)   # a view; raises for sparse, requires_grad, neg/conj bits
                 except (RuntimeError, TypeError):
                     odd.append(p)
                     continue
@@ -650,7 +677,8 @@ class Adagrad(torch.optim.Adagrad):
             return
         buckets: dict[tuple[Any, ...], tuple[list[int], list[np.ndarray], float]] = {}
         for i, g, v in zip(live, grads, values):
-            key = (plan.dtypes[i].char, v) if (compiled and plan.tableable[i]) or not compiled \
+            table_ok = plan.tableable[i] and plan.dtypes[i] in _TABLE_DTYPES
+            key = (plan.dtypes[i].char, v) if (compiled and table_ok) or not compiled \
                 else (None, i)
             b = buckets.get(key)
             if b is None:

@@ -53,6 +53,24 @@ typedef void (*probe_f64_t)(fa_ssize_t n, double *x, const double *y, double *z)
 
 #include "family_table.h"
 
+/* ---- mixed precision (issue 15): float16 / bfloat16 storage with float32 arithmetic ---- */
+enum { FA_DT_F32 = 0, FA_DT_F16 = 1, FA_DT_BF16 = 2 };   /* storage types */
+typedef struct MixedTypes {
+    int param;     /* FA_DT_F16 or FA_DT_BF16 */
+    int grad;      /* the param's type or FA_DT_F32 */
+    int accum;     /* the param's type or FA_DT_F32 */
+} MixedTypes;
+/* (n, param, grad, accum, master or NULL, types, opts): contiguous; master is float32 */
+typedef void (*dense_mixed_t)(fa_ssize_t n, void *param, const void *grad, void *accum,
+                              float *master, const MixedTypes *t, const DenseOpts *o);
+/* the same with byte strides (sp, sg, sa, sm) */
+typedef void (*strided_mixed_t)(fa_ssize_t n, void *param, fa_ssize_t sp, const void *grad,
+                                fa_ssize_t sg, void *accum, fa_ssize_t sa, float *master,
+                                fa_ssize_t sm, const MixedTypes *t, const DenseOpts *o);
+/* dst[0..n) = src widened to float32 (src of storage type `type`) */
+typedef void (*to_float_t)(fa_ssize_t n, float *dst, const void *src, int type);
+/* ---- end mixed precision types ---- */
+
 typedef struct KernelTable {
     const char *isa;
     dense_f32_t dense_f32;
@@ -80,6 +98,10 @@ typedef struct KernelTable {
     keras_rows_f64_t keras_rows_f64;
     sumsq_f32_t sumsq_f32;         /* clipping: sum of squares of one block, fixed order */
     sumsq_f64_t sumsq_f64;
+    /* mixed precision (issue 15) */
+    dense_mixed_t dense_mixed;
+    strided_mixed_t strided_mixed;
+    to_float_t to_float;
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

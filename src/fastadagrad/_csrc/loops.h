@@ -54,6 +54,8 @@ static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
 #undef FA_SQRT
 #undef FA_EXP_MASK
 
+#include "loops_mixed.h"   /* float16 / bfloat16 storage (uses the float32 element step) */
+
 const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_STR(FA_ISA),
     FA_FN(dense_f32), FA_FN(dense_f64),
@@ -69,4 +71,6 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(family_rows_f32), FA_FN(family_rows_f64),
     FA_FN(keras_rows_f32), FA_FN(keras_rows_f64),
     FA_FN(sumsq_f32), FA_FN(sumsq_f64),
+    /* mixed precision (issue 15) */
+    FA_FN(dense_mixed), FA_FN(strided_mixed), FA_FN(to_float),
 };

@@ -1,0 +1,123 @@
+# Mixed precision (issue 15): float16 / bfloat16 params with float32 (or the param's dtype)
+# grads and accumulators, optional float32 master weights. Included by kernels.pyx. The loops
+# are _csrc/loops_mixed.h (float32 arithmetic, one rounding per stored result); here: the
+# thread split and the routing of validated arrays (the NumPy twin is reference._mixed_step).
+
+# (MixedTypes, FA_DT_*: cimported by kernels.pxd)
+from fastadagrad import _mixed_precision
+
+
+ctypedef struct _MixedJob:
+    char* param
+    const char* grad
+    char* accum
+    float* master
+    Py_ssize_t ps, gs, as_
+    const MixedTypes* t
+    const DenseOpts* o
+
+
+cdef void _mixed_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _MixedJob* j = <_MixedJob*>ctx
+    _table.dense_mixed(hi - lo, j.param + lo * j.ps, j.grad + lo * j.gs, j.accum + lo * j.as_,
+                       j.master + lo if j.master != NULL else NULL, j.t, j.o)
+
+
+cdef void mixed_dense_update(Py_ssize_t n, char* param, Py_ssize_t ps, const char* grad,
+                             Py_ssize_t gs, char* accum, Py_ssize_t as_, float* master,
+                             const MixedTypes* t, const DenseOpts* o) noexcept nogil:
+    """Contiguous mixed step over n elements (ps, gs, as_: the itemsizes), split over the
+    worker pool like dense_update (chunks of whole 16-element vectors: elementwise, so any split
+    gives the same bytes)."""
+    cdef int nt = _threads_for(n)
+    cdef _MixedJob job
+    if nt == 1:
+        _table.dense_mixed(n, param, grad, accum, master, t, o)
+        return
+    job.param = param
+    job.grad = grad
+    job.accum = accum
+    job.master = master
+    job.ps = ps
+    job.gs = gs
+    job.as_ = as_
+    job.t = t
+    job.o = o
+    fa_parallel_for(n, _grain(n, nt), _mixed_chunk, &job, nt, FA_KIND_DENSE, n)
+
+
+cdef bint _native_aligned(x) noexcept:
+    return x is None or (x.flags.aligned and x.dtype.isnative)
+
+
+cdef bint _all_contiguous(list arrays):
+    return (all(x.flags.c_contiguous for x in arrays)
+            or all(x.flags.f_contiguous for x in arrays))
+
+
+def update_mixed_validated(param, grad, accum, opts, master=None):
+    """The mixed-precision step on arrays that passed _validation (any layout, in place):
+    `opts` a DenseOptions, `master` None or the float32 master weights."""
+    cdef DenseOpts o
+    cdef MixedTypes t
+    cdef cnp.ndarray p, g, a, m
+    cdef float* mptr = NULL
+    cdef Py_ssize_t n = param.size, sp, sg, sa, sm = 0
+    _set_opts(&o, opts)
+    t.param = _mixed_precision.storage_code("param", param.dtype)
+    t.grad = _mixed_precision.storage_code("grad", grad.dtype)
+    t.accum = _mixed_precision.storage_code("accum", accum.dtype)
+    if n == 0:
+        return
+    arrays = [param, grad, accum] + ([] if master is None else [master])
+    if not all(_native_aligned(x) for x in arrays):
+        # the C loops cannot address it; the NumPy twin can (same bits, in place)
+        _reference._mixed_step(param, grad, accum, opts, master)
+    elif _all_contiguous(arrays):
+        p, g, a = param, grad, accum
+        if master is not None:
+            m = master
+            mptr = <float*>cnp.PyArray_DATA(m)
+        _run_mixed(n, p, g, a, mptr, &t, &o)
+    else:
+        ops = [param, grad, accum] + ([] if master is None else [master])
+        flags = [["readwrite"], ["readonly"], ["readwrite"], ["readwrite"]][:len(ops)]
+        it = _np.nditer(ops, flags=["external_loop", "zerosize_ok", "refs_ok"], op_flags=flags,
+                        order="K")
+        with it:
+            for run in it:
+                p, g, a = run[0], run[1], run[2]
+                if master is not None:
+                    m = run[3]
+                    mptr = <float*>cnp.PyArray_DATA(m)
+                    sm = cnp.PyArray_STRIDES(m)[0]
+                n = cnp.PyArray_DIMS(p)[0]
+                sp = cnp.PyArray_STRIDES(p)[0]
+                sg = cnp.PyArray_STRIDES(g)[0]
+                sa = cnp.PyArray_STRIDES(a)[0]
+                _run_mixed_strided(n, <char*>cnp.PyArray_DATA(p), sp, <char*>cnp.PyArray_DATA(g),
+                                   sg, <char*>cnp.PyArray_DATA(a), sa, mptr, sm, &t, &o)
+
+
+cdef void _run_mixed(Py_ssize_t n, cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, float* m,
+                     const MixedTypes* t, const DenseOpts* o) noexcept:
+    cdef char* pp = <char*>cnp.PyArray_DATA(p)
+    cdef char* gp = <char*>cnp.PyArray_DATA(g)
+    cdef char* ap = <char*>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t ps = cnp.PyArray_ITEMSIZE(p), gs = cnp.PyArray_ITEMSIZE(g)
+    cdef Py_ssize_t as_ = cnp.PyArray_ITEMSIZE(a)
+    if n >= _nogil_min:
+        with nogil:
+            mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o)
+    else:
+        mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o)
+
+
+cdef void _run_mixed_strided(Py_ssize_t n, char* p, Py_ssize_t sp, char* g, Py_ssize_t sg,
+                             char* a, Py_ssize_t sa, float* m, Py_ssize_t sm,
+                             const MixedTypes* t, const DenseOpts* o) noexcept:
+    if n >= _nogil_min:
+        with nogil:
+            _table.strided_mixed(n, p, sp, g, sg, a, sa, m, sm, t, o)
+    else:
+        _table.strided_mixed(n, p, sp, g, sg, a, sa, m, sm, t, o)
