@@ -123,3 +123,31 @@ def test_clipping_validation_writes_nothing():
     opt = fastadagrad.AdaGrad([np.ones((4, 3))], clipnorm=1.0)
     with pytest.raises(ValueError, match="SparseGrad"):
         opt.step([fastadagrad.SparseGrad(np.array([0]), np.ones((1, 3)))])
+
+
+@pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
+def test_clipping_refuses_half_precision_params_before_writing(kind):
+    """The norm pass reads float32/float64 only: float16 params with clipping are refused
+    (ValueError naming the param), nothing written, on every backend."""
+    for name in ["numpy"] + (["cython"] if fastadagrad.compiled_available() else []):
+        with fastadagrad.backend(name):
+            p = np.ones(64, np.float16)
+            opt = fastadagrad.AdaGrad([p], lr=0.1, **{kind: 1.0})
+            before = p.copy()
+            with pytest.raises(ValueError, match="float32/float64 params"):
+                opt.step([np.ones(64, np.float16)])
+            assert p.tobytes() == before.tobytes() and opt.groups[0].step == 0
+
+
+@pytest.mark.skipif(not fastadagrad.compiled_available(), reason="needs the compiled extension")
+def test_compiled_norm_pass_refuses_other_dtypes():
+    from fastadagrad._backend import _kernels
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _kernels.sum_of_squares(np.ones(8, np.float16))
+
+
+def test_adagrad_update_refuses_clipnorm_with_half_precision():
+    p, g, a = np.ones(8, np.float16), np.ones(8, np.float16), np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="`clipnorm` is not available for float16"):
+        fastadagrad.adagrad_update(p, g, a, clipnorm=1.0)
+    assert (p == 1).all() and (a == 0).all()

@@ -479,6 +479,8 @@ def sum_of_squares(x):
     cdef double* part
     cdef int nt
     cdef _SumsqJob job
+    if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT and cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE:
+        raise TypeError(f"the norm pass takes float32 or float64 arrays, got {x.dtype}")
     if not (x.flags.aligned and x.dtype.isnative
             and (x.flags.c_contiguous or x.flags.f_contiguous)):
         return _reference_family.sum_of_squares(x)

@@ -313,7 +313,7 @@ def sparse_validated(table, accum, idx, grads, opts):
     bad[0] = bad[1] = 0
     if b == 0 or d == 0:
         return
-    if _mixed_precision.is_low_precision(table):   # float16/bfloat16 table (issue 15)
+    if not _is_f32_or_f64(table):   # float16/bfloat16 table (issue 15); no Python call here
         _reference.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
         return
     with nogil:

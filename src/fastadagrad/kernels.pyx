@@ -438,11 +438,19 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
     return None
 
 
+cdef inline bint _is_f32_or_f64(object x) noexcept:
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    return typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
+
+
 def update_validated(param, grad, accum, opts, master=None):
     """The general path for arrays that passed _validation: any layout, updated in place.
     `opts` is a _validation.DenseOptions. Used by adagrad_update and the optimizer."""
     cdef DenseOpts o
-    if master is not None or _mixed_precision.is_low_precision(param):   # _mixed.pxi
+    # Validated arrays are float32/float64 or mixed precision (float16/bfloat16: _mixed.pxi).
+    # A C-level test, no Python call: apply_steps relies on running no Python bytecode between
+    # its first write and its last count (that is where a pending KeyboardInterrupt lands).
+    if master is not None or not _is_f32_or_f64(param):
         update_mixed_validated(param, grad, accum, opts, master)
         return
     _set_opts(&o, opts)

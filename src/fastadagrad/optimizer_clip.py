@@ -34,6 +34,11 @@ def step(opt: AdaGrad, grads: Any) -> bool:
         if opt._validate_group(group, grads_g):
             raise ValueError("`clipnorm`/`global_clipnorm` clip dense gradients; a SparseGrad "
                              "(or a rowwise group) cannot be clipped here")
+    for group in opt.groups:
+        for name, p in zip(group.names, group.params):
+            if p.dtype not in _validation.SUPPORTED_DTYPES:
+                raise ValueError(f"`clipnorm`/`global_clipnorm` take float32/float64 params; "
+                                 f"`{name}` is {p.dtype} (mixed precision is not clipped yet)")
     if opt.nonfinite != "propagate":
         for gi, grads_g in enumerate(per_group):
             for i, g in enumerate(grads_g):
