@@ -177,3 +177,23 @@ def test_an_extension_built_for_a_newer_version_gets_a_clean_import_error(c_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ImportError: this extension needs fastadagrad C API version 2"), out.stdout
     assert "provides version 1" in out.stdout and "upgrade fastadagrad" in out.stdout
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
+def test_mixed_precision_from_c_equals_python_api(compiled, c_embed, bf16) -> None:  # type: ignore[no-untyped-def]
+    """dense_mixed through the header: the bytes of adagrad_update on float16/bfloat16."""
+    if bf16:
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (bfloat16)")
+        dtype = np.dtype(ml_dtypes.bfloat16)
+    else:
+        dtype = np.dtype(np.float16)
+    rng = np.random.default_rng(11)
+    param = rng.standard_normal(1003).astype(dtype)
+    grad = rng.standard_normal(1003).astype(np.float32)
+    accum = np.full(1003, 0.1, np.float32)
+    p_ref, a_ref = param.copy(), accum.copy()
+    fastadagrad.adagrad_update(p_ref, grad, a_ref, lr=0.1)
+    p, a = param.copy(), accum.copy()
+    c_embed.mixed16(p.view(np.uint16), grad, a, bf16, 0.1)
+    assert not np.array_equal(p.view(np.uint16), param.view(np.uint16))
+    assert p.tobytes() == p_ref.tobytes() and a.tobytes() == a_ref.tobytes()

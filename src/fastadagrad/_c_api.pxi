@@ -30,6 +30,8 @@ cdef extern from *:
                                  const float*, const DenseOpts*) noexcept nogil
         Py_ssize_t (*sparse_f64)(double*, double*, bint, Py_ssize_t, const int64_t*, Py_ssize_t,
                                  const double*, const DenseOpts*) noexcept nogil
+        void (*dense_mixed)(Py_ssize_t, void*, const void*, void*, float*, const MixedTypes*,
+                            const DenseOpts*) noexcept nogil
 
 cdef FastAdagradAPI _c_api
 _c_api.abi_version = FASTADAGRAD_ABI_VERSION
@@ -43,6 +45,7 @@ _c_api.first_nonfinite_f32 = adagrad_first_nonfinite_f32
 _c_api.first_nonfinite_f64 = adagrad_first_nonfinite_f64
 _c_api.sparse_f32 = adagrad_sparse_f32
 _c_api.sparse_f64 = adagrad_sparse_f64
+_c_api.dense_mixed = adagrad_dense_mixed
 
 #: The C API table for fastadagrad/fastadagrad.h (fastadagrad_import() reads it).
 _C_API = PyCapsule_New(<void*>&_c_api, FASTADAGRAD_CAPSULE_NAME, NULL)
@@ -59,4 +62,5 @@ def _c_api_addresses():
         "first_nonfinite_f32": <size_t>_c_api.first_nonfinite_f32,
         "first_nonfinite_f64": <size_t>_c_api.first_nonfinite_f64,
         "sparse_f32": <size_t>_c_api.sparse_f32, "sparse_f64": <size_t>_c_api.sparse_f64,
+        "dense_mixed": <size_t>_c_api.dense_mixed,
     }

@@ -91,6 +91,16 @@ typedef struct FastAdagradAPI {
                              const int64_t *idx, Py_ssize_t b, const double *grads,
                              const DenseOpts *opts);
 
+    /* Mixed precision, one contiguous array of n elements: param of storage type types->param
+     * (FA_DT_F16 or FA_DT_BF16, 2 bytes each), grad of types->grad (the param's type or
+     * FA_DT_F32), accum of types->accum (the param's type or FA_DT_F32); master NULL or n float32
+     * master weights (read and updated; param receives their rounded copy). Every element is
+     * widened to float32, the formula runs in float32, each stored result is rounded once to
+     * nearest even. opts as for dense_*; its update_slots/clipping fields must be left as
+     * options() sets them. */
+    void (*dense_mixed)(Py_ssize_t n, void *param, const void *grad, void *accum, float *master,
+                        const MixedTypes *types, const DenseOpts *opts);
+
     /* ---- later versions append their fields here ---- */
 } FastAdagradAPI;
 

@@ -128,6 +128,29 @@ static PyObject *sparse(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(unique);
 }
 
+/* mixed16(param (2-byte storage), grad (float32), accum (float32), bf16, lr): one mixed step. */
+static PyObject *mixed16(PyObject *self, PyObject *args)
+{
+    PyObject *po, *go, *ao;
+    int bf16;
+    double lr;
+    Py_buffer p, g, a;
+    MixedTypes types;
+    DenseOpts opts;
+    if (!PyArg_ParseTuple(args, "OOOpd", &po, &go, &ao, &bf16, &lr))
+        return NULL;
+    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
+    if (get_buffer(go, &g, 0) < 0) { PyBuffer_Release(&p); return NULL; }
+    if (get_buffer(ao, &a, 1) < 0) { PyBuffer_Release(&p); PyBuffer_Release(&g); return NULL; }
+    types.param = bf16 ? FA_DT_BF16 : FA_DT_F16;
+    types.grad = FA_DT_F32;
+    types.accum = FA_DT_F32;
+    FastAdagrad_API->options(&opts, lr, 1e-10, 0, 0.0, 0.0, 1, 0);
+    FastAdagrad_API->dense_mixed(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts);
+    PyBuffer_Release(&p); PyBuffer_Release(&g); PyBuffer_Release(&a);
+    Py_RETURN_NONE;
+}
+
 static PyObject *abi(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue("(IIn)", (unsigned int)FastAdagrad_API->abi_version,
@@ -138,6 +161,7 @@ static PyMethodDef methods[] = {
     {"dense", dense, METH_VARARGS, NULL},
     {"multi", multi, METH_VARARGS, NULL},
     {"sparse", sparse, METH_VARARGS, NULL},
+    {"mixed16", mixed16, METH_VARARGS, NULL},
     {"abi", abi, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
