@@ -71,6 +71,14 @@ def assert_same_bits(x: np.ndarray, y: np.ndarray, what: str = "") -> None:
         raise AssertionError(f"{what}: arrays differ ({detail})")
 
 
+def half_dtype(bf16: bool) -> np.dtype:
+    """float16, or ml_dtypes.bfloat16 (the test is skipped, naming the package, without it)."""
+    if not bf16:
+        return np.dtype(np.float16)
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (bfloat16)")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 @pytest.fixture
 def compiled() -> Iterator[object]:
     """The compiled kernels module, with the compiled backend selected for the test's duration."""

@@ -11,7 +11,7 @@ import pytest
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import built_in_place
+from conftest import half_dtype, built_in_place
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 
@@ -163,11 +163,7 @@ def test_threads_and_isa_follow_the_python_settings(compiled, embedder, restore_
 @pytest.mark.parametrize("use_master", [False, True])
 def test_mixed_precision_from_cython(compiled, embedder, bf16, use_master):
     """adagrad_dense_mixed: the bytes of adagrad_update on float16/bfloat16 params."""
-    if bf16:
-        ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
-        dtype = np.dtype(ml_dtypes.bfloat16)
-    else:
-        dtype = np.dtype(np.float16)
+    dtype = half_dtype(bf16)
     rng = np.random.default_rng(3)
     n = 70_001
     m = rng.standard_normal(n).astype(np.float32)

@@ -16,7 +16,7 @@ import pytest
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import built_in_place, run_python
+from conftest import half_dtype, built_in_place, run_python
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 
@@ -61,8 +61,8 @@ def c_embed(c_dir: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def pybind_ext(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    pytest.importorskip("pybind11", reason="pybind11 (pip install pybind11) is needed to build "
-                                           "the C++ embedding test")
+    pytest.importorskip("pybind11", reason="pybind11 is not installed (pip install pybind11; it "
+                                           "builds the C++ embedding test)")
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler available to build the pybind11 extension")
     with _built(tmp_path_factory.mktemp("pybind_embed"), "cxx"):
@@ -182,11 +182,7 @@ def test_an_extension_built_for_a_newer_version_gets_a_clean_import_error(c_dir)
 @pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
 def test_mixed_precision_from_c_equals_python_api(compiled, c_embed, bf16) -> None:  # type: ignore[no-untyped-def]
     """dense_mixed through the header: the bytes of adagrad_update on float16/bfloat16."""
-    if bf16:
-        ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (bfloat16)")
-        dtype = np.dtype(ml_dtypes.bfloat16)
-    else:
-        dtype = np.dtype(np.float16)
+    dtype = half_dtype(bf16)
     rng = np.random.default_rng(11)
     param = rng.standard_normal(1003).astype(dtype)
     grad = rng.standard_normal(1003).astype(np.float32)

@@ -37,7 +37,8 @@ def _mpi4py_missing() -> str:
 
 needs_mpi = pytest.mark.skipif(
     MPIRUN is None or bool(_mpi4py_missing()),
-    reason=("mpirun not found (apt-get install openmpi-bin libopenmpi-dev)" if MPIRUN is None
+    reason=("Open MPI is not installed: mpirun not found (apt-get install openmpi-bin "
+            "libopenmpi-dev)" if MPIRUN is None
             else _mpi4py_missing()))
 
 

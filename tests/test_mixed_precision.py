@@ -17,7 +17,7 @@ from fastadagrad import reference
 from fastadagrad._backend import _kernels
 from conftest import assert_same_bits
 
-ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 tests need the optional package ml_dtypes")
+ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (the bfloat16 tests need it)")
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
-pytest.importorskip("ml_dtypes", reason="bfloat16 views need the optional package ml_dtypes")
+pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (bfloat16 views need it)")
 
 import fastadagrad  # noqa: E402
 import fastadagrad.torch as ft  # noqa: E402

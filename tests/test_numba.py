@@ -13,8 +13,8 @@ import fastadagrad
 from fastadagrad._backend import _kernels
 
 
-numba = pytest.importorskip("numba", reason="numba (pip install numba) is needed to test "
-                                            "fastadagrad.numba")
+numba = pytest.importorskip("numba", reason="numba is not installed (pip install numba; needed to "
+                                            "test fastadagrad.numba)")
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 if _kernels is not None:
     from fastadagrad.numba import adagrad_update, sparse_adagrad_update
@@ -82,7 +82,7 @@ def test_njit_training_loop_gives_the_python_api_bytes(compiled, dtype: type,
 def test_njit_training_on_the_diabetes_data(compiled) -> None:
     """The regression of examples/diabetes_regression.py (standardised features and target)."""
     datasets = pytest.importorskip("sklearn.datasets",
-                                   reason="scikit-learn ships the diabetes data set")
+                                   reason="scikit-learn is not installed (it ships the diabetes data set)")
     X, y = datasets.load_diabetes(return_X_y=True, scaled=False)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     A = np.ascontiguousarray(np.hstack([np.ones((len(X), 1)), X]))
