@@ -31,7 +31,7 @@ def info() -> int:
 
 def self_check_and_timing() -> int:
     from fastadagrad import bench
-    from fastadagrad._registry import DenseWorkload
+    from fastadagrad.bench_workloads import DenseWorkload
 
     rng = np.random.default_rng(0)
     same = True

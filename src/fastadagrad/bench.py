@@ -21,7 +21,7 @@ import numpy as np
 
 import fastadagrad
 from fastadagrad._backend import IMPORT_ERROR, _kernels
-from fastadagrad._registry import BENCH_CASES, BenchCase
+from fastadagrad.bench_cases import BENCH_CASES, BenchCase
 
 DTYPE_NAMES = ("float32", "float64")
 
@@ -133,7 +133,7 @@ def select_cases(quick: bool, sizes: Sequence[int] | None) -> list[BenchCase]:
     if sizes:
         cases = [c for c in cases if c.kind != "dense" or c.elements in sizes]
         known = {c.elements for c in BENCH_CASES if c.kind == "dense"}
-        from fastadagrad._registry import _dense_case
+        from fastadagrad.bench_cases import _dense_case
         cases[0:0] = [_dense_case(n) for n in sizes if n not in known]
     return cases
 
