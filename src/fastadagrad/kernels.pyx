@@ -797,7 +797,9 @@ cdef class ArrayTable:
 
 
 include "_sparse.pxi"
+include "_duplicates.pxi"
 include "_family.pxi"
+include "_clip.pxi"
 include "_mixed.pxi"
 
 
