@@ -37,8 +37,6 @@ ISA_FLAGS = {
     "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq",
                "-mprefer-vector-width=512"],
 }
-CYTHON_DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
-                     "cdivision": True, "initializedcheck": False}
 PURE_PYTHON = os.environ.get("FASTADAGRAD_PUREPYTHON", "") not in ("", "0")
 NO_COMPILER_HELP = (
     "fastadagrad: the C extension could not be built ({error}). Installing the pure-NumPy "
@@ -126,9 +124,11 @@ def extensions():
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                     # the loop headers too: the ISA objects they build are linked into it
                     depends=[os.path.join(SRC, name) for name in (
-                        "_sparse.pxi", "_family.pxi", "_mixed.pxi", "_c_api.pxi", "fastadagrad.h")]
+                        "_sparse.pxi", "_duplicates.pxi", "_family.pxi", "_clip.pxi", "_mixed.pxi",
+                        "_c_api.pxi", "fastadagrad.h")]
                     + sorted(glob.glob(os.path.join(CSRC, "*.h"))))
-    return cythonize([ext], compiler_directives=CYTHON_DIRECTIVES)
+    # The Cython directives are defined once, in kernels.pyx's `# cython:` header line.
+    return cythonize([ext])
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -5,7 +5,7 @@ true (no timing assertions)."""
 import json
 import sys
 
-from fastadagrad._registry import BENCH_CASES
+from fastadagrad.bench_cases import BENCH_CASES
 
 with open(sys.argv[1]) as f:
     result = json.load(f)

@@ -27,6 +27,7 @@ import numpy as np
 
 import fastadagrad
 from fastadagrad import bench
+from fastadagrad.bench_timing import interleaved, summary
 
 PLAIN_C = r"""
 #include <math.h>
@@ -103,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
                         def probe() -> None:
                             kernels.bandwidth_probe(x, y, z)
 
-                        t = bench.interleaved({"ours": ours, "plain": c_loop, "probe": probe},
+                        t = interleaved({"ours": ours, "plain": c_loop, "probe": probe},
                                               min_time=0.02, samples=args.repeats)
-                        m = {k: bench.summary(v)["median"] for k, v in t.items()}
+                        m = {k: summary(v)["median"] for k, v in t.items()}
                         print(f"{isa:8} {np.dtype(dtype).name:8} {n:>11,} "
-                              f"{bench.fmt_timing(bench.summary(t['ours'])):>12} "
-                              f"{bench.fmt_timing(bench.summary(t['plain'])):>12} "
-                              f"{bench.fmt_timing(bench.summary(t['probe'])):>12} "
+                              f"{bench.fmt_timing(summary(t['ours'])):>12} "
+                              f"{bench.fmt_timing(summary(t['plain'])):>12} "
+                              f"{bench.fmt_timing(summary(t['probe'])):>12} "
                               f"{m['plain'] / m['ours']:>8.2f}x {100 * m['probe'] / m['ours']:>9.0f}%")
     finally:
         kernels.set_isa(previous_isa)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fastadagrad._backend import _kernels
-from fastadagrad._registry import BENCH_CASES
+from fastadagrad.bench_cases import BENCH_CASES
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import fastadagrad
 from fastadagrad._backend import compiled_available
 
-from conftest import same_bits
+from _helpers import same_bits
 
 pytestmark = pytest.mark.skipif(not compiled_available(),
                                 reason="compares the compiled backend with the NumPy backend")

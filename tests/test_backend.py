@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastadagrad
-from conftest import REQUIRE_COMPILED, run_python
+from _helpers import REQUIRE_COMPILED, run_python
 
 
 def test_compiled_backend_active_when_required():

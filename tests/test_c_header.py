@@ -16,7 +16,7 @@ import pytest
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import half_dtype, built_in_place, run_python
+from _helpers import half_dtype, built_in_place, run_python
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 

@@ -9,8 +9,8 @@ import pytest
 
 from fastadagrad import bench
 from fastadagrad._backend import compiled_available
-from fastadagrad._registry import BENCH_CASES
-from conftest import run_python
+from fastadagrad.bench_cases import BENCH_CASES
+from _helpers import run_python
 
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="compiled extension not built")
 
@@ -54,7 +54,7 @@ def test_bench_json_plot_and_tables(tmp_path):
 
 def test_bench_fails_with_exit_1_when_backends_differ(monkeypatch, capsys):
     """A case whose backends disagree: its line says DIFFERENT, no table, exit code 1."""
-    from fastadagrad import _registry
+    from fastadagrad import bench_cases
 
     class Broken:
         probe = None
@@ -68,7 +68,7 @@ def test_bench_fails_with_exit_1_when_backends_differ(monkeypatch, capsys):
         def identical(self):
             return False
 
-    case = _registry.BenchCase("broken", "dense", 10, 5, Broken)
+    case = bench_cases.BenchCase("broken", "dense", 10, 5, Broken)
     monkeypatch.setattr(bench, "select_cases", lambda quick, sizes: [case])
     code = bench.main(["--quick", "--dtype", "float32", "--no-torch"])
     text = capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 
 from fastadagrad.distributed import BlockPartition, CyclicPartition
 
-from conftest import same_package_env
+from _helpers import same_package_env
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "mpi_worker.py"

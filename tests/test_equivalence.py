@@ -8,7 +8,7 @@ import pytest
 import fastadagrad
 from fastadagrad._backend import _kernels
 from fastadagrad._registry import DTYPES, KERNELS, SIZES
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 ISAS = _kernels.isa_available() if _kernels is not None else ()
 KERNEL_NAMES = sorted(KERNELS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastadagrad
-from conftest import load_example
+from _helpers import load_example
 
 EXTRAS = "needs the examples extras: pip install 'fastadagrad[examples]'"
 pytest.importorskip("matplotlib", reason=f"matplotlib not installed; {EXTRAS}")

@@ -16,7 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from conftest import load_example, run_python
+from _helpers import load_example, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

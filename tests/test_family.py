@@ -11,7 +11,7 @@ import pytest
 import fastadagrad
 from fastadagrad import family
 from fastadagrad._backend import _kernels
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 BACKENDS = ["numpy"] + (["cython"] if _kernels is not None else [])
 

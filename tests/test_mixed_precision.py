@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import fastadagrad
 from fastadagrad import reference
 from fastadagrad._backend import _kernels
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (the bfloat16 tests need it)")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -205,7 +205,7 @@ def test_master_weights(compiled, dtype):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 def test_thread_counts_give_the_same_bytes(compiled, combo):
     rng = np.random.default_rng(4)
-    inputs = random_inputs(rng, 3 * 32768 + 5, *combo)
+    inputs = random_inputs(rng, 3 * compiled.PARALLEL_MIN_ELEMENTS + 5, *combo)
     outs = []
     old = fastadagrad.get_num_threads()
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
-from conftest import run_python
+from _helpers import run_python
 
 
 def test_numba_is_optional_and_named_when_missing() -> None:

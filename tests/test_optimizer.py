@@ -11,7 +11,7 @@ import pytest
 import fastadagrad
 from fastadagrad import AdaGrad
 from fastadagrad._backend import compiled_available
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
 SIZES = [1, 17, 1000, 40_000, 3, 70_001, 0, 16]   # crosses the thread split between arrays

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastadagrad
 from fastadagrad._backend import _kernels
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 pytestmark = pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
 

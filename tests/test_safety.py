@@ -20,7 +20,7 @@ import fastadagrad
 from fastadagrad import AdaGrad, SparseGrad
 from fastadagrad._backend import _kernels, compiled_available
 
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
 

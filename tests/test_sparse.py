@@ -9,7 +9,7 @@ import fastadagrad
 from fastadagrad import AdaGrad, SparseGrad
 from fastadagrad._backend import compiled_available
 from fastadagrad.reference import rowwise_mean_square
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
 DTYPES = [np.float32, np.float64]

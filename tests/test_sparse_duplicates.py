@@ -10,7 +10,7 @@ import pytest
 import fastadagrad
 from fastadagrad import reference
 from fastadagrad._backend import _kernels
-from conftest import assert_same_bits
+from _helpers import assert_same_bits
 
 ISAS = _kernels.isa_available() if _kernels is not None else ()
 

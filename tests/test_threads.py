@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import fastadagrad
-from fastadagrad._registry import DTYPES, KERNELS
+from fastadagrad._registry import DTYPES, KERNELS, thread_split_sizes
 from fastadagrad import _cpus
-from conftest import assert_same_bits, run_python
+from _helpers import assert_same_bits, run_python
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def always_parallel(compiled: object) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("n", [32767, 32768, 32769, 65536 + 17, 1_000_003])
+@pytest.mark.parametrize("n", [*thread_split_sizes()[:3], 65536 + 17, 1_000_003])
 def test_same_bytes_for_every_thread_count(compiled, restore_threads, always_parallel, dtype, n):
     kernel = KERNELS["adagrad_update"]
     inputs = kernel.make_inputs(np.random.default_rng(n), (n,), dtype)

@@ -1,9 +1,9 @@
 """Against torch.optim.Adagrad itself (skipped with a reason when torch is not installed;
 .ci/run installs torch==2.13.0 so this runs in CI).
 
-torch accumulates with a fused multiply-add (sum = fma(g, g, sum); see PEERS notes) and NumPy
-cannot, so bit equality is not possible; we check every step relative to that step's scale and
-report the largest difference in ulps after 50 steps (printed with -s, and recorded in the
+torch accumulates with a fused multiply-add (sum = fma(g, g, sum); upstream:
+aten/src/ATen/native/cpu/FusedAdagradKernel.cpp and torch/optim/adagrad.py) and NumPy cannot,
+so bit equality is not possible; we check every step relative to that step's scale and report the largest difference in ulps after 50 steps (printed with -s, and recorded in the
 junit properties)."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 if not torch.distributed.is_available():
     pytest.skip("this torch build has no torch.distributed", allow_module_level=True)
 
-from conftest import same_package_env  # noqa: E402
+from _helpers import same_package_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

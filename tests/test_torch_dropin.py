@@ -1,6 +1,7 @@
 """fastadagrad.torch.Adagrad against torch.optim.Adagrad (skipped with a reason without torch).
 
-torch accumulates with a fused multiply-add and NumPy cannot (see PEERS notes and
+torch accumulates with a fused multiply-add and NumPy cannot (upstream:
+torch/optim/adagrad.py, aten/src/ATen/native/cpu/FusedAdagradKernel.cpp; and
 tests/test_torch_compat.py), so accelerated params are compared per step relative to the step's
 scale, and after independent runs with rtol 1e-4 (float32); whatever falls back to torch must be
 bit-identical to torch, because it is torch.
@@ -22,7 +23,7 @@ import fastadagrad  # noqa: E402
 import fastadagrad.torch as ft  # noqa: E402
 from fastadagrad._backend import compiled_available  # noqa: E402
 
-from conftest import run_python  # noqa: E402
+from _helpers import run_python  # noqa: E402
 
 BACKENDS = ["numpy"] + (["cython"] if compiled_available() else [])
 nn = torch.nn

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import fastadagrad
-from conftest import run_python
+from _helpers import run_python
 
 pytest.importorskip("mypy", reason="mypy is not installed (it is part of the test extras)")
 

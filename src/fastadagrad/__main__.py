@@ -31,7 +31,8 @@ def info() -> int:
 
 def self_check_and_timing() -> int:
     from fastadagrad import bench
-    from fastadagrad._registry import DenseWorkload
+    from fastadagrad.bench_timing import interleaved, summary
+    from fastadagrad.bench_workloads import DenseWorkload
 
     rng = np.random.default_rng(0)
     same = True
@@ -46,8 +47,8 @@ def self_check_and_timing() -> int:
     print(f"self-check:   compiled and NumPy backends bit-identical on random data: "
           f"{'yes' if same else 'NO'}")
     work = DenseWorkload(1_000_000, np.float32, rng)
-    t = bench.interleaved({"numpy": work.numpy, "fast": work.fast}, min_time=0.02, samples=5)
-    sn, sf = (bench.summary(t[k]) for k in ("numpy", "fast"))
+    t = interleaved({"numpy": work.numpy, "fast": work.fast}, min_time=0.02, samples=5)
+    sn, sf = (summary(t[k]) for k in ("numpy", "fast"))
     print(f"timing:       1e6 float32 elements: fastadagrad {bench.fmt_timing(sf)}, NumPy "
           f"{bench.fmt_timing(sn)}: {bench.fmt_ratio(sn['median'] / sf['median'])} (medians"
           f"{'; * = noisy, samples spread > %.1fx' % bench.NOISY_SPREAD if bench.is_noisy(sf) or bench.is_noisy(sn) else ''})")

@@ -12,56 +12,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 import fastadagrad
 from fastadagrad._backend import IMPORT_ERROR, _kernels
-from fastadagrad._registry import BENCH_CASES, BenchCase
+from fastadagrad.bench_cases import BENCH_CASES, BenchCase
+from fastadagrad.bench_timing import interleaved, summary
 
 DTYPE_NAMES = ("float32", "float64")
-
-
-# ----------------------------------------------------------------------------- timing
-def calibrate(fn: Callable[[], Any], min_time: float) -> int:
-    """Calls per sample so that a sample lasts at least `min_time` (after one warm-up call)."""
-    fn()
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_time or number >= 1 << 24:
-            return number
-        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
-
-
-def sample(fn: Callable[[], Any], number: int) -> float:
-    """Seconds per call over `number` calls."""
-    t0 = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - t0) / number
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: int) -> dict[str, list[float]]:
-    """Time several functions side by side: each is warmed up and calibrated once, then
-    sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike)."""
-    numbers = {k: calibrate(fn, min_time) for k, fn in fns.items()}
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(samples):
-        for k, fn in fns.items():
-            out[k].append(sample(fn, numbers[k]))
-    return out
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
 
 
 # ----------------------------------------------------------------------------- environment
@@ -133,7 +94,7 @@ def select_cases(quick: bool, sizes: Sequence[int] | None) -> list[BenchCase]:
     if sizes:
         cases = [c for c in cases if c.kind != "dense" or c.elements in sizes]
         known = {c.elements for c in BENCH_CASES if c.kind == "dense"}
-        from fastadagrad._registry import _dense_case
+        from fastadagrad.bench_cases import _dense_case
         cases[0:0] = [_dense_case(n) for n in sizes if n not in known]
     return cases
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import fastadagrad
-from fastadagrad._registry import DenseWorkload, SparseWorkload
+from fastadagrad.bench_workloads import DenseWorkload, SparseWorkload
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
 #: A CPU-bound loop that exits when its parent is gone (so nothing outlives a killed benchmark).

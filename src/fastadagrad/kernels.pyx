@@ -17,6 +17,7 @@ import numpy as _np
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cython cimport floating
 from libc.math cimport isfinite
 
 from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable,
@@ -42,10 +43,6 @@ cdef extern from "_threadpool.h":
     int fa_pool_workers() noexcept nogil
     void fa_set_adaptive(int on) noexcept nogil
     void fa_pool_stats(long long* out) noexcept nogil
-
-ctypedef fused floating:
-    float
-    double
 
 #: Below this many elements a call runs on one thread (waking a worker costs ~1-5 us).
 PARALLEL_MIN_ELEMENTS = 32768
@@ -242,6 +239,11 @@ cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z
 
 
 # ----------------------------------------------------------------------------- argument gate
+cdef int _C_FLAGS = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+cdef int _F_FLAGS = cnp.NPY_ARRAY_F_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+cdef int _W_FLAGS = cnp.NPY_ARRAY_WRITEABLE
+
+
 cdef inline bint _plain_contiguous(cnp.ndarray a, int flags) noexcept:
     """All of `flags` set and native byte order."""
     return (cnp.PyArray_FLAGS(a) & flags) == flags and cnp.PyArray_ISNOTSWAPPED(a)
@@ -255,6 +257,19 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
         if cnp.PyArray_DIMS(a)[i] != cnp.PyArray_DIMS(b)[i]:
             return False
     return True
+
+
+cdef inline bint _contiguous_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, int typenum,
+                                  bint fortran_ok) noexcept:
+    """The C-level fast-path condition of a three-operand step (adagrad_update, ArrayTable,
+    bandwidth_probe): all three of dtype `typenum` and one shape, aligned, native byte order,
+    contiguous in one order (C, or F when `fortran_ok` and `p` is not C-contiguous), `p` and
+    `a` writable. Overlap is each caller's own check (disjoint ranges, or a table's guard)."""
+    cdef int layout = _C_FLAGS if not fortran_ok or _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
+    return (cnp.PyArray_TYPE(p) == typenum and cnp.PyArray_TYPE(g) == typenum
+            and cnp.PyArray_TYPE(a) == typenum and _same_shape(p, g) and _same_shape(p, a)
+            and _plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
+            and _plain_contiguous(a, layout | _W_FLAGS))
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b, Py_ssize_t nbytes) noexcept:
@@ -304,12 +319,7 @@ cdef bint _fast_hyper(object lr, object eps, object eps_placement, object weight
         o.eps_inside = True
     else:
         return False
-    o.maximize = maximize is True
-    o.lr = lr_ / (1.0 + <double>(s - 1) * decay)
-    o.decoupled_weight_decay = 0
-    o.zero_if_accum_zero = False
-    o.skip_accumulate = False
-    o.grad_scale = 1.0
+    adagrad_options(o, lr_, o.eps, o.eps_inside, o.weight_decay, decay, s, maximize is True)
     return True
 
 
@@ -391,9 +401,6 @@ cdef void _run_strided(object param, object grad, object accum, const DenseOpts*
 
 
 _F32 = _np.dtype(_np.float32)
-cdef int _C_FLAGS = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
-cdef int _F_FLAGS = cnp.NPY_ARRAY_F_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
-cdef int _W_FLAGS = cnp.NPY_ARRAY_WRITEABLE
 
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
@@ -407,7 +414,7 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                          master=master)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
-    cdef int typenum, layout
+    cdef int typenum
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
     # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
     if (update_slots is True and clipnorm is None and master is None
@@ -417,12 +424,8 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
         g = grad
         a = accum
         typenum = cnp.PyArray_TYPE(p)
-        layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
         if ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
-                and cnp.PyArray_TYPE(g) == typenum and cnp.PyArray_TYPE(a) == typenum
-                and _same_shape(p, g) and _same_shape(p, a)
-                and _plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
-                and _plain_contiguous(a, layout | _W_FLAGS)
+                and _contiguous_gate(p, g, a, typenum, True)
                 and _disjoint(p, g, cnp.PyArray_NBYTES(p)) and _disjoint(p, a, cnp.PyArray_NBYTES(p))
                 and _disjoint(g, a, cnp.PyArray_NBYTES(p))
                 and _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o)):
@@ -502,10 +505,7 @@ def bandwidth_probe(x, y, z):
         cx, cy, cz = x, y, z
         typenum = cnp.PyArray_TYPE(cx)
         if ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
-                and cnp.PyArray_TYPE(cy) == typenum and cnp.PyArray_TYPE(cz) == typenum
-                and _same_shape(cx, cy) and _same_shape(cx, cz)
-                and _plain_contiguous(cx, _C_FLAGS | _W_FLAGS) and _plain_contiguous(cy, _C_FLAGS)
-                and _plain_contiguous(cz, _C_FLAGS | _W_FLAGS)):
+                and _contiguous_gate(cx, cy, cz, typenum, False)):
             _probe(typenum, cnp.PyArray_SIZE(cx), cnp.PyArray_DATA(cx), cnp.PyArray_DATA(cy),
                    cnp.PyArray_DATA(cz))
             return None
@@ -726,7 +726,6 @@ cdef class ArrayTable:
         cdef Py_ssize_t i, lo
         cdef cnp.ndarray p, a, g
         cdef object item
-        cdef int layout
         if len(grads) != self.k:
             return False
         for i in range(self.k):
@@ -736,13 +735,8 @@ cdef class ArrayTable:
             g = item
             p = self._params[i]
             a = self._accums[i]
-            layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
-            if not (cnp.PyArray_TYPE(g) == self.typenum and _same_shape(p, g)
-                    and _plain_contiguous(g, layout) and _plain_contiguous(p, layout | _W_FLAGS)
-                    and _plain_contiguous(a, layout | _W_FLAGS)
-                    and cnp.PyArray_TYPE(p) == self.typenum and cnp.PyArray_TYPE(a) == self.typenum
+            if not (_contiguous_gate(p, g, a, self.typenum, True)
                     and cnp.PyArray_SIZE(p) == self.offsets[i + 1] - self.offsets[i]
-                    and _same_shape(p, a)
                     and cnp.PyArray_DATA(p) == self.params[i]
                     and cnp.PyArray_DATA(a) == self.accums[i]):
                 return False
@@ -803,17 +797,25 @@ cdef class ArrayTable:
 
 
 include "_sparse.pxi"
+include "_duplicates.pxi"
 include "_family.pxi"
+include "_clip.pxi"
 include "_mixed.pxi"
 
 
 # ----------------------------------------------------------------------------- C-level API
 # Declared in kernels.pxd for `cimport fastadagrad.kernels`; thin non-fused names over the
 # dispatching functions above.
+cdef inline double _effective_lr(double lr, double lr_decay, long long step) noexcept nogil:
+    """clr = lr / (1 + (step - 1) * lr_decay), in double: the one C spelling of the formula
+    (the Python one is in _validation.py)."""
+    return lr / (1.0 + <double>(step - 1) * lr_decay)
+
+
 cdef void adagrad_options(DenseOpts* opts, double lr, double eps, bint eps_inside,
                           double weight_decay, double lr_decay, long long step,
                           bint maximize) noexcept nogil:
-    opts.lr = lr / (1.0 + <double>(step - 1) * lr_decay)
+    opts.lr = _effective_lr(lr, lr_decay, step)
     opts.eps = eps
     opts.eps_inside = eps_inside
     opts.weight_decay = weight_decay

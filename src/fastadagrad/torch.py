@@ -52,7 +52,9 @@ GradScaler (``grad_scale``/``found_inf`` set). ``foreach``/``fused`` only choose
 implementation for those; the accelerated parameters ignore them.
 
 Numerics: torch accumulates ``sum`` with a fused multiply-add and NumPy cannot, so the results
-differ from torch by about one ulp per step (see fastadagrad/PEERS notes); they are never
+differ from torch by about one ulp per step (upstream: ``state_sum.addcmul_(grad, grad)`` in
+torch/optim/adagrad.py, and aten/src/ATen/native/cpu/FusedAdagradKernel.cpp; README "The
+formula"); they are never
 bit-identical to torch, and bit-identical between our two backends.
 
 Step counters: kept exactly as torch keeps them, one 0-d tensor per parameter in

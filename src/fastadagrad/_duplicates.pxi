@@ -1,0 +1,240 @@
+# Issue 14, included by kernels.pyx after _sparse.pxi and before _family.pxi: the peers'
+# sparse-duplicate rules (duplicates="sequential" | "keras"), and the row grouping and parts on
+# the pool that the family's sparse rules (_family.pxi) share. The loops are C
+# (_csrc/family_typed.h).
+#
+# Sparse duplicates other than "sum": the positions of the batch are grouped by row (rows in
+# order of first appearance, each row's occurrences in batch order); unique rows are split
+# across threads (each row, with all its occurrences, by exactly one thread), so any thread
+# count gives the same bytes. All memory is allocated before the first write.
+
+cdef enum:
+    _DUP_SEQUENTIAL = 1
+    _DUP_KERAS = 2
+
+DUPLICATES = ("sum", "sequential", "keras")
+
+
+# ----------------------------------------------------------------------------- parts on the pool
+# The family's parallel loops split their work into nt independent parts (part t of nt); the
+# worker pool runs the parts (_threadpool.h), each wholly on one thread, so which thread runs a
+# part never changes its bytes.
+ctypedef void (*_part_fn)(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil
+
+ctypedef struct _PartsJob:
+    _part_fn fn
+    void* ctx
+    Py_ssize_t nt
+
+
+cdef void _parts_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef _PartsJob* j = <_PartsJob*>ctx
+    cdef Py_ssize_t t
+    for t in range(lo, hi):
+        j.fn(j.ctx, t, j.nt)
+
+
+cdef void _run_parts(_part_fn fn, void* ctx, Py_ssize_t nt, int kind,
+                     Py_ssize_t elements) noexcept nogil:
+    """fn(ctx, t, nt) for every t in [0, nt), on up to nt threads of the pool."""
+    cdef _PartsJob j
+    j.fn = fn
+    j.ctx = ctx
+    j.nt = nt
+    fa_parallel_for(nt, 1, _parts_chunk, &j, <int>nt, kind, elements)
+
+
+ctypedef struct _RowsJob:          # the unique rows of a sparse family/duplicates step
+    void* table
+    void* s1
+    void* s2
+    bint rowwise
+    Py_ssize_t d, nu
+    const int64_t* urow
+    const Py_ssize_t* start
+    const int64_t* rows
+    const void** src
+    const DenseOpts* o
+    const FamilyOpts* f
+    int mode
+    bint f32
+
+
+cdef void _dup_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
+    cdef _RowsJob* j = <_RowsJob*>ctx
+    cdef Py_ssize_t u0 = t * j.nu // nt, u1 = (t + 1) * j.nu // nt
+    if j.f32:
+        _dup_rows(u0, u1, <float*>j.table, <float*>j.s1, j.rowwise, j.d, j.urow, j.start,
+                  j.rows, <const float**>j.src, j.o, j.mode)
+    else:
+        _dup_rows(u0, u1, <double*>j.table, <double*>j.s1, j.rowwise, j.d, j.urow, j.start,
+                  j.rows, <const double**>j.src, j.o, j.mode)
+
+
+cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
+    cdef _RowsJob* j = <_RowsJob*>ctx
+    cdef Py_ssize_t u0 = j.start[t * j.nu // nt], u1 = j.start[(t + 1) * j.nu // nt]
+    if j.f32:
+        _family_rows(u1 - u0, j.rows + u0, <const float**>j.src + u0, <float*>j.table,
+                     <float*>j.s1, <float*>j.s2, j.d, j.f)
+    else:
+        _family_rows(u1 - u0, j.rows + u0, <const double**>j.src + u0, <double*>j.table,
+                     <double*>j.s1, <double*>j.s2, j.d, j.f)
+
+
+cdef Py_ssize_t _group_rows(const int64_t* idx, Py_ssize_t b, int64_t* urow, Py_ssize_t* start,
+                            Py_ssize_t* order, Py_ssize_t* uid) noexcept nogil:
+    """Unique rows urow[0..nu) in order of first appearance; order[start[u]..start[u+1]) are
+    the positions of row u's occurrences, ascending. uid: b scratch slots. Returns nu, or -1
+    when out of memory."""
+    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0
+    cdef int64_t* keys
+    cdef Py_ssize_t* ids
+    cdef int64_t r
+    while cap < 2 * b:
+        cap *= 2
+        shift -= 1
+    keys = <int64_t*>malloc(cap * sizeof(int64_t))
+    ids = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
+    if keys == NULL or ids == NULL:
+        free(keys)
+        free(ids)
+        return -1
+    for h in range(cap):
+        keys[h] = -1
+    for p in range(b + 1):
+        start[p] = 0
+    for p in range(b):
+        r = idx[p]
+        h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
+        while keys[h] != -1 and keys[h] != r:
+            h = (h + 1) & (cap - 1)
+        if keys[h] == -1:
+            keys[h] = r
+            ids[h] = nu
+            urow[nu] = r
+            nu += 1
+        uid[p] = ids[h]
+        start[ids[h] + 1] += 1
+    free(keys)
+    free(ids)
+    for u in range(nu):
+        start[u + 1] += start[u]
+    for p in range(b):   # counting sort of the positions by row, stable
+        u = uid[p]
+        order[start[u]] = p
+        start[u] += 1
+    for u in range(nu, 0, -1):
+        start[u] = start[u - 1]
+    start[0] = 0
+    return nu
+
+
+cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
+                                  const int64_t* idx, Py_ssize_t b, const floating* grads,
+                                  const DenseOpts* o, int mode) noexcept nogil:
+    """AdaGrad on rows idx[0..b) with duplicates="sequential" (mode 1: every occurrence is
+    its own step, in batch order) or "keras" (mode 2, element-wise only: every occurrence's
+    g*g into the accumulator, then every occurrence's update with the final accumulator).
+    Returns -1 if out of memory (nothing written), else the number of unique rows."""
+    cdef Py_ssize_t nu = -1, k, u0, u1
+    cdef int nt, t
+    cdef _RowsJob job
+    cdef Py_ssize_t* uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    cdef int64_t* urow = <int64_t*>malloc(b * sizeof(int64_t))
+    cdef int64_t* rows = <int64_t*>malloc(b * sizeof(int64_t))
+    cdef const floating** src = <const floating**>malloc(b * sizeof(floating*))
+    if uid != NULL and start != NULL and order != NULL and urow != NULL and rows != NULL \
+            and src != NULL:
+        nu = _group_rows(idx, b, urow, start, order, uid)
+    if nu > 0:
+        for k in range(b):
+            rows[k] = idx[order[k]]
+            src[k] = grads + order[k] * d
+        nt = _threads_for(b * d)
+        if nt > nu:
+            nt = <int>nu
+        if nt <= 1:
+            _dup_rows(0, nu, table, accum, rowwise, d, urow, start, rows, src, o, mode)
+        else:
+            job.table = table
+            job.s1 = accum
+            job.rowwise = rowwise
+            job.d = d
+            job.nu = nu
+            job.urow = urow
+            job.start = start
+            job.rows = rows
+            job.src = <const void**>src
+            job.o = o
+            job.mode = mode
+            job.f32 = floating is float
+            _run_parts(_dup_part, &job, nt, FA_KIND_SPARSE, b * d)
+    free(uid)
+    free(start)
+    free(order)
+    free(urow)
+    free(rows)
+    free(src)
+    return nu
+
+
+cdef void _dup_rows(Py_ssize_t u0, Py_ssize_t u1, floating* table, floating* accum,
+                    bint rowwise, Py_ssize_t d, const int64_t* urow, const Py_ssize_t* start,
+                    const int64_t* rows, const floating** src, const DenseOpts* o,
+                    int mode) noexcept nogil:
+    """Unique rows [u0, u1): their occurrences src[start[u0]..start[u1])."""
+    cdef Py_ssize_t k0 = start[u0], k1 = start[u1]
+    if mode == _DUP_KERAS and not o.skip_accumulate:
+        if floating is float:
+            _table.keras_rows_f32(u1 - u0, urow + u0, start + u0, src, table, accum, d,
+                                  _PREFETCH_AHEAD, o)
+        else:
+            _table.keras_rows_f64(u1 - u0, urow + u0, start + u0, src, table, accum, d,
+                                  _PREFETCH_AHEAD, o)
+    elif floating is float:   # sequential (and keras without accumulating: the same steps)
+        _table.sparse_rows_f32(k1 - k0, rows + k0, src + k0, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
+    else:
+        _table.sparse_rows_f64(k1 - k0, rows + k0, src + k0, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
+
+
+cdef int _duplicates_mode(str duplicates):
+    return DUPLICATES.index(duplicates)
+
+
+def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates):
+    """sparse_validated with a duplicates rule ("sum" goes to the merging path)."""
+    cdef DenseOpts o
+    cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu
+    cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
+    cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
+    cdef int mode = _duplicates_mode(duplicates)
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0]
+    cdef int64_t* own = NULL
+    cdef int64_t bad[2]
+    if mode == 0:
+        return sparse_validated(table, accum, idx, grads, opts)
+    _set_opts(&o, opts)
+    if b == 0 or d == 0:
+        return
+    with nogil:   # the kernel runs on a checked private copy of the indices
+        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
+        if own != NULL:
+            if is_f32:
+                nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
+                                       rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g),
+                                       &o, mode)
+            else:
+                nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t),
+                                       <double*>cnp.PyArray_DATA(a), rowwise, d, own, b,
+                                       <const double*>cnp.PyArray_DATA(g), &o, mode)
+            free(own)
+    if own == NULL:
+        raise_unchecked(bad, n, "sparse_adagrad_update")
+    if nu < 0:
+        raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")

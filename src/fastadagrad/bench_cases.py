@@ -1,0 +1,84 @@
+"""The rows of the benchmark table: which workload (bench_workloads.py) at which size.
+
+The CLI (`python -m fastadagrad bench`), benchmarks/test_speed.py and .ci/check_bench_json.py all
+iterate over BENCH_CASES, so a new case is benchmarked by adding one entry here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fastadagrad._rules import RULES
+from fastadagrad.bench_workloads import (DenseWorkload, FamilyWorkload, MixedWorkload,
+                                         OptimizerWorkload, SparseWorkload, TorchDropinWorkload,
+                                         Workload)
+
+
+def _torch_dropin(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
+    return TorchDropinWorkload(n, dtype, rng)
+
+
+def _mixed_workload(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
+    return MixedWorkload(n, rng)   # fixes its own dtypes
+
+
+def _installed(package: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(package) is not None
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One row of the benchmark table."""
+
+    name: str            # e.g. "dense 1e6"
+    kind: str            # "dense" | "multi" | "sparse"
+    elements: int        # elements updated per step
+    bytes_per_element: float   # memory traffic per element per step, in units of the itemsize
+    make: Callable[[Any, np.random.Generator], Workload] | None  # None: not available yet
+    quick: bool = True   # part of --quick
+    only_dtype: str | None = None   # listed in this dtype's table only (it fixes its own dtypes)
+
+
+def _dense_case(n: int, quick: bool = True) -> BenchCase:
+    mantissa, exponent = f"{n:.1e}".split("e")
+    label = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    def make(dtype: Any, rng: np.random.Generator) -> Workload:
+        return DenseWorkload(n, dtype, rng)
+    return BenchCase(name=f"dense {label}", kind="dense", elements=n, bytes_per_element=5,
+                     make=make, quick=quick)
+
+
+DENSE_SIZES = (1_000, 10_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
+
+
+BENCH_CASES: list[BenchCase] = [
+    *(_dense_case(n, quick=n < 64_000_000) for n in DENSE_SIZES),
+    BenchCase("optimizer 200x1000", "multi", 200 * 1000, 5,
+              lambda dtype, rng: OptimizerWorkload(200, 1000, dtype, rng)),
+    BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5,
+              lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
+    BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
+              lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
+    *(BenchCase(f"torch drop-in {label}", "torch", n, 5,
+                functools.partial(_torch_dropin, n) if _installed("torch") else None)
+      for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
+    # mixed precision (issue 15): listed in the float32 table, next to the float32 step
+    *(BenchCase(f"bf16 param+grad, f32 accum {label}", "mixed", n, 3.5,
+                functools.partial(_mixed_workload, n) if _installed("ml_dtypes") else None,
+                only_dtype="float32")
+      for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
+]
+
+# issue 14: each rule of fastadagrad._rules.RULES gets dense 1e6 / sparse 1e6x64 cases.
+BENCH_CASES.extend(
+    case for rule, spec in RULES.items() for case in (
+        BenchCase(f"{rule} 1e6", "family", 1_000_000, 3 + 2 * len(spec.states),
+                  functools.partial(lambda r, dtype, rng: FamilyWorkload(r, dtype, rng, n=1_000_000), rule)),
+        BenchCase(f"sparse {rule} 1e6x64 batch 4096", "family", 4096 * 64, 3 + 2 * len(spec.states),
+                  functools.partial(lambda r, dtype, rng: FamilyWorkload(r, dtype, rng, sparse=(1_000_000, 64, 4096)), rule),
+                  quick=False)))
