@@ -28,9 +28,9 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def accelerated(p: torch.Tensor) -> bool:
-    """Does the parameter itself qualify for the fused kernels (dense CPU float32/float64,
-    a plain tensor or nn.Parameter, not an inference tensor)? Its state and each step's grad
-    are checked as well before it is actually taken."""
+    """Does the parameter itself qualify for the fused kernels (dense CPU float32, float64,
+    float16 or, with ml_dtypes, bfloat16; a plain tensor or nn.Parameter, not an inference
+    tensor)? Its state and each step's grad are checked as well before it is actually taken."""
     return (type(p) in _PLAIN_TYPES and p.device.type == "cpu" and p.layout == torch.strided
             and p.dtype in FAST_DTYPES and not p.is_inference() and not p.is_conj()
             and not p.is_neg())
