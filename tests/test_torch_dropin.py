@@ -75,6 +75,15 @@ def state_tensors(opt, params):
     return [opt.state[p]["sum"] for p in params], [opt.state[p]["step"] for p in params]
 
 
+def fast_params(plan) -> list:
+    """The params a group's plan hands to the fused kernels, in order."""
+    return [r.param for r in plan.records]
+
+
+def tableable(plan) -> list[bool]:
+    """Per fast param of a group's plan: can it be an entry of the group's ArrayTable?"""
+    return [r.tableable for r in plan.records]
+
 # ----------------------------------------------------------------------------- the API
 def test_signature_and_class_match_torch():
     ours = inspect.signature(ft.Adagrad.__init__).parameters
@@ -82,7 +91,7 @@ def test_signature_and_class_match_torch():
     assert [(n, p.kind, p.default) for n, p in ours.items()] == \
            [(n, p.kind, p.default) for n, p in theirs.items()]
     assert issubclass(ft.Adagrad, torch.optim.Optimizer)
-    assert ft.torch is torch   # `import torch` inside fastadagrad/torch.py is the real torch
+    assert ft.torch is torch   # `import torch` inside fastadagrad/torch/ is the real torch
 
 
 def test_state_created_eagerly_like_torch():
@@ -124,7 +133,7 @@ def test_mlp_100_steps_matches_torch(backend_name):
     assert_close_run(state_tensors(opt_ours, ps_o)[0], state_tensors(opt_torch, ps_t)[0])
     assert [float(s) for s in state_tensors(opt_ours, ps_o)[1]] == [100.0] * 4
     # everything was taken by the fast path
-    assert all(len(plan.fast) == 4 and not plan.slow for plan in opt_ours._plans)
+    assert all(len(plan.records) == 4 and not plan.slow for plan in opt_ours._plans)
 
 
 @pytest.mark.parametrize("fused", [None, True])
@@ -161,9 +170,9 @@ def test_updates_in_place_through_zero_copy_views():
     ptr, sum_ptr, before = p.data_ptr(), opt.state[p]["sum"].data_ptr(), p.detach().clone()
     opt.step()
     plan = opt._plans[0]
-    assert np.shares_memory(plan.pviews[0], p.detach().numpy())
-    assert np.shares_memory(plan.sviews[0], opt.state[p]["sum"].numpy())
-    assert np.shares_memory(plan.stepv[0], opt.state[p]["step"].numpy())
+    assert np.shares_memory(plan.records[0].param_view, p.detach().numpy())
+    assert np.shares_memory(plan.records[0].sum_view, opt.state[p]["sum"].numpy())
+    assert np.shares_memory(plan.records[0].step_view, opt.state[p]["step"].numpy())
     assert p.data_ptr() == ptr and opt.state[p]["sum"].data_ptr() == sum_ptr
     assert not torch.equal(p.detach(), before)
     assert float(opt.state[p]["step"]) == 1.0
@@ -338,7 +347,7 @@ def test_non_contiguous_parameters_updated_in_place():
     ps_t, _ = run(torch.optim.Adagrad)
     assert_close_run(ps_o, ps_t)
     plan = opt_o._plans[0]
-    assert plan.fast == ps_o and plan.tableable == [True, False]
+    assert fast_params(plan) == ps_o and tableable(plan) == [True, False]
 
 
 def test_param_data_replaced_rebuilds_the_views():
@@ -353,7 +362,7 @@ def test_param_data_replaced_rebuilds_the_views():
         ours.step()
         theirs.step()
     np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-6)
-    assert np.shares_memory(ours._plans[0].pviews[0], p.detach().numpy())
+    assert np.shares_memory(ours._plans[0].records[0].param_view, p.detach().numpy())
 
 
 def test_autograd_sees_the_in_place_update():
@@ -386,7 +395,7 @@ def test_complex_falls_back_to_torch_exactly(foreach):
 
     h_o, f_o, opt_o = run(ft.Adagrad)
     h_t, f_t, opt_t = run(torch.optim.Adagrad)
-    assert opt_o._plans[0].slow == [h_o] and opt_o._plans[0].fast == [f_o]
+    assert opt_o._plans[0].slow == [h_o] and fast_params(opt_o._plans[0]) == [f_o]
     assert same_bytes(h_o, h_t) and same_bytes(opt_o.state[h_o]["sum"], opt_t.state[h_t]["sum"])
     assert_close_run([f_o], [f_t])
 
@@ -442,7 +451,7 @@ def test_differentiable_group_falls_back_to_torch():
         q.grad = torch.full((5,), 0.2)
         ours.step()
         theirs.step()
-    assert ours._plans[0].slow == [p] and not ours._plans[0].fast
+    assert ours._plans[0].slow == [p] and not ours._plans[0].records
     assert same_bytes(p, q)
 
 
@@ -465,7 +474,7 @@ def test_cuda_absent_is_fine_and_other_devices_route_to_torch():
     opt = ft.Adagrad([meta, p])
     meta.grad = torch.randn(5, device="meta")
     opt.step()
-    assert opt._plans[0].slow == [meta] and opt._plans[0].fast == [p]
+    assert opt._plans[0].slow == [meta] and fast_params(opt._plans[0]) == [p]
 
 
 def test_fused_amp_grad_scaler_goes_through_torch():
@@ -522,7 +531,7 @@ def test_state_dict_cross_loading_then_training_matches(direction):
     assert_close_run(resumed.parameters(), reference_model.parameters())
     if isinstance(opt2, ft.Adagrad):
         # the views now live in the loaded tensors
-        for p, sv in zip(opt2._plans[0].fast, opt2._plans[0].sviews):
+        for p, sv in ((r.param, r.sum_view) for r in opt2._plans[0].records):
             assert np.shares_memory(sv, opt2.state[p]["sum"].numpy())
         assert [float(opt2.state[p]["step"]) for p in resumed.parameters()] == [50.0] * 4
 
@@ -533,14 +542,14 @@ def test_load_state_dict_mid_training_replaces_the_state_views():
     opt = ft.Adagrad(model.parameters(), lr=0.05)
     train(model, opt, 5, x, y)
     saved = roundtrip(opt.state_dict())
-    old_views = list(opt._plans[0].sviews)
+    old_views = [r.sum_view for r in opt._plans[0].records]
     train(model, opt, 5, x, y)
     opt.load_state_dict(saved)
     assert opt._plans is None
     train(model, opt, 1, x, y)
     p0 = next(model.parameters())
     assert float(opt.state[p0]["step"]) == 6.0
-    assert not np.shares_memory(opt._plans[0].sviews[0], old_views[0])
+    assert not np.shares_memory(opt._plans[0].records[0].sum_view, old_views[0])
 
 
 def test_add_param_group_lazy_state_like_torch():
@@ -565,7 +574,7 @@ def test_add_param_group_lazy_state_like_torch():
     assert float(opt_o.state[b_o]["step"]) == 4.0
     # torch's lazy init uses the optimizer's default (0.5), not the group's (3.0): matched
     assert_close_run([opt_o.state[b_o]["sum"]], [opt_t.state[b_t]["sum"]])
-    assert opt_o._plans[1].fast == [b_o]
+    assert fast_params(opt_o._plans[1]) == [b_o]
 
 
 def test_pickle_deepcopy_and_share_memory():
@@ -579,7 +588,7 @@ def test_pickle_deepcopy_and_share_memory():
     opt.share_memory()
     assert opt._plans is None
     train(model, opt, 2, x, y)
-    for p, sv in zip(opt._plans[0].fast, opt._plans[0].sviews):
+    for p, sv in ((r.param, r.sum_view) for r in opt._plans[0].records):
         assert opt.state[p]["sum"].is_shared() and np.shares_memory(sv, opt.state[p]["sum"].numpy())
 
 
@@ -615,7 +624,7 @@ def test_numpy_backend_gives_the_same_bytes_as_cython():
         assert same_bytes(opt_c.state[a]["step"], opt_n.state[b]["step"])
     assert [float(opt_c.state[p]["step"]) for p in ps_c] == [10.0, 15.0, 15.0, 15.0]
     if compiled_available():
-        assert opt_c._plans[0].tableable == [True, True, True] and opt_c._plans[1].tableable == [False]
+        assert tableable(opt_c._plans[0]) == [True, True, True] and tableable(opt_c._plans[1]) == [False]
     ps_t, _ = run("numpy", torch.optim.Adagrad)
     assert_close_run(ps_c, ps_t)
 
@@ -689,7 +698,7 @@ def test_state_entries_replaced_by_hand_are_followed():
         ours.step()
         theirs.step()
     assert float(ours.state[p]["step"]) == float(theirs.state[q]["step"]) == 13.0
-    assert np.shares_memory(ours._plans[0].sviews[0], ours.state[p]["sum"].numpy())
+    assert np.shares_memory(ours._plans[0].records[0].sum_view, ours.state[p]["sum"].numpy())
     np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(ours.state[p]["sum"].numpy(), theirs.state[q]["sum"].numpy(), rtol=1e-6)
 
@@ -702,7 +711,7 @@ def test_group_edited_in_place_is_followed():
     opt.param_groups[0]["params"] = [a]          # b is no longer optimized
     opt.step()
     assert float(opt.state[a]["step"]) == 2.0 and float(opt.state[b]["step"]) == 1.0
-    assert opt._plans[0].fast == [a]
+    assert fast_params(opt._plans[0]) == [a]
     opt.param_groups[0]["differentiable"] = True  # now torch's own path
     opt.step()
     assert opt._plans[0].slow == [a] and float(opt.state[a]["step"]) == 3.0
