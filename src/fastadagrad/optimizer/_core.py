@@ -22,8 +22,8 @@ import numpy as np
 
 from fastadagrad._mixed_precision import accum_dtype, check_mixed_dtypes, is_low_precision
 from fastadagrad import _backend, _validation, reference
-from fastadagrad import optimizer_clip as _optimizer_clip
-from fastadagrad import optimizer_rules as _optimizer_rules
+from fastadagrad.optimizer import _clip as _optimizer_clip
+from fastadagrad.optimizer import _rules as _optimizer_rules
 from fastadagrad._validation import DenseOptions
 
 ArrayList = List[np.ndarray]

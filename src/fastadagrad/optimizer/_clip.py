@@ -17,7 +17,7 @@ import numpy as np
 from fastadagrad import _backend, _validation, reference, reference_family
 
 if TYPE_CHECKING:
-    from fastadagrad.optimizer import AdaGrad
+    from fastadagrad.optimizer._core import AdaGrad
 
 
 def check(clipnorm: Any, global_clipnorm: Any) -> tuple[float | None, float | None]:

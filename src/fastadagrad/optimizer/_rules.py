@@ -16,7 +16,7 @@ import numpy as np
 from fastadagrad import _backend, _rules, reference_family
 
 if TYPE_CHECKING:
-    from fastadagrad.optimizer import AdaGrad
+    from fastadagrad.optimizer._core import AdaGrad
 
 RULE_NAMES = ("adagrad",) + tuple(_rules.RULES)
 UNSUPPORTED = {"lr_decay": 0.0, "weight_decay": 0.0, "maximize": False, "rowwise": False}
@@ -60,7 +60,7 @@ def _states(group: Any, i: int) -> list[np.ndarray]:
 
 def step(opt: AdaGrad, grads: Any) -> bool:
     """Validate every grad of every group, scan for NaN/inf if asked, then update."""
-    from fastadagrad.optimizer import SparseGrad, _grad_name
+    from fastadagrad.optimizer._core import SparseGrad, _grad_name
 
     spec = _rules.RULES[opt.rule]
     per_group = opt._split_grads(grads)
