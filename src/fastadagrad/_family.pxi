@@ -305,7 +305,7 @@ def family_validated(param, grad, states, fopts):
     if param.size == 0:
         return
     if not all(x.flags.aligned and x.dtype.isnative for x in arrays):
-        _reference_family.family_step(param, grad, states, fopts)   # same bits, in place
+        _twin.family_validated(param, grad, states, fopts)   # same bits, in place
         return
     if all(x.flags.c_contiguous for x in arrays) or all(x.flags.f_contiguous for x in arrays):
         p, g, a = param, grad, states[0]
@@ -483,7 +483,7 @@ def sum_of_squares(x):
         raise TypeError(f"the norm pass takes float32 or float64 arrays, got {x.dtype}")
     if not (x.flags.aligned and x.dtype.isnative
             and (x.flags.c_contiguous or x.flags.f_contiguous)):
-        return _reference_family.sum_of_squares(x)
+        return _twin.sum_of_squares(x)
     if n == 0:
         return 0.0
     nb = (n + blk - 1) // blk

@@ -584,10 +584,10 @@ class Adagrad(torch.optim.Adagrad):
             values.append(new)
         first = values[0]
         uniform = values.count(first) == len(values)
-        compiled = _backend._current == "cython"
+        compiled = _backend.current().compiled
         all_live = len(live) == len(fast)
         if uniform and plan.one_dtype and not plan.sequential:
-            clr = plan.lr / (1.0 + (first - 1.0) * plan.lr_decay)   # torch's, in double
+            clr = _validation.effective_lr(plan.lr, plan.lr_decay, first)   # torch's, in double
             if not compiled:
                 self._apply(plan, live, grads, opts, clr, False, False)
             elif all_live and plan.all_table is not None:   # the common case: one C call
@@ -610,9 +610,9 @@ class Adagrad(torch.optim.Adagrad):
         sparse grads, so that case stays with torch."""
         sv = plan.stepv[i]
         sv[()] = float(sv) + 1.0
-        clr = plan.lr / (1.0 + (float(sv) - 1.0) * plan.lr_decay)
+        clr = _validation.effective_lr(plan.lr, plan.lr_decay, float(sv))
         o = opts._replace(clr=clr)
-        if _backend._current == "cython":
+        if _backend.current().compiled:
             _backend._kernels.sparse_validated(plan.pviews[i], plan.sviews[i], idx, values, o)
         elif idx.size:
             with np.errstate(all="ignore"):
@@ -627,7 +627,7 @@ class Adagrad(torch.optim.Adagrad):
         shape; anything else (Partial placements, a plain grad, other state) goes to torch's
         step on the DTensors. Not cached: the local shards are looked up at every step."""
         opts = plan.options(group)
-        compiled = _backend._current == "cython"
+        compiled = _backend.current().compiled
         fallback: list[torch.Tensor] = []
         for p in plan.dtensors:
             if p.grad is None:
@@ -639,7 +639,7 @@ class Adagrad(torch.optim.Adagrad):
             locals_, pv, gv, av, stepv = views
             stepv[()] = float(stepv) + 1.0   # torch's `step_t += 1`, rounded to its dtype
             step = float(stepv)
-            o = opts._replace(clr=plan.lr / (1.0 + (step - 1.0) * plan.lr_decay))
+            o = opts._replace(clr=_validation.effective_lr(plan.lr, plan.lr_decay, step))
             gv = _checked(pv, gv, av)
             if compiled:
                 _backend._kernels.update_validated(pv, gv, av, o)
@@ -672,7 +672,7 @@ class Adagrad(torch.optim.Adagrad):
         lr, lr_decay = plan.lr, plan.lr_decay
         if plan.sequential:
             for i, g, v in zip(live, grads, values):
-                self._apply(plan, [i], [g], opts, lr / (1.0 + (v - 1.0) * lr_decay), compiled,
+                self._apply(plan, [i], [g], opts, _validation.effective_lr(lr, lr_decay, v), compiled,
                             False)
             return
         buckets: dict[tuple[Any, ...], tuple[list[int], list[np.ndarray], float]] = {}
@@ -687,7 +687,7 @@ class Adagrad(torch.optim.Adagrad):
                 b[0].append(i)
                 b[1].append(g)
         for key, (idx, gs, v) in buckets.items():
-            self._apply(plan, idx, gs, opts, lr / (1.0 + (v - 1.0) * lr_decay), compiled,
+            self._apply(plan, idx, gs, opts, _validation.effective_lr(lr, lr_decay, v), compiled,
                         compiled and key[0] is not None)
 
 
