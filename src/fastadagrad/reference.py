@@ -147,8 +147,7 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
         from fastadagrad.reference_family import sum_of_squares
         o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
     if param.size:
-        with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
-            update_validated(param, grad, accum, o, master)
+        update_validated(param, grad, accum, o, master)   # IEEE results, no warnings
 
 
 def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -160,9 +159,8 @@ def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
 def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list[np.ndarray],
                  o: DenseOptions) -> None:
     """Many validated arrays, one dense step each, in order (kept for the torch adapter)."""
-    with np.errstate(all="ignore"):
-        for p, g, a in zip(params, grads, accums):
-            update_validated(p, g, a, o)
+    for p, g, a in zip(params, grads, accums):
+        update_validated(p, g, a, o)
 
 
 def apply_steps(steps: list[tuple[Any, Any, list[Any], DenseOptions, float, list[Any]]]) -> None:
@@ -170,14 +168,13 @@ def apply_steps(steps: list[tuple[Any, Any, list[Any], DenseOptions, float, list
     grads, opts, clr, items)` one call per item `(param, grad, accum, idx, duplicates)` (`idx`
     None: dense, else the sparse step with `grad` the values), then `counter.step += 1`. The
     compiled module's pointer group (the second field) plays no part here."""
-    with np.errstate(all="ignore"):
-        for counter, _group, _grads, opts, _clr, items in steps:
-            for p, g, a, idx, dup in items:
-                if idx is None:
-                    update_validated(p, g, a, opts)
-                elif idx.size:
-                    sparse_dup_validated(p, a, idx, g, opts, dup)
-            counter.step += 1
+    for counter, _group, _grads, opts, _clr, items in steps:
+        for p, g, a, idx, dup in items:
+            if idx is None:
+                update_validated(p, g, a, opts)
+            else:
+                sparse_dup_validated(p, a, idx, g, opts, dup)
+        counter.step += 1
 
 
 ROWWISE_LANES = 8
@@ -235,8 +232,7 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     o = check_sparse_rule(o, table, accum, duplicates, update_slots)
     if idx.size == 0 or table.shape[1] == 0:
         return
-    with np.errstate(all="ignore"):
-        sparse_dup_validated(table, accum, idx, g, o, duplicates)
+    sparse_dup_validated(table, accum, idx, g, o, duplicates)   # IEEE results, no warnings
 
 
 def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
