@@ -49,8 +49,8 @@ def test_context_manager_restores_after_error(compiled):
 def test_numpy_backend_really_runs_numpy(compiled, monkeypatch):
     """With the numpy backend selected, the public function goes through the NumPy twin."""
     calls = []
-    real = fastadagrad.reference._dense_step
-    monkeypatch.setattr(fastadagrad.reference, "_dense_step",
+    real = fastadagrad.reference.update_validated
+    monkeypatch.setattr(fastadagrad.reference, "update_validated",
                         lambda *a: (calls.append(1), real(*a)))
     p, g, a = np.ones(10), np.ones(10), np.ones(10)
     with fastadagrad.backend("numpy"):

@@ -136,12 +136,12 @@ def test_optax_zero_accumulator_with_eps_zero():
 def test_defaults_and_overrides(convention, defaults):
     opt = AdaGrad([np.zeros(2)], convention=convention)
     for k, v in defaults.items():
-        assert opt.groups[0].options[k] == v, k
+        assert getattr(opt.groups[0].options, k) == v, k
     assert np.all(opt.groups[0].accums[0] == defaults["initial_accumulator_value"])
     opt = AdaGrad([np.zeros(2)], convention=convention, lr=0.5, eps=1e-3,
                   initial_accumulator_value=2.0, eps_placement="outside")
-    assert opt.groups[0].options["lr"] == 0.5 and opt.groups[0].options["eps"] == 1e-3
+    assert opt.groups[0].options.lr == 0.5 and opt.groups[0].options.eps == 1e-3
     assert np.all(opt.groups[0].accums[0] == 2.0)
     if convention == "keras":   # lr through float32, as Keras stores it
         opt = AdaGrad([np.zeros(2)], convention=convention, lr=0.1)
-        assert opt.groups[0].options["lr"] == float(np.float32(0.1)) != 0.1
+        assert opt.groups[0].options.lr == float(np.float32(0.1)) != 0.1

@@ -107,7 +107,7 @@ def test_special_values_every_switch(compiled, restore_isa, combo, isa, layout):
             fm = None if fm is None else np.repeat(fm, 2)[::2]
         compiled.update_validated(*fast, opts, fm)
         with np.errstate(all="ignore"):
-            reference._mixed_step(*slow, opts, sm)
+            reference.update_mixed_validated(*slow, opts, sm)
         for k, name in ((0, "param"), (2, "accum")):
             assert_same_bits(np.ascontiguousarray(fast[k]), slow[k], f"{isa} {name} {opts}")
         if use_master:

@@ -135,7 +135,7 @@ def test_resume_from_npz_is_bit_identical(backend_name, tmp_path):
         resumed = [loaded[f"arr_{i}"].copy() for i in range(3)]
         opt2 = AdaGrad([{"params": resumed[:2]}, {"params": resumed[2:], "lr": 999.0}], **kw)
         opt2.load_state_dict(np.load(tmp_path / "ckpt.npz"))
-        assert opt2.groups[1].options["lr"] == 0.2  # restored from the checkpoint
+        assert opt2.groups[1].options.lr == 0.2  # restored from the checkpoint
         for s in range(50, 100):
             g = grads_for(resumed, s)
             opt2.step([g[:2], g[2:]])

@@ -389,15 +389,15 @@ def test_ctrl_c_in_the_middle_of_a_numpy_step_completes_the_step(monkeypatch):
         opt = AdaGrad(params, lr=0.1)
         AdaGrad(ref, lr=0.1).step(grads)
         calls = []
-        real_multi = fastadagrad.reference.multi_update
+        real_update = fastadagrad.reference.update_validated
 
-        def multi_update(*args):
-            real_multi(*args)
+        def update_validated(*args):
+            real_update(*args)
             if not calls:
                 signal.raise_signal(signal.SIGINT)   # arrives right after the first array
             calls.append(1)
 
-        monkeypatch.setattr(fastadagrad.reference, "multi_update", multi_update)
+        monkeypatch.setattr(fastadagrad.reference, "update_validated", update_validated)
         with pytest.raises(KeyboardInterrupt):
             opt.step(grads)
     assert len(calls) == 2                      # the second array was still written
@@ -457,7 +457,8 @@ def test_ctrl_c_right_after_the_one_call_step_still_counts(compiled, monkeypatch
     p = np.ones(10)
     opt = AdaGrad([p], lr=0.1)
     group = opt.groups[0]
-    real = group.table
+    backend = fastadagrad._backend.current()
+    real = group.pointers[backend]
 
     class Interrupting:
         def step(self, *args):
@@ -465,7 +466,7 @@ def test_ctrl_c_right_after_the_one_call_step_still_counts(compiled, monkeypatch
             signal.raise_signal(signal.SIGINT)
             return bad
 
-    group.table = Interrupting()
+    group.pointers[backend] = Interrupting()
     with pytest.raises(KeyboardInterrupt):
         opt.step([np.ones(10)])
     assert group.step == 1 and (p < 1).all()

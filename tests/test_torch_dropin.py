@@ -81,7 +81,7 @@ def fast_params(plan) -> list:
 
 
 def tableable(plan) -> list[bool]:
-    """Per fast param of a group's plan: can it be an entry of the group's ArrayTable?"""
+    """Per fast param of a group's plan: can it be an entry of the group's ArrayGroup?"""
     return [r.tableable for r in plan.records]
 
 # ----------------------------------------------------------------------------- the API

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastadagrad import reference
+from fastadagrad import _backend, reference
 from fastadagrad._backend import (
     backend,
     compiled_available,
@@ -39,16 +39,14 @@ __all__ = [
 ]
 
 
+# The most capable backend's public functions: the compiled ones forward to the NumPy twin
+# themselves while that backend is selected (set_backend), so early-bound references follow
+# the backend too (see _backend).
+adagrad_update = _backend.available()[0].adagrad_update
+sparse_adagrad_update = _backend.available()[0].sparse_adagrad_update
 if _kernels is not None:
-    # The compiled dispatchers: they route to the NumPy twin themselves when that backend is
-    # selected (set_backend), so early-bound references follow the backend too.
-    adagrad_update = _kernels.adagrad_update
-    sparse_adagrad_update = _kernels.sparse_adagrad_update
     from fastadagrad import _threadpoolctl
     _threadpoolctl.register()   # threadpoolctl.threadpool_limits(...) limits our pool too
-else:
-    adagrad_update = reference.adagrad_update
-    sparse_adagrad_update = reference.sparse_adagrad_update
 
 
 def get_include() -> str:

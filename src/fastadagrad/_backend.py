@@ -1,4 +1,19 @@
-"""Backend choice: the compiled kernels ("cython") or the NumPy twin ("numpy").
+"""The backend object: the compiled kernels ("cython") or the NumPy twin ("numpy").
+
+Every caller (the public functions' wrappers, the optimizer, the family functions, the torch
+adapter) asks `current()` for the selected backend and calls its entry points; none tests the
+backend's name. Both implementations take the same arguments, entry point for entry point
+(the twin's functions carry the compiled functions' names), so a caller has one code path:
+
+    backend = _backend.current()
+    backend.update_validated(param, grad, accum, opts)      # arrays that passed _validation
+
+Dependencies point one way: API (fastadagrad, optimizer, family, torch) -> this module ->
+kernels (compiled) / reference + reference_family (NumPy twin) -> _validation. The compiled
+module never imports the twin: `_bind` hands it the twin's entry points, which it uses for the
+memory its C loops cannot address (unaligned or byte-swapped arrays, updated in place by the
+twin with the same bits) and to forward its public functions while the NumPy backend is
+selected (so `from fastadagrad import adagrad_update` follows `set_backend`).
 
 Chosen at import from FASTADAGRAD_BACKEND (default "cython"); if the extension cannot be imported
 the NumPy backend is used with a RuntimeWarning (none when numpy was asked for).
@@ -9,14 +24,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
+import threading
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
-from fastadagrad import reference
+from fastadagrad import reference, reference_family
 
 BACKENDS = ("cython", "numpy")
-__all__ = ["BACKENDS", "IMPORT_ERROR", "_kernels", "backend", "compiled_available",
-           "get_backend", "set_backend"]
+__all__ = ["BACKENDS", "IMPORT_ERROR", "Backend", "CompiledBackend", "NumpyBackend", "_kernels",
+           "available", "backend", "compiled_available", "current", "get_backend", "named",
+           "set_backend"]
 
 _kernels: Any  # the compiled module fastadagrad.kernels, or None when it is not built
 IMPORT_ERROR: ImportError | None
@@ -31,7 +49,135 @@ except ImportError as exc:  # not built, or built but not loadable (e.g. a missi
     _kernels = None
     IMPORT_ERROR = exc
 
-_current = "numpy"
+Fn = Callable[..., Any]
+
+
+class Backend:
+    """The entry points every backend provides, each taking validated arguments unless noted.
+
+    - adagrad_update, sparse_adagrad_update: the public functions (they validate).
+    - update_validated(param, grad, accum, opts, master=None): one dense step, any layout.
+    - sparse_dup_validated(table, accum, idx, grads, opts, duplicates): the sparse step.
+    - apply_steps(steps): the optimizer's writes of one step, every group, and its counts
+      (`(counter, group, grads, opts, clr, items)` per group, see kernels.apply_steps); a
+      KeyboardInterrupt lands before the first write or after the last count.
+    - array_group(params, accums, guard): the compiled pointer group of an optimizer group
+      (one C call per step, with its own C-level gate), or None when this backend has none.
+    - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
+      clipping norm.
+    """
+
+    name: str
+    compiled: bool   # has compiled pointer groups (array_group never returns None for them)
+    adagrad_update: Fn
+    sparse_adagrad_update: Fn
+    update_validated: Fn
+    sparse_dup_validated: Fn
+    apply_steps: Fn
+    family_validated: Fn
+    family_sparse_validated: Fn
+    sum_of_squares: Fn
+
+    def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<fastadagrad backend {self.name!r}>"
+
+
+class NumpyBackend(Backend):
+    """The NumPy twin (reference.py, reference_family.py): same names, same bytes."""
+
+    name = "numpy"
+    compiled = False
+
+    def __init__(self) -> None:
+        self.adagrad_update = reference.adagrad_update
+        self.sparse_adagrad_update = reference.sparse_adagrad_update
+        self.update_validated = reference.update_validated
+        self.update_mixed_validated = reference.update_mixed_validated
+        self.sparse_dup_validated = reference.sparse_dup_validated
+        self.sparse_mixed_step = reference.sparse_mixed_step
+        self.family_validated = reference_family.family_validated
+        self.family_sparse_validated = reference_family.family_sparse_validated
+        self.sum_of_squares = reference_family.sum_of_squares
+
+    @staticmethod
+    def apply_steps(steps: list[Any]) -> None:
+        """reference.apply_steps with Ctrl-C held back until every write and count is done
+        (the compiled twin gets this for free: it runs no Python bytecode in between)."""
+        with _InterruptsDeferred():
+            reference.apply_steps(steps)
+
+
+class CompiledBackend(Backend):
+    """The compiled module fastadagrad.kernels."""
+
+    name = "cython"
+    compiled = True
+
+    def __init__(self, kernels: Any) -> None:
+        self.kernels = kernels
+        for name in ("adagrad_update", "sparse_adagrad_update", "update_validated",
+                     "sparse_dup_validated", "apply_steps", "family_validated",
+                     "family_sparse_validated", "sum_of_squares"):
+            setattr(self, name, getattr(kernels, name))
+
+    def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+        return self.kernels.ArrayGroup(params, accums, guard)
+
+
+class _InterruptsDeferred:
+    """Hold back Ctrl-C (SIGINT) while a step writes: the step's arrays and counters are
+    updated completely, then KeyboardInterrupt is raised. Only in the main thread (the only
+    one Python delivers KeyboardInterrupt to) and only while Python's default SIGINT handler
+    is installed (a custom handler is left alone)."""
+
+    __slots__ = ("old", "pending")
+
+    def __enter__(self) -> "_InterruptsDeferred":
+        self.old: Any = None
+        self.pending = False
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.old = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.pending = True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            if self.pending and exc_type is None:
+                raise KeyboardInterrupt
+
+
+_NUMPY = NumpyBackend()
+_COMPILED: Optional[CompiledBackend] = None if _kernels is None else CompiledBackend(_kernels)
+_BY_NAME: dict[str, Backend] = {"numpy": _NUMPY}
+if _COMPILED is not None:
+    _BY_NAME["cython"] = _COMPILED
+    # The compiled functions take the twin's docstrings (one text for both backends).
+    _kernels.adagrad_update.__doc__ = reference.adagrad_update.__doc__
+    _kernels.sparse_adagrad_update.__doc__ = reference.sparse_adagrad_update.__doc__
+_active: Backend = _NUMPY
+
+
+def current() -> Backend:
+    """The selected backend object (call its entry points; never compare its name)."""
+    return _active
+
+
+def available() -> list[Backend]:
+    """Every backend that can run here, the compiled one first."""
+    return [b for b in (_COMPILED, _NUMPY) if b is not None]
+
+
+def named(name: str | None) -> Backend:
+    """The backend called `name` (None: the selected one); "cython" without the extension
+    gives the NumPy twin (same bytes)."""
+    return _active if name is None else _BY_NAME.get(name, _NUMPY)
 
 
 def compiled_available() -> bool:
@@ -41,19 +187,19 @@ def compiled_available() -> bool:
 
 def set_backend(name: str) -> None:
     """Select "cython" (compiled kernels) or "numpy" (the NumPy twin) for every public function."""
-    global _current
+    global _active
     if name not in BACKENDS:
         raise ValueError(f"`name` must be one of {BACKENDS}, got {name!r}")
     if name == "cython" and _kernels is None:
         raise ValueError(f"the compiled backend is not available: {IMPORT_ERROR}")
+    _active = _BY_NAME[name]
     if _kernels is not None:
-        _kernels._set_delegate(reference if name == "numpy" else None)
-    _current = name
+        _kernels._bind_twin(_NUMPY, _active is _NUMPY)
 
 
 def get_backend() -> str:
     """The backend in use: "cython" or "numpy"."""
-    return _current
+    return _active.name
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ cdef void _sumsq_blocks(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
 
 def sum_of_squares(x):
     """Σx² in double over a contiguous array, in the fixed order of
-    reference_family.sum_of_squares: blocks of FA_CLIP_BLOCK elements in memory order (8
+    the twin's sum_of_squares: blocks of FA_CLIP_BLOCK elements in memory order (8
     lanes each), their sums added left to right. Blocks are split across threads; the order
     of the additions does not depend on the thread count. Other layouts: the NumPy twin."""
     cdef cnp.ndarray a = x
@@ -43,7 +43,7 @@ def sum_of_squares(x):
         raise TypeError(f"the norm pass takes float32 or float64 arrays, got {x.dtype}")
     if not (x.flags.aligned and x.dtype.isnative
             and (x.flags.c_contiguous or x.flags.f_contiguous)):
-        return _reference_family.sum_of_squares(x)
+        return _twin.sum_of_squares(x)
     if n == 0:
         return 0.0
     nb = (n + blk - 1) // blk

@@ -69,7 +69,7 @@ def family_validated(param, grad, states, fopts):
     if param.size == 0:
         return
     if not all(x.flags.aligned and x.dtype.isnative for x in arrays):
-        _reference_family.family_step(param, grad, states, fopts)   # same bits, in place
+        _twin.family_validated(param, grad, states, fopts)   # same bits, in place
         return
     if all(x.flags.c_contiguous for x in arrays) or all(x.flags.f_contiguous for x in arrays):
         p, g, a = param, grad, states[0]

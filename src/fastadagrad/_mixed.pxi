@@ -1,7 +1,7 @@
 # Mixed precision (issue 15): float16 / bfloat16 params with float32 (or the param's dtype)
 # grads and accumulators, optional float32 master weights. Included by kernels.pyx. The loops
 # are _csrc/loops_mixed.h (float32 arithmetic, one rounding per stored result); here: the
-# thread split and the routing of validated arrays (the NumPy twin is reference._mixed_step).
+# thread split and the routing of validated arrays (the NumPy twin is reference.update_mixed_validated).
 
 # (MixedTypes, FA_DT_*: cimported by kernels.pxd)
 from fastadagrad import _mixed_precision
@@ -72,7 +72,7 @@ def update_mixed_validated(param, grad, accum, opts, master=None):
     arrays = [param, grad, accum] + ([] if master is None else [master])
     if not all(_native_aligned(x) for x in arrays):
         # the C loops cannot address it; the NumPy twin can (same bits, in place)
-        _reference._mixed_step(param, grad, accum, opts, master)
+        _twin.update_mixed_validated(param, grad, accum, opts, master)
     elif _all_contiguous(arrays):
         p, g, a = param, grad, accum
         if master is not None:

@@ -288,8 +288,8 @@ def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                           eps_placement="outside", maximize=False, weight_decay=0.0,
                           duplicates="sum", update_slots=True):
     """AdaGrad on the rows of `table` that `indices` names (duplicates summed first)."""
-    if _delegate is not None:
-        return _delegate.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
+    if _forward:
+        return _twin.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
                                                eps_placement=eps_placement, maximize=maximize,
                                                weight_decay=weight_decay, duplicates=duplicates,
                                                update_slots=update_slots)
@@ -314,7 +314,7 @@ def sparse_validated(table, accum, idx, grads, opts):
     if b == 0 or d == 0:
         return
     if not _is_f32_or_f64(table):   # float16/bfloat16 table (issue 15); no Python call here
-        _reference.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
+        _twin.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
         return
     with nogil:
         if is_f32:
@@ -331,7 +331,6 @@ def sparse_validated(table, accum, idx, grads, opts):
         raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
 
 
-sparse_adagrad_update.__doc__ = _reference.sparse_adagrad_update.__doc__
 
 
 def _set_prefetch_ahead(n):

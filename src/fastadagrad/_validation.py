@@ -152,8 +152,10 @@ def check_eps_placement(eps_placement: Any, name: str = "eps_placement") -> bool
     return eps_placement == "inside"
 
 
-def effective_lr(lr: float, lr_decay: float, step: int) -> float:
-    """clr = lr / (1 + (step - 1) * lr_decay), in double precision (as torch computes it)."""
+def effective_lr(lr: float, lr_decay: float, step: float) -> float:
+    """clr = lr / (1 + (step - 1) * lr_decay), in double precision (as torch computes it): the
+    one Python place of the formula (the optimizer, the torch adapter and check_hyper call it).
+    `step` an int (an exact int64 count) or, for the torch adapter, torch's float step value."""
     return lr / (1.0 + (step - 1) * lr_decay)
 
 

@@ -12,12 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fastadagrad import _backend, _rules, reference_family
-
-
-def _use_compiled(backend: str | None) -> bool:
-    name = _backend.get_backend() if backend is None else backend
-    return name == "cython" and _backend._kernels is not None
+from fastadagrad import _backend, _rules
 
 
 def rule_update(rule: str, param: np.ndarray, grad: np.ndarray, *states: np.ndarray,
@@ -29,10 +24,7 @@ def rule_update(rule: str, param: np.ndarray, grad: np.ndarray, *states: np.ndar
         raise TypeError(f"rule {rule!r} takes {len(spec.states)} state array(s) "
                         f"{spec.states}, got {len(states)}")
     f = _rules.check_dense(spec, param, grad, states, hyper, step)
-    if _use_compiled(backend):
-        _backend._kernels.family_validated(param, grad, list(states), f)
-    else:
-        reference_family.family_step(param, grad, states, f)
+    _backend.named(backend).family_validated(param, grad, list(states), f)
 
 
 def sparse_rule_update(rule: str, table: np.ndarray, states: Sequence[np.ndarray],
@@ -48,10 +40,7 @@ def sparse_rule_update(rule: str, table: np.ndarray, states: Sequence[np.ndarray
         raise TypeError(f"rule {rule!r} takes {len(spec.states)} state array(s) "
                         f"{spec.states}, got {len(states)}")
     f, idx, g = _rules.check_sparse(spec, table, states, indices, grads, hyper, duplicates, step)
-    if _use_compiled(backend):
-        _backend._kernels.family_sparse_validated(table, states, idx, g, f, duplicates)
-    else:
-        reference_family.family_sparse_step(table, states, idx, g, f, duplicates)
+    _backend.named(backend).family_sparse_validated(table, states, idx, g, f, duplicates)
 
 
 def proximal_adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *,

@@ -26,8 +26,6 @@ from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, Ke
                                         fa_kernel_table)
 
 from fastadagrad import _cpus, _validation
-from fastadagrad import reference as _reference
-from fastadagrad import reference_family as _reference_family
 
 cnp.import_array()
 
@@ -261,7 +259,7 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
 
 cdef inline bint _contiguous_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, int typenum,
                                   bint fortran_ok) noexcept:
-    """The C-level fast-path condition of a three-operand step (adagrad_update, ArrayTable,
+    """The C-level fast-path condition of a three-operand step (adagrad_update, ArrayGroup,
     bandwidth_probe): all three of dtype `typenum` and one shape, aligned, native byte order,
     contiguous in one order (C, or F when `fortran_ok` and `p` is not C-contiguous), `p` and
     `a` writable. Overlap is each caller's own check (disjoint ranges, or a table's guard)."""
@@ -336,14 +334,23 @@ cdef void _set_opts(DenseOpts* o, object opts) except *:
     o.grad_scale = opts.grad_scale
 
 
-cdef object _delegate = None   # the NumPy backend module when it is selected, else None
+# The NumPy twin, handed in by the backend layer (fastadagrad._backend.NumpyBackend): this
+# module never imports it (dependencies point one way: backend -> kernels / twin). `_twin`
+# updates the memory the C loops cannot address (unaligned or byte-swapped arrays:
+# _twin.update_validated, update_mixed_validated, family_validated, sum_of_squares), runs the
+# float16/bfloat16 sparse widening (_twin.sparse_mixed_step, with this module's float32 step),
+# and, while the NumPy backend is selected (`_forward`), takes the public entry points, so
+# that early-bound references (`from fastadagrad import adagrad_update`) follow the backend.
+cdef object _twin = None
+cdef bint _forward = False
 
 
-def _set_delegate(module):
-    """Route the public functions to `module` (fastadagrad.reference) or, with None, to the
-    compiled loops."""
-    global _delegate
-    _delegate = module
+def _bind_twin(twin, forward):
+    """Called by fastadagrad._backend only: the twin's functions, and whether the public
+    entry points forward to them (the NumPy backend is selected)."""
+    global _twin, _forward
+    _twin = twin
+    _forward = bool(forward)
 
 
 cdef void _contiguous(int typenum, Py_ssize_t n, void* p, void* g, void* a,
@@ -407,8 +414,8 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
                    clipnorm=None, master=None):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
-    if _delegate is not None:
-        return _delegate.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
+    if _forward:
+        return _twin.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
                          maximize=maximize, update_slots=update_slots, clipnorm=clipnorm,
                          master=master)
@@ -464,7 +471,7 @@ def update_validated(param, grad, accum, opts, master=None):
         # Unaligned or byte-swapped memory: the C loops cannot address it, the NumPy twin can
         # (it writes through out=, in place, with the same bits), without warnings as ever.
         with _np.errstate(all="ignore"):
-            _reference._dense_step(param, grad, accum, opts)
+            _twin.update_validated(param, grad, accum, opts)
     elif ((param.flags.c_contiguous and grad.flags.c_contiguous and accum.flags.c_contiguous)
           or (param.flags.f_contiguous and grad.flags.f_contiguous and accum.flags.f_contiguous)):
         _run_contiguous(param, grad, accum, &o)
@@ -472,12 +479,9 @@ def update_validated(param, grad, accum, opts, master=None):
         _run_strided(param, grad, accum, &o)
 
 
-adagrad_update.__doc__ = _reference.adagrad_update.__doc__
-
-
 def apply_steps(list steps):
     """The optimizer's writes for one step, validated beforehand: for each group
-    `(counter, table, grads, opts, clr, items)`, one ArrayTable call (`table`, when not None
+    `(counter, group, grads, opts, clr, items)`, one ArrayGroup call (`group`, when not None
     and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
     None: dense, else a sparse step with `grad` the values and that duplicates rule), then
     `counter.step += 1`. Compiled code from
@@ -646,8 +650,8 @@ cdef int _range_has_nonfinite(Py_ssize_t k, floating** grads, const Py_ssize_t* 
     return 0
 
 
-cdef class ArrayTable:
-    """The pointer table of one parameter group: params and accumulators (fixed at creation)
+cdef class ArrayGroup:
+    """The pointers of one parameter group: params and accumulators (fixed at creation)
     and the grads of the current step, with element offsets, ready for one C call.
 
     `guard` (default: these params and accumulators) lists every array a grad must not share
@@ -794,6 +798,8 @@ cdef class ArrayTable:
         else:
             multi_dense_update(self.k, <double**>self.params, <double**>self.grads,
                                <double**>self.accums, self.offsets, o)
+
+
 
 
 include "_sparse.pxi"

@@ -8,7 +8,7 @@ give identical bytes. Arithmetic is done in the arrays' dtype with NumPy ufuncs 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,8 +17,8 @@ from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clip
                                      check_sparse, check_sparse_rule, clip_scale)
 
 
-def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
-    """param, accum updated in place; every ufunc rounds once, in the arrays' dtype. Two or
+def _float_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions) -> None:
+    """The float32/float64 step: param, accum updated in place; every ufunc rounds once, in the arrays' dtype. Two or
     three scratch arrays are written through out= (no temporary per operation)."""
     dtype = param.dtype.newbyteorder("=")
     t = dtype.type
@@ -57,8 +57,20 @@ def _dense_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
 
 
 # ----------------------------------------------------------------------------- mixed precision
-def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
-                master: np.ndarray | None = None) -> None:
+def update_validated(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: DenseOptions,
+                     master: np.ndarray | None = None) -> None:
+    """The general step on arrays that passed _validation (any layout, in place): the twin of
+    kernels.update_validated. float16/bfloat16 or `master`: update_mixed_validated. No
+    floating-point warnings (IEEE results, as the compiled loops)."""
+    with np.errstate(all="ignore"):
+        if master is not None or is_low_precision(param):
+            update_mixed_validated(param, grad, accum, o, master)
+        elif param.size:
+            _float_step(param, grad, accum, o)
+
+
+def update_mixed_validated(param: np.ndarray, grad: np.ndarray, accum: np.ndarray,
+                           o: DenseOptions, master: np.ndarray | None = None) -> None:
     """float16/bfloat16 storage (issue 15): every operand widened to float32 (exact), the
     float32 step above, each result rounded once to its storage dtype by NumPy's / ml_dtypes'
     cast (round to nearest even) and written into the caller's arrays in place. With
@@ -67,7 +79,7 @@ def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
     p32 = np.array(master if master is not None else param, dtype=f32)   # a float32 copy
     g32 = np.asarray(grad, dtype=f32)                                   # read only
     a32 = accum if accum.dtype == f32 else np.array(accum, dtype=f32)
-    _dense_step(p32, g32, a32, o)   # the update uses the float32 accumulator, before rounding
+    _float_step(p32, g32, a32, o)   # the update uses the float32 accumulator, before rounding
     if a32 is not accum:
         accum[...] = a32
     if master is not None:
@@ -79,7 +91,8 @@ def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, gra
                       o: DenseOptions, sparse_f32: Callable[..., None] | None = None) -> None:
     """The sparse step on a float16/bfloat16 table (validated; grads of its dtype or float32): the
     touched rows gathered into float32 (exact), the float32 sparse step on them (duplicates
-    summed in float32, `sparse_f32(table, accum, idx, grads, o)`, by default sparse_step),
+    summed in float32, `sparse_f32(table, accum, idx, grads, o)`, by default
+    sparse_dup_validated),
     each result rounded once back into `table` and `accum`. Bytes do not depend on which
     float32 sparse step runs (they are identical)."""
     rows, local = np.unique(idx, return_inverse=True)
@@ -87,7 +100,7 @@ def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, gra
     t32 = np.ascontiguousarray(table[rows], dtype=f32)
     a32 = np.ascontiguousarray(accum[rows], dtype=f32)
     g32 = np.ascontiguousarray(grads, dtype=f32)
-    (sparse_f32 or sparse_step)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
+    (sparse_f32 or sparse_dup_validated)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
                                 g32, o)
     accum[rows] = a32
     table[rows] = t32
@@ -134,11 +147,7 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
         from fastadagrad.reference_family import sum_of_squares
         o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
     if param.size:
-        with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
-            if is_low_precision(param):
-                _mixed_step(param, grad, accum, o, master)
-            else:
-                _dense_step(param, grad, accum, o)
+        update_validated(param, grad, accum, o, master)   # IEEE results, no warnings
 
 
 def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -147,13 +156,18 @@ def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
     np.subtract(x, z, out=x)
 
 
-def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list[np.ndarray],
-                 o: DenseOptions) -> None:
-    """The optimizer's step over many validated arrays: one dense step each, in order."""
-    with np.errstate(all="ignore"):
-        for p, g, a in zip(params, grads, accums):
-            if p.size:
-                (_mixed_step if is_low_precision(p) else _dense_step)(p, g, a, o)
+def apply_steps(steps: list[tuple[Any, Any, list[Any], DenseOptions, float, list[Any]]]) -> None:
+    """The twin of kernels.apply_steps, argument for argument: for each group `(counter, group,
+    grads, opts, clr, items)` one call per item `(param, grad, accum, idx, duplicates)` (`idx`
+    None: dense, else the sparse step with `grad` the values), then `counter.step += 1`. The
+    compiled module's pointer group (the second field) plays no part here."""
+    for counter, _group, _grads, opts, _clr, items in steps:
+        for p, g, a, idx, dup in items:
+            if idx is None:
+                update_validated(p, g, a, opts)
+            else:
+                sparse_dup_validated(p, a, idx, g, opts, dup)
+        counter.step += 1
 
 
 ROWWISE_LANES = 8
@@ -211,8 +225,7 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     o = check_sparse_rule(o, table, accum, duplicates, update_slots)
     if idx.size == 0 or table.shape[1] == 0:
         return
-    with np.errstate(all="ignore"):
-        sparse_step(table, accum, idx, g, o, duplicates)
+    sparse_dup_validated(table, accum, idx, g, o, duplicates)   # IEEE results, no warnings
 
 
 def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
@@ -227,12 +240,22 @@ def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
-                o: DenseOptions, duplicates: str = "sum") -> None:
-    """The sparse step on validated arguments, with the duplicates rule. Occurrences of one
+def sparse_dup_validated(table: np.ndarray, accum: np.ndarray, idx: np.ndarray,
+                         grads: np.ndarray, o: DenseOptions, duplicates: str = "sum") -> None:
+    """The sparse step on validated arguments, with the duplicates rule (the twin of
+    kernels.sparse_dup_validated). Occurrences of one
     row are applied in batch order; rows are independent, so the k-th occurrences of all rows
     form one gather-update-scatter pass (k = 0, 1, ...). A float16/bfloat16 table (duplicates
-    "sum" only, checked by check_sparse_rule) goes through its float32 rows."""
+    "sum" only, checked by check_sparse_rule) goes through its float32 rows. No
+    floating-point warnings."""
+    if idx.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        _sparse_dup(table, accum, idx, grads, o, duplicates)
+
+
+def _sparse_dup(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
+                o: DenseOptions, duplicates: str) -> None:
     if is_low_precision(table):
         sparse_mixed_step(table, accum, idx, grads, o)
         return
@@ -261,7 +284,7 @@ def _rows_step(table: np.ndarray, accum: np.ndarray, rows: np.ndarray, merged: n
     p = table[rows]
     if accum.ndim == 2:
         a = accum[rows]
-        _dense_step(p, merged, a, o)
+        _float_step(p, merged, a, o)
         accum[rows] = a
     else:
         g = np.multiply(merged, t(-1)) if o.maximize else merged

@@ -76,16 +76,17 @@ def _step(param: np.ndarray, grad: np.ndarray, states: Sequence[np.ndarray],
         states[0][...] = np.add(acc, np.multiply(g, g))
 
 
-def family_step(param: np.ndarray, grad: np.ndarray, states: Sequence[np.ndarray],
-                f: FamilyOptions) -> None:
-    """One dense family step on validated arrays, in place (any layout)."""
+def family_validated(param: np.ndarray, grad: np.ndarray, states: Sequence[np.ndarray],
+                     f: FamilyOptions) -> None:
+    """One dense family step on validated arrays, in place (any layout): the twin of
+    kernels.family_validated."""
     if param.size:
         with np.errstate(all="ignore"):
             _step(param, grad, states, f)
 
 
-def family_sparse_step(table: np.ndarray, states: Sequence[np.ndarray], idx: np.ndarray,
-                       grads: np.ndarray, f: FamilyOptions, duplicates: str) -> None:
+def family_sparse_validated(table: np.ndarray, states: Sequence[np.ndarray], idx: np.ndarray,
+                            grads: np.ndarray, f: FamilyOptions, duplicates: str) -> None:
     """A family rule on the rows idx of table (validated): duplicates "sum" (merged in order
     of appearance, then one step per row) or "sequential" (one step per occurrence, in order)."""
     if idx.size == 0 or table.shape[1] == 0:

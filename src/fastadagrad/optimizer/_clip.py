@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastadagrad import _backend, _validation, reference, reference_family
+from fastadagrad import _backend, _validation
 
 if TYPE_CHECKING:
     from fastadagrad.optimizer._core import AdaGrad
@@ -44,9 +44,8 @@ def step(opt: AdaGrad, grads: Any) -> bool:
             for i, g in enumerate(grads_g):
                 if not np.isfinite(g).all():
                     return opt._finish_bad((gi, i))
-    compiled = _backend.get_backend() == "cython" and _backend._kernels is not None
-    sumsq = _backend._kernels.sum_of_squares if compiled else reference_family.sum_of_squares
-    sums = [[float(sumsq(g)) for g in grads_g] for grads_g in per_group]
+    backend = _backend.current()
+    sums = [[float(backend.sum_of_squares(g)) for g in grads_g] for grads_g in per_group]
     scale_all = 1.0
     if opt.global_clipnorm is not None:
         total = 0.0
@@ -55,15 +54,12 @@ def step(opt: AdaGrad, grads: Any) -> bool:
                 total = total + s
         scale_all = _validation.clip_scale(total, opt.global_clipnorm)
     for group, grads_g, row in zip(opt.groups, per_group, sums):
-        clr = group.clr_at(group.step + 1)
+        step_opts = group.opts_at(group.step + 1)
         for p, g, a, s in zip(group.params, grads_g, group.accums, row):
             scale = (scale_all if opt.clipnorm is None
                      else _validation.clip_scale(s, opt.clipnorm))
-            o = group.opts._replace(clr=clr, grad_scale=scale)
-            if compiled:
-                _backend._kernels.update_validated(p, g, a, o)
-            else:
-                reference.multi_update([p], [g], [a], o)
+            o = step_opts._replace(grad_scale=scale)
+            backend.update_validated(p, g, a, o)
         group.step += 1
     opt.last_step_skipped = False
     return True

@@ -1,4 +1,4 @@
-"""AdaGrad(rule=...): the optimizer over a family rule (issue 14), kept beside optimizer.py.
+"""AdaGrad(rule=...): the optimizer over a family rule (issue 14).
 
 Each group keeps, per param, the rule's state arrays (_rules.RULES[rule].states): the last one
 is the group's `accums` (its initial value is `initial_accumulator_value`); dual averaging's
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastadagrad import _backend, _rules, reference_family
+from fastadagrad import _backend, _rules
+from fastadagrad.optimizer._structure import SparseGrad, grad_name
 
 if TYPE_CHECKING:
     from fastadagrad.optimizer._core import AdaGrad
@@ -50,7 +51,8 @@ def init_states(opt: AdaGrad) -> None:
     """Per param, the rule's other state arrays (dual averaging: the gradient sum, zeros)."""
     spec = _rules.RULES[opt.rule]
     for g in opt.groups:
-        g.table = g.flat_table = None    # the plain AdaGrad C tables do not apply
+        g.pointers.clear()    # the plain AdaGrad pointer groups do not apply
+        g.flat_pointers.clear()
         g.extra = [[np.zeros_like(p) for _ in spec.states[:-1]] for p in g.params]
 
 
@@ -60,17 +62,15 @@ def _states(group: Any, i: int) -> list[np.ndarray]:
 
 def step(opt: AdaGrad, grads: Any) -> bool:
     """Validate every grad of every group, scan for NaN/inf if asked, then update."""
-    from fastadagrad.optimizer._core import SparseGrad, _grad_name
-
     spec = _rules.RULES[opt.rule]
     per_group = opt._split_grads(grads)
     plans = []
     for gi, (group, grads_g) in enumerate(zip(opt.groups, per_group)):
         step_t = group.step + 1
-        hyper = {"lr": group.options["lr"]}
-        hyper.update({k: group.options[k] for k in ("l1", "l2") if k in spec.hyper})
+        hyper = {"lr": group.options.lr}
+        hyper.update({k: getattr(group.options, k) for k in ("l1", "l2") if k in spec.hyper})
         for i, (name, p, g) in enumerate(zip(group.names, group.params, grads_g)):
-            gname = _grad_name(name)
+            gname = grad_name(name)
             states = _states(group, i)
             try:
                 if isinstance(g, SparseGrad):
@@ -89,18 +89,13 @@ def step(opt: AdaGrad, grads: Any) -> bool:
             if not np.isfinite(plan[4]).all():
                 gi, i = _locate(opt, k)
                 return opt._finish_bad((gi, i))
-    compiled = _backend.get_backend() == "cython" and _backend._kernels is not None
+    backend = _backend.current()
     for p, states, f, g, _ in plans:
         if isinstance(g, tuple):
             idx, values, dup = g
-            if compiled:
-                _backend._kernels.family_sparse_validated(p, states, idx, values, f, dup)
-            else:
-                reference_family.family_sparse_step(p, states, idx, values, f, dup)
-        elif compiled:
-            _backend._kernels.family_validated(p, g, states, f)
+            backend.family_sparse_validated(p, states, idx, values, f, dup)
         else:
-            reference_family.family_step(p, g, states, f)
+            backend.family_validated(p, g, states, f)
     for group in opt.groups:
         group.step += 1
     opt.last_step_skipped = False

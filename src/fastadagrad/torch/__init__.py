@@ -21,7 +21,7 @@ Per parameter and step (torch's formula and order)::
 Accelerated: dense CPU float32/float64 parameters (plain torch.Tensor / nn.Parameter, not
 inference tensors) with a dense CPU grad, in groups with differentiable=False. They are updated
 in place through zero-copy NumPy views of the tensors' memory (parameter, grad and ``sum``) by
-the fused kernels: one ``ArrayTable`` C call per (param group, dtype, step value), with the GIL
+the fused kernels: one ``ArrayGroup`` C call per (param group, dtype, step value), with the GIL
 released; non-contiguous parameters are updated in place one by one (``update_validated``).
 Under ``fastadagrad.backend("numpy")`` the NumPy twin does the same arithmetic (identical bytes).
 float16 and bfloat16 parameters (bfloat16 viewed through ml_dtypes, when installed) are updated

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastadagrad import _backend, reference
+from fastadagrad import _backend, _validation
 from fastadagrad._validation import DenseOptions
 from fastadagrad.torch import _compat
 from fastadagrad.torch._collect import CollectedGrads
@@ -28,10 +28,10 @@ def apply_fast(plan: GroupPlan, col: CollectedGrads) -> None:
     values = _increment_steps(live)
     first = values[0]
     uniform = values.count(first) == len(values)
-    compiled = _backend._current == "cython"
+    compiled = _backend.current().compiled
     all_live = len(live) == len(plan.records)
     if uniform and plan.one_dtype and not plan.sequential:
-        clr = plan.lr / (1.0 + (first - 1.0) * plan.lr_decay)   # torch's, in double
+        clr = _validation.effective_lr(plan.lr, plan.lr_decay, first)   # torch's, in double
         if not compiled:
             _apply(plan, live, grads, opts, clr, False, False)
         elif all_live and plan.all_table is not None:   # the common case: one C call
@@ -69,13 +69,10 @@ def apply_sparse(plan: GroupPlan, r: ParamRecord, idx: np.ndarray, values: np.nd
     sparse grads, so that case stays with torch."""
     sv = r.step_view
     sv[()] = float(sv) + 1.0
-    clr = plan.lr / (1.0 + (float(sv) - 1.0) * plan.lr_decay)
+    clr = _validation.effective_lr(plan.lr, plan.lr_decay, float(sv))
     o = opts._replace(clr=clr)
-    if _backend._current == "cython":
-        _backend._kernels.sparse_validated(r.param_view, r.sum_view, idx, values, o)
-    elif idx.size:
-        with np.errstate(all="ignore"):
-            reference.sparse_step(r.param_view, r.sum_view, idx, values, o)
+    if idx.size:
+        _backend.current().sparse_dup_validated(r.param_view, r.sum_view, idx, values, o, "sum")
     _compat.increment_version([r.param, r.sum])
 
 
@@ -87,7 +84,7 @@ def apply_dtensors(group: dict[str, Any], plan: GroupPlan, state: Any) -> list[t
     shape; the others (Partial placements, a plain grad, other state) are returned, for
     torch's step on the DTensors. Not cached: the local shards are looked up at every step."""
     opts = plan.options(group)
-    compiled = _backend._current == "cython"
+    update = _backend.current().update_validated
     fallback: list[torch.Tensor] = []
     for p in plan.dtensors:
         if p.grad is None:
@@ -99,31 +96,24 @@ def apply_dtensors(group: dict[str, Any], plan: GroupPlan, state: Any) -> list[t
         locals_, pv, gv, av, stepv = views
         stepv[()] = float(stepv) + 1.0   # torch's `step_t += 1`, rounded to its dtype
         step = float(stepv)
-        o = opts._replace(clr=plan.lr / (1.0 + (step - 1.0) * plan.lr_decay))
+        o = opts._replace(clr=_validation.effective_lr(plan.lr, plan.lr_decay, step))
         gv = checked_grad(pv, gv, av)
-        if compiled:
-            _backend._kernels.update_validated(pv, gv, av, o)
-        else:
-            reference.multi_update([pv], [gv], [av], o)
+        update(pv, gv, av, o)
         _compat.increment_version(locals_)
     return fallback
 
 
 def _apply(plan: GroupPlan, recs: list[ParamRecord], grads: list[np.ndarray],
            opts: DenseOptions, clr: float, compiled: bool, use_table: bool) -> None:
-    """One step at `clr` over `recs` (one dtype): one C call through an ArrayTable when they
+    """One step at `clr` over `recs` (one dtype): one C call through an ArrayGroup when they
     are contiguous, else one validated call each."""
     if use_table and plan.table(recs).step(grads, opts, clr, False) != -2:
         return
     checked = [checked_grad(r.param_view, g, r.sum_view) for r, g in zip(recs, grads)]
     o = opts._replace(clr=clr)
-    if compiled:
-        update = _backend._kernels.update_validated
-        for r, g in zip(recs, checked):
-            update(r.param_view, g, r.sum_view, o)
-    else:
-        reference.multi_update([r.param_view for r in recs], checked,
-                               [r.sum_view for r in recs], o)
+    update = _backend.current().update_validated
+    for r, g in zip(recs, checked):
+        update(r.param_view, g, r.sum_view, o)
 
 
 def _apply_buckets(plan: GroupPlan, live: list[ParamRecord], grads: list[np.ndarray],
@@ -133,7 +123,7 @@ def _apply_buckets(plan: GroupPlan, live: list[ParamRecord], grads: list[np.ndar
     lr, lr_decay = plan.lr, plan.lr_decay
     if plan.sequential:
         for r, g, v in zip(live, grads, values):
-            _apply(plan, [r], [g], opts, lr / (1.0 + (v - 1.0) * lr_decay), compiled,
+            _apply(plan, [r], [g], opts, _validation.effective_lr(lr, lr_decay, v), compiled,
                    False)
         return
     buckets: dict[tuple[Any, ...], tuple[list[ParamRecord], list[np.ndarray], float]] = {}
@@ -148,5 +138,5 @@ def _apply_buckets(plan: GroupPlan, live: list[ParamRecord], grads: list[np.ndar
             b[0].append(r)
             b[1].append(g)
     for key, (recs, gs, v) in buckets.items():
-        _apply(plan, recs, gs, opts, lr / (1.0 + (v - 1.0) * lr_decay), compiled,
+        _apply(plan, recs, gs, opts, _validation.effective_lr(lr, lr_decay, v), compiled,
                compiled and key[0] is not None)

@@ -42,7 +42,7 @@ class ParamRecord:
     step_view: np.ndarray
     param_ptr: int
     sum_ptr: int
-    tableable: bool             # param and sum both C- or both F-contiguous: an ArrayTable entry
+    tableable: bool             # param and sum both C- or both F-contiguous: an ArrayGroup entry
     sparse_ok: bool             # C-contiguous aligned 2-D param and sum: the sparse kernel
     grad_cacheable: bool = False
     grad: Optional[torch.Tensor] = None
@@ -93,7 +93,7 @@ def make_record(index: int, p: torch.Tensor, st: dict[str, Any]) -> Optional[Par
 class GroupPlan:
     """How one param group is stepped: `records` (the accelerated params, in group order),
     `slow` (always torch's step), `lazy` (accelerable, no state yet), `dtensors` (updated on
-    their local shard), the ArrayTable over all records when one C call can take them, and
+    their local shard), the ArrayGroup over all records when one C call can take them, and
     the group's options."""
 
     __slots__ = ("group", "params_list", "n_params", "state_obj", "differentiable", "records",
@@ -126,7 +126,7 @@ class GroupPlan:
         self.all_table: Any = None
         if (records and self.one_dtype and all(r.tableable for r in records)
                 and not self.sequential and _backend._kernels is not None):
-            self.all_table = _backend._kernels.ArrayTable([r.param_view for r in records],
+            self.all_table = _backend._kernels.ArrayGroup([r.param_view for r in records],
                                                           [r.sum_view for r in records])
         self.key: Any = None
         self.opts: DenseOptions | None = None
@@ -172,7 +172,7 @@ class GroupPlan:
         return self.opts
 
     def table(self, records: list[ParamRecord]) -> Any:
-        """The ArrayTable over `records` (a subset of self.records, in order; cached)."""
+        """The ArrayGroup over `records` (a subset of self.records, in order; cached)."""
         if len(records) == len(self.records) and self.all_table is not None:
             return self.all_table
         key = tuple(r.index for r in records)
@@ -180,7 +180,7 @@ class GroupPlan:
         if t is None:
             if len(self.tables) >= _MAX_TABLES:
                 self.tables.clear()
-            t = _backend._kernels.ArrayTable([r.param_view for r in records],
+            t = _backend._kernels.ArrayGroup([r.param_view for r in records],
                                              [r.sum_view for r in records])
             self.tables[key] = t
         return t

@@ -23,7 +23,7 @@ try:
     FAST_DTYPES[torch.bfloat16] = np.dtype(_ml_dtypes.bfloat16)
 except ImportError:  # pragma: no cover - bfloat16 params then stay with torch
     pass
-TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # what ArrayTable takes
+TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # what ArrayGroup takes
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 

@@ -1,0 +1,90 @@
+"""One parameter group of the optimizer: its arrays, accumulators, options, step counter and
+the compiled pointer groups (kernels.ArrayGroup) that update it in one call."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+
+from fastadagrad import _backend, _validation
+from fastadagrad._mixed_precision import accum_dtype
+from fastadagrad._validation import DenseOptions
+from fastadagrad.optimizer._options import GroupOptions
+from fastadagrad.optimizer._packing import arena_view
+
+ArrayList = List[np.ndarray]
+
+
+class ParamGroup:
+    """One parameter group: its arrays, accumulators, options and int64 step counter."""
+
+    def __init__(self, params: ArrayList, names: list[str], options: GroupOptions,
+                 packed: bool = False) -> None:
+        self.params = params
+        self.names = names
+        self.layouts = [layout(p) for p in params]  # what the pointers and accumulators assume
+        self.step = 0
+        self.flat: tuple[np.ndarray, np.ndarray] | None = None  # (param arena, accum arena)
+        self.accums: ArrayList
+        init = options.initial_accumulator_value
+        if packed:
+            flat_param = arena_view(params)
+            flat_accum = np.full_like(flat_param, init, dtype=accum_dtype(flat_param.dtype))
+            self.accums, pos = [], 0
+            for p in params:
+                self.accums.append(flat_accum[pos:pos + p.size].reshape(p.shape))
+                pos += p.size
+            self.flat = (flat_param, flat_accum)
+        elif options.rowwise:
+            for name, p in zip(names, params):
+                if p.ndim != 2:
+                    raise ValueError(f"`{name}` has shape {p.shape}; rowwise=True needs 2-D "
+                                     "(rows x features) parameters")
+            self.accums = [np.full(p.shape[0], init, dtype=accum_dtype(p.dtype)) for p in params]
+        else:
+            self.accums = [np.full_like(p, init, dtype=accum_dtype(p.dtype), order="K")
+                           for p in params]
+        self.rowwise = options.rowwise
+        self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
+        # per backend: its pointer group over the params (None: that backend has none, or the
+        # arrays do not fit one), and over the packed arenas
+        self.pointers: dict[Any, Any] = {}
+        self.flat_pointers: dict[Any, Any] = {}
+        self.set_options(options)
+
+    def set_options(self, options: GroupOptions) -> None:
+        self.options = options
+        self.kernel_opts: DenseOptions = options.step_options(1)  # clr replaced per step
+
+    def clr_at(self, step: int) -> float:
+        return self.options.clr(step)
+
+    def opts_at(self, step: int) -> DenseOptions:
+        """The kernels' options at `step` (the precomputed ones with that step's rate)."""
+        return self.kernel_opts._replace(clr=self.options.clr(step))
+
+    def build_pointers(self, guard: ArrayList) -> None:
+        """Every backend's pointer groups; `guard`: every array of the optimizer (no grad may
+        touch one). Built once, at construction, from the arrays as they are then."""
+        fits = (all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
+                    and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
+                and len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
+                and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params)
+                and not self.rowwise)
+        for backend in _backend.available():
+            self.pointers[backend] = (backend.array_group(self.params, self.accums, guard)
+                                      if fits else None)
+            if self.flat is not None:
+                self.flat_pointers[backend] = backend.array_group(
+                    [self.flat[0]], [self.flat[1]], guard)
+
+
+def layout(a: np.ndarray) -> tuple[Any, ...]:
+    """What the optimizer's accumulators and pointer groups assume about a param."""
+    return (a.dtype, a.shape, a.strides, a.__array_interface__["data"][0])
+
+
+def describe(layout: tuple[Any, ...]) -> str:
+    dtype, shape, strides, address = layout
+    return f"{dtype} {shape} strides {strides} at {address:#x}"
