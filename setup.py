@@ -124,8 +124,8 @@ def extensions():
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                     # the loop headers too: the ISA objects they build are linked into it
                     depends=[os.path.join(SRC, name) for name in (
-                        "_sparse.pxi", "_duplicates.pxi", "_family.pxi", "_clip.pxi", "_mixed.pxi",
-                        "_c_api.pxi", "fastadagrad.h")]
+                        "_sparse.pxi", "_duplicates.pxi", "_family.pxi", "_clipnorm.pxi",
+                        "_mixed.pxi", "_c_api.pxi", "fastadagrad.h")]
                     + sorted(glob.glob(os.path.join(CSRC, "*.h"))))
     # The Cython directives are defined once, in kernels.pyx's `# cython:` header line.
     return cythonize([ext])

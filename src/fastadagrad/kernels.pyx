@@ -805,7 +805,7 @@ cdef class ArrayGroup:
 include "_sparse.pxi"
 include "_duplicates.pxi"
 include "_family.pxi"
-include "_clip.pxi"
+include "_clipnorm.pxi"
 include "_mixed.pxi"
 
 
