@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from fastadagrad import _clipping
 from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clipnorm,
                                      check_sparse, check_sparse_rule, clip_scale)
@@ -97,7 +98,7 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
                    update_slots: bool = True, clipnorm: float | None = None,
-                   master: np.ndarray | None = None) -> None:
+                   master: np.ndarray | None = None, clipvalue: float | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -116,7 +117,9 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     update_slots=False (TF's ApplyAdagrad attribute): the step uses `accum` as it is and does
     not add g*g to it. clipnorm (Keras' `clipnorm`): the grad is scaled by
     clipnorm / max(||grad||, clipnorm) inside the step (no copy); ||grad|| summed in double in
-    a fixed order (reference_family.sum_of_squares).
+    a fixed order (reference_family.sum_of_squares). clipvalue (Keras' `clipvalue`, torch's
+    `clip_grad_value_`): every grad element clipped to [-clipvalue, clipvalue] first (NaN
+    kept); exclusive with clipnorm.
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
@@ -130,9 +133,12 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
                     maximize, master, update_slots=update_slots)
     clip = check_dense_clipnorm(clipnorm, param, grad, master)
+    cv = _clipping.check_dense_clipvalue(clipvalue, clip, param, grad, master)
     if clip is not None:
         from fastadagrad.reference_family import sum_of_squares
         o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
+    if cv > 0 and param.size:
+        grad = _clipping.clip_values(grad, cv)   # the twin may copy; the loops clip in place
     if param.size:
         with np.errstate(all="ignore"):  # like the compiled loops: IEEE results, no warnings
             if is_low_precision(param):
@@ -188,7 +194,8 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
                           grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
                           eps_placement: str = "outside", maximize: bool = False,
                           weight_decay: float = 0.0, duplicates: str = "sum",
-                          update_slots: bool = True, clipnorm: float | None = None) -> None:
+                          update_slots: bool = True, clipnorm: float | None = None,
+                          clipvalue: float | None = None) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
@@ -205,12 +212,23 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     order) or "keras" (Keras 3, element-wise: every occurrence's g*g added to the accumulator
     in order, then every occurrence's update, computed with the final accumulator).
     update_slots=False: the step reads the accumulator and does not add to it (TF).
+    clipnorm: the grads scaled by clipnorm / max(norm, clipnorm), the norm over the rows of
+    `grads` as passed (every occurrence: Keras' IndexedSlices), the scale folded into the step
+    (after the duplicates rule). clipvalue (element-wise accum): every occurrence's grad
+    clipped to [-clipvalue, clipvalue] before the duplicates rule ("sum" adds the clipped
+    occurrences). Exclusive, as in Keras.
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
     o = check_sparse_rule(o, table, accum, duplicates, update_slots)
+    cn, cv = _clipping.check_sparse_clips(clipnorm, clipvalue, table, accum)
+    if cn is not None:
+        from fastadagrad.reference_family import sum_of_squares
+        o = o._replace(grad_scale=clip_scale(sum_of_squares(g), cn))
     if idx.size == 0 or table.shape[1] == 0:
         return
+    if cv > 0:
+        g = _clipping.clip_values(g, cv)
     with np.errstate(all="ignore"):
         sparse_step(table, accum, idx, g, o, duplicates)
 
@@ -246,8 +264,11 @@ def sparse_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np
         for pos in passes:
             _rows_step(table, accum, idx[pos], grads[pos], o)
         return
+    sign = table.dtype.type((-1.0 if o.maximize else 1.0) * o.grad_scale)
     for pos in passes:                                  # keras: every g*g first ...
         rows, g = idx[pos], grads[pos]
+        if o.grad_scale != 1:                           # clipnorm's scale (the loop's sign)
+            g = np.multiply(g, sign)
         accum[rows] = np.add(accum[rows], np.multiply(g, g))
     apply_only = o._replace(update_slots=False)
     for pos in passes:                                  # ... then every update
@@ -264,7 +285,10 @@ def _rows_step(table: np.ndarray, accum: np.ndarray, rows: np.ndarray, merged: n
         _dense_step(p, merged, a, o)
         accum[rows] = a
     else:
-        g = np.multiply(merged, t(-1)) if o.maximize else merged
+        if o.grad_scale != 1:
+            g = np.multiply(merged, t((-1.0 if o.maximize else 1.0) * o.grad_scale))
+        else:
+            g = np.multiply(merged, t(-1)) if o.maximize else merged
         if o.weight_decay != 0:
             g = np.add(g, np.multiply(t(o.weight_decay), p))
         a = accum[rows]
