@@ -46,6 +46,21 @@ cdef void _clip_dense(Py_ssize_t n, void* p, const void* g, void* a, const Dense
         fa_parallel_for(n, _grain(n, nt), _clip_dense_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
+cdef void _run_clip_contiguous(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray accum,
+                               const DenseOpts* o, double clip) noexcept:
+    """adagrad_update's C gate with clipvalue: contiguous arrays, the GIL released when large."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(param)
+    cdef bint f32 = cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT
+    cdef void* p = cnp.PyArray_DATA(param)
+    cdef void* g = cnp.PyArray_DATA(grad)
+    cdef void* a = cnp.PyArray_DATA(accum)
+    if n >= _nogil_min:
+        with nogil:
+            _clip_dense(n, p, g, a, o, clip, f32)
+    else:
+        _clip_dense(n, p, g, a, o, clip, f32)
+
+
 def update_clip_validated(param, grad, accum, opts, double clip):
     """update_validated with every grad element clipped to [-clip, clip] in the loop
     (float32/float64 arrays that passed _validation; any layout, views updated in place)."""

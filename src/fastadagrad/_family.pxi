@@ -219,7 +219,7 @@ def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates, double 
     every occurrence's grad clipped to [-clip, clip] first (element-wise accumulators)."""
     cdef DenseOpts o
     cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu = 0
     cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
     cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     cdef int mode = _duplicates_mode(duplicates)
@@ -429,7 +429,7 @@ def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
     cdef FamilyOpts f
     cdef cnp.ndarray t = table, a = states[0], i = idx, g = grads
     cdef cnp.ndarray b = states[1] if len(states) > 1 else states[0]
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu = 0
     cdef int mode = _duplicates_mode(duplicates)
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(t)[0]
     cdef int64_t* own = NULL

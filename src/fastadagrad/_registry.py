@@ -92,7 +92,10 @@ def _sparse_options(rowwise: bool = False) -> list[dict[str, Any]]:
            for m, wd, pl in itertools.product((False, True), (0.0, 0.05), ("outside", "inside"))]
     # clipping (issue 14): the norm of the rows as passed; by value element-wise only
     out += [dict(out[k], clipnorm=1.0) for k in (0, 7)]
+    out += [dict(out[0], duplicates="sequential"), dict(out[7], duplicates="sequential"),
+            dict(out[3], update_slots=False)]
     if not rowwise:
+        out += [dict(out[k], duplicates="keras") for k in (0, 1, 5)]
         out += [dict(out[k], clipvalue=0.5) for k in (0, 7)]
         out += [dict(out[0], clipvalue=0.5, duplicates=d) for d in ("sequential", "keras")]
     return out
@@ -269,7 +272,7 @@ class SparseWorkload:
     Embedding + Adagrad step."""
 
     def __init__(self, n_rows: int, dim: int, batch: int, dtype: Any, rng: np.random.Generator,
-                 rowwise: bool = False) -> None:
+                 rowwise: bool = False, duplicates: str = "sum") -> None:
         table = _uniform(rng, (n_rows, dim), dtype)
         self.batches = sparse_batches(rng, n_rows, batch, 16)
         self.grads = [_uniform(rng, (batch, dim), dtype) for _ in range(4)]
@@ -284,17 +287,19 @@ class SparseWorkload:
             def run() -> None:
                 i = self.calls[which]
                 self.calls[which] = i + 1
-                fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01)
+                fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01,
+                   duplicates=duplicates)
             return run
 
         self.fast: Callable[[], Any] = step("fast", _kernels.sparse_adagrad_update, self.f)
         self.numpy: Callable[[], Any] = step("numpy", reference.sparse_adagrad_update, self.s)
         self.probe: Callable[[], Any] | None = None
         self.rowwise = rowwise
+        self.duplicates = duplicates
 
     def torch(self) -> Callable[[], None] | None:
-        if self.rowwise:
-            return None  # torch has no row-wise AdaGrad
+        if self.rowwise or self.duplicates != "sum":
+            return None  # torch has no row-wise AdaGrad; it sums duplicates (coalesce)
         import torch
         table = self.s[0]   # torch's start (any values of the right shape time the same)
         n_rows, dim = table.shape
@@ -434,6 +439,11 @@ BENCH_CASES: list[BenchCase] = [
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
+    # issue 14: the peers' duplicate rules on the same workload (goal: <= 1.5x the "sum" step)
+    *(BenchCase(f"sparse 1e6x64 batch 4096 {dup}", "sparse", 4096 * 64, 5,
+                functools.partial(lambda d, dtype, rng: SparseWorkload(
+                    1_000_000, 64, 4096, dtype, rng, duplicates=d), dup), quick=False)
+      for dup in ("sequential", "keras")),
     *(BenchCase(f"torch drop-in {label}", "torch", n, 5,
                 functools.partial(_torch_dropin, n) if _installed("torch") else None)
       for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
@@ -572,6 +582,38 @@ class FamilyWorkload:
     def identical(self) -> bool:
         return all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
 
+
+class ClipWorkload(DenseWorkload):
+    """adagrad_update with clipvalue or clipnorm (issue 14), against torch's clip_grad_value_ /
+    clip_grad_norm_(foreach=True) followed by torch.optim.Adagrad(fused=True)."""
+
+    def torch(self) -> Callable[[], None] | None:
+        import torch
+        p = torch.nn.Parameter(torch.from_numpy(self.s["param"].copy()))
+        g = torch.from_numpy(self.s["grad"].copy())
+        opt = torch.optim.Adagrad([p], lr=self.options["lr"], eps=self.options["eps"], fused=True)
+        value = self.options.get("clipvalue")
+        norm = float(self.options.get("clipnorm") or 0.0)
+
+        def step() -> None:
+            p.grad = g
+            if value is not None:
+                torch.nn.utils.clip_grad_value_([p], value)
+            else:
+                torch.nn.utils.clip_grad_norm_([p], norm, foreach=True)
+            opt.step()
+        return step
+
+
+def _clip_case(n: int, label: str, **clip: float) -> BenchCase:
+    kind = next(iter(clip))
+    return BenchCase(f"dense {label} {kind}", "dense", n, 6 if kind == "clipnorm" else 5,
+                     lambda dtype, rng: ClipWorkload(n, dtype, rng, clip))
+
+
+BENCH_CASES.extend([_clip_case(1_000, "1e3", clipvalue=0.5),
+                    _clip_case(1_000_000, "1e6", clipvalue=0.5),
+                    _clip_case(1_000_000, "1e6", clipnorm=1.0)])
 
 BENCH_CASES.extend(
     case for rule, spec in RULES.items() for case in (

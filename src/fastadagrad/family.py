@@ -82,9 +82,9 @@ def sparse_rule_update(rule: str, table: np.ndarray, states: Sequence[np.ndarray
 def _fast(rule: str, param: Any, grad: Any, s1: Any, s2: Any, lr: Any, l1: Any, l2: Any,
           step: Any) -> bool:
     """The compiled C gate (plain contiguous arrays, plain numbers): True if it did the step."""
-    return (_backend._current == "cython" and _backend._kernels is not None
-            and _backend._kernels.family_fast(RULE_IDS[rule], param, grad, s1, s2, lr, l1, l2,
-                                              step))
+    k = _backend._kernels
+    return (k is not None and _backend._current == "cython"
+            and k.family_fast(RULE_IDS[rule], param, grad, s1, s2, lr, l1, l2, step))
 
 
 def proximal_adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *,

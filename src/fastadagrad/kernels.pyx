@@ -408,9 +408,12 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum, layout
+    cdef double cv = 0.0
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
-    # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
-    if (update_slots is True and clipnorm is None and master is None and clipvalue is None
+    # byte order, param/accum writable, disjoint, plain-number hyper-parameters (clipvalue: a
+    # plain number > 0, the clipped loop of _clip.pxi).
+    if (update_slots is True and clipnorm is None and master is None
+            and (clipvalue is None or _real_nonneg(clipvalue, &cv) and cv > 0)
             and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(accum)):
         p = param
@@ -426,7 +429,10 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                 and _disjoint(p, g, cnp.PyArray_NBYTES(p)) and _disjoint(p, a, cnp.PyArray_NBYTES(p))
                 and _disjoint(g, a, cnp.PyArray_NBYTES(p))
                 and _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o)):
-            _run_contiguous(p, g, a, &o)
+            if cv > 0:
+                _run_clip_contiguous(p, g, a, &o, cv)
+            else:
+                _run_contiguous(p, g, a, &o)
             return None
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,

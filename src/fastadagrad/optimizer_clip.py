@@ -41,7 +41,9 @@ def scales(opt: AdaGrad, grads: list[list[np.ndarray]]) -> list[list[float]]:
     sumsq = _backend._kernels.sum_of_squares if compiled else reference_family.sum_of_squares
     sums = [[float(sumsq(g)) for g in row] for row in grads]
     if opt.global_clipnorm is None:
-        return [[_validation.clip_scale(s, opt.clipnorm) for s in row] for row in sums]
+        c = opt.clipnorm
+        assert c is not None
+        return [[_validation.clip_scale(s, c) for s in row] for row in sums]
     total = 0.0
     for row in sums:
         for s in row:
@@ -71,9 +73,9 @@ def step(opt: AdaGrad, grads: Any) -> bool:
                     return opt._finish_bad((gi, i))
     compiled = _backend.get_backend() == "cython" and _backend._kernels is not None
     cv = opt.clipvalue
-    for group, grads_g, sp, row in zip(opt.groups, per_group, sparse, scales(opt, seen)):
+    for group, grads_g, sp, factors in zip(opt.groups, per_group, sparse, scales(opt, seen)):
         clr = group.clr_at(group.step + 1)
-        for i, (p, g, a, scale) in enumerate(zip(group.params, grads_g, group.accums, row)):
+        for i, (p, g, a, scale) in enumerate(zip(group.params, grads_g, group.accums, factors)):
             o = group.opts._replace(clr=clr, grad_scale=scale)
             if i in sp:
                 idx, values, dup = sp[i]
