@@ -90,10 +90,14 @@ static void FA_TFN(clip_rows)(fa_ssize_t count, const int64_t *rows, const FA_T 
     }
 }
 
-/* Keras 3's sparse duplicates (keras_rows) with every occurrence's grad clipped first. */
-static void FA_TFN(keras_clip_rows)(fa_ssize_t nu, const int64_t *rows, const fa_ssize_t *start,
-                                    const FA_T **src, FA_T *table, FA_T *accum, fa_ssize_t d,
-                                    fa_ssize_t ahead, const DenseOpts *o, double clipvalue)
+/* Keras 3's sparse duplicates: for each unique row, every occurrence's g*g into the
+   accumulator (in order; g = grad * (+-scale), clipped first when `clip`), then every
+   occurrence's update with the accumulator after all the additions. */
+static FA_ALWAYS_INLINE void FA_TFN(keras_rows_impl)(fa_ssize_t nu, const int64_t *rows,
+                                                     const fa_ssize_t *start, const FA_T **src,
+                                                     FA_T *table, FA_T *accum, fa_ssize_t d,
+                                                     fa_ssize_t ahead, const DenseOpts *o,
+                                                     int clip, double clipvalue)
 {
     FA_TFN(coef_t) c = FA_TFN(coefficients)(o);
     FA_T hi = (FA_T)clipvalue, lo = -hi, t;
@@ -108,14 +112,32 @@ static void FA_TFN(keras_clip_rows)(fa_ssize_t nu, const int64_t *rows, const fa
         }
         for (k = start[u]; k < start[u + 1]; k++) {
             const FA_T *g = src[k];
-            for (j = 0; j < d; j++) {
-                t = FA_TFN(clipg)(g[j], lo, hi) * c.sign;
+            for (j = 0; j < d; j++) {     /* g * (+-1) squared == g*g; clipnorm's scale */
+                t = (clip ? FA_TFN(clipg)(g[j], lo, hi) : g[j]) * c.sign;
                 acc[j] = acc[j] + t * t;
             }
         }
-        for (k = start[u]; k < start[u + 1]; k++)
-            FA_TFN(dense_clip)(d, row, src[k], acc, &apply, clipvalue);
+        for (k = start[u]; k < start[u + 1]; k++) {
+            if (clip)
+                FA_TFN(dense_clip)(d, row, src[k], acc, &apply, clipvalue);
+            else
+                FA_TFN(apply_dense)(d, row, src[k], acc, o);
+        }
     }
+}
+
+static void FA_TFN(keras_rows)(fa_ssize_t nu, const int64_t *rows, const fa_ssize_t *start,
+                               const FA_T **src, FA_T *table, FA_T *accum, fa_ssize_t d,
+                               fa_ssize_t ahead, const DenseOpts *o)
+{
+    FA_TFN(keras_rows_impl)(nu, rows, start, src, table, accum, d, ahead, o, 0, 0.0);
+}
+
+static void FA_TFN(keras_clip_rows)(fa_ssize_t nu, const int64_t *rows, const fa_ssize_t *start,
+                                    const FA_T **src, FA_T *table, FA_T *accum, fa_ssize_t d,
+                                    fa_ssize_t ahead, const DenseOpts *o, double clipvalue)
+{
+    FA_TFN(keras_rows_impl)(nu, rows, start, src, table, accum, d, ahead, o, 1, clipvalue);
 }
 
 /* dst = clip(src) (accumulate = 0) or dst + clip(src): merging clipped duplicate rows. */

@@ -82,31 +82,7 @@ static void FA_TFN(apply_rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, con
     }
 }
 
-/* ---------------------------------------------------------------- Keras 3 sparse duplicates */
-static void FA_TFN(keras_rows)(fa_ssize_t nu, const int64_t *rows, const fa_ssize_t *start,
-                               const FA_T **src, FA_T *table, FA_T *accum, fa_ssize_t d,
-                               fa_ssize_t ahead, const DenseOpts *o)
-{
-    FA_TFN(coef_t) c = FA_TFN(coefficients)(o);
-    FA_T t;
-    fa_ssize_t u, k, j, nbytes = d * (fa_ssize_t)sizeof(FA_T);
-    for (u = 0; u < nu; u++) {
-        FA_T *row = table + rows[u] * d, *acc = accum + rows[u] * d;
-        if (ahead > 0 && u + ahead < nu) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
-        }
-        for (k = start[u]; k < start[u + 1]; k++) {
-            const FA_T *g = src[k];
-            for (j = 0; j < d; j++) {        /* g * (+-1) squared == g*g; clipnorm's scale */
-                t = g[j] * c.sign;
-                acc[j] = acc[j] + t * t;
-            }
-        }
-        for (k = start[u]; k < start[u + 1]; k++)
-            FA_TFN(apply_dense)(d, row, src[k], acc, o);
-    }
-}
+/* Keras 3 sparse duplicates (keras_rows): clip_typed.h, with the clipped variant. */
 
 /* ---------------------------------------------------------------- the family rules */
 typedef struct {
