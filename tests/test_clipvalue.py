@@ -385,3 +385,56 @@ def test_clipvalue_matches_keras(monkeypatch):
             kp = keras.ops.convert_to_numpy(v)
             ulp = np.spacing(np.abs(kp).astype(np.float32))
             assert np.all(np.abs(ours - kp) <= 4 * ulp + 1e-7)
+
+
+def test_global_clipnorm_matches_torch_clip_grad_norm():
+    """torch.nn.utils.clip_grad_norm_ (foreach) then torch.optim.Adagrad against
+    AdaGrad(global_clipnorm=c) over two arrays: torch scales by c / (norm + 1e-6) where Keras
+    and we take c / max(norm, c), so the steps agree to ~1e-6 / norm relative, plus torch's FMA."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    rng = np.random.default_rng(8)
+    p0 = [rng.standard_normal(200), rng.standard_normal((10, 7))]
+    grads = [[3 * rng.standard_normal(200), 3 * rng.standard_normal((10, 7))] for _ in range(5)]
+    tps = [torch.nn.Parameter(torch.tensor(p)) for p in p0]
+    topt = torch.optim.Adagrad(tps, lr=0.1)
+    ours = [p.copy() for p in p0]
+    opt = fastadagrad.AdaGrad(ours, lr=0.1, global_clipnorm=1.0)
+    for gs in grads:
+        for tp, g in zip(tps, gs):
+            tp.grad = torch.tensor(g)
+        torch.nn.utils.clip_grad_norm_(tps, 1.0, foreach=True)
+        topt.step()
+        opt.step(gs)
+        for p, tp in zip(ours, tps):
+            np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
+def test_clipnorm_matches_keras(kind):
+    """Keras 3's Adagrad(clipnorm= / global_clipnorm=) (torch backend) against
+    AdaGrad(convention="keras", ...), float32: params within a few ulps per step (Keras
+    rounds g*c / max(norm, c), we fold c / max(norm, c) into the step; torch.sqrt)."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("torch", reason="torch (Keras' backend here) is not installed")
+    keras = pytest.importorskip("keras", reason="keras (Keras 3) is not installed")
+    if keras.backend.backend() != "torch":
+        pytest.skip("tested on Keras' torch backend")
+    import warnings
+    rng = np.random.default_rng(9)
+    p0 = rng.standard_normal(300).astype(np.float32)
+    grads = [(3 * rng.standard_normal(300)).astype(np.float32) for _ in range(10)]
+    v = keras.Variable(p0.copy(), dtype="float32")
+    kopt = keras.optimizers.Adagrad(learning_rate=0.01, **{kind: 2.0})
+    ours = p0.copy()
+    opt = fastadagrad.AdaGrad([ours], convention="keras", lr=0.01, **{kind: 2.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for g in grads:
+            kopt.apply_gradients([(keras.ops.convert_to_tensor(g, dtype="float32"), v)])
+            opt.step([g])
+            kp = keras.ops.convert_to_numpy(v)
+            ka = keras.ops.convert_to_numpy(kopt._accumulators[0].value)
+            np.testing.assert_allclose(opt.accumulators[0][0], ka, rtol=1e-5)
+            ulp = np.spacing(np.abs(kp).astype(np.float32))
+            assert np.all(np.abs(ours - kp) <= 8 * ulp + 1e-7)
