@@ -43,6 +43,7 @@ ubsan=$(gcc -print-file-name=libubsan.so)
 tests=(tests/test_equivalence.py tests/test_validation.py tests/test_properties.py
        tests/test_optimizer.py tests/test_threads.py tests/test_sparse.py
        tests/test_sparse_duplicates.py tests/test_family.py tests/test_clipping.py
+       tests/test_clipvalue.py tests/test_family_gate.py
        tests/test_safety.py tests/test_aliasing_property.py)
 
 log="$work/pytest.log"

@@ -56,15 +56,18 @@ class Backend:
     """The entry points every backend provides, each taking validated arguments unless noted.
 
     - adagrad_update, sparse_adagrad_update: the public functions (they validate).
-    - update_validated(param, grad, accum, opts, master=None): one dense step, any layout.
-    - sparse_dup_validated(table, accum, idx, grads, opts, duplicates): the sparse step.
+    - update_validated(param, grad, accum, opts, master=None): one dense step, any layout;
+      update_clip_validated(param, grad, accum, opts, clip): the same with every grad element
+      clipped to [-clip, clip] (clipvalue).
+    - sparse_dup_validated(table, accum, idx, grads, opts, duplicates, clip=0.0): the sparse
+      step (clip > 0: every occurrence clipped first).
     - apply_steps(steps): the optimizer's writes of one step, every group, and its counts
       (`(counter, group, grads, opts, clr, items)` per group, see kernels.apply_steps); a
       KeyboardInterrupt lands before the first write or after the last count.
     - array_group(params, accums, guard): the compiled pointer group of an optimizer group
       (one C call per step, with its own C-level gate), or None when this backend has none.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
-      clipping norm.
+      clipping norm; family_fast(...): the compiled family gate (False: not taken).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Backend:
     adagrad_update: Fn
     sparse_adagrad_update: Fn
     update_validated: Fn
+    update_clip_validated: Fn
     sparse_dup_validated: Fn
     apply_steps: Fn
     family_validated: Fn
@@ -80,6 +84,10 @@ class Backend:
 
     def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
         return None
+
+    def family_fast(self, *args: Any) -> bool:
+        """The compiled family gate (kernels.family_fast): True when it did the step."""
+        return False
 
     def __repr__(self) -> str:
         return f"<fastadagrad backend {self.name!r}>"
@@ -95,6 +103,7 @@ class NumpyBackend(Backend):
         self.adagrad_update = reference.adagrad_update
         self.sparse_adagrad_update = reference.sparse_adagrad_update
         self.update_validated = reference.update_validated
+        self.update_clip_validated = reference.update_clip_validated
         self.update_mixed_validated = reference.update_mixed_validated
         self.sparse_dup_validated = reference.sparse_dup_validated
         self.sparse_mixed_step = reference.sparse_mixed_step
@@ -119,8 +128,9 @@ class CompiledBackend(Backend):
     def __init__(self, kernels: Any) -> None:
         self.kernels = kernels
         for name in ("adagrad_update", "sparse_adagrad_update", "update_validated",
+                     "update_clip_validated",
                      "sparse_dup_validated", "apply_steps", "family_validated",
-                     "family_sparse_validated", "sum_of_squares"):
+                     "family_sparse_validated", "sum_of_squares", "family_fast"):
             setattr(self, name, getattr(kernels, name))
 
     def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:

@@ -58,6 +58,7 @@ ctypedef struct _RowsJob:          # the unique rows of a sparse family/duplicat
     const FamilyOpts* f
     int mode
     bint f32
+    double clip                    # clipvalue (0: none)
 
 
 cdef void _dup_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
@@ -65,10 +66,10 @@ cdef void _dup_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
     cdef Py_ssize_t u0 = t * j.nu // nt, u1 = (t + 1) * j.nu // nt
     if j.f32:
         _dup_rows(u0, u1, <float*>j.table, <float*>j.s1, j.rowwise, j.d, j.urow, j.start,
-                  j.rows, <const float**>j.src, j.o, j.mode)
+                  j.rows, <const float**>j.src, j.o, j.mode, j.clip)
     else:
         _dup_rows(u0, u1, <double*>j.table, <double*>j.s1, j.rowwise, j.d, j.urow, j.start,
-                  j.rows, <const double**>j.src, j.o, j.mode)
+                  j.rows, <const double**>j.src, j.o, j.mode, j.clip)
 
 
 cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
@@ -132,10 +133,12 @@ cdef Py_ssize_t _group_rows(const int64_t* idx, Py_ssize_t b, int64_t* urow, Py_
 
 cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise, Py_ssize_t d,
                                   const int64_t* idx, Py_ssize_t b, const floating* grads,
-                                  const DenseOpts* o, int mode) noexcept nogil:
+                                  const DenseOpts* o, int mode,
+                                  double clip) noexcept nogil:
     """AdaGrad on rows idx[0..b) with duplicates="sequential" (mode 1: every occurrence is
     its own step, in batch order) or "keras" (mode 2, element-wise only: every occurrence's
     g*g into the accumulator, then every occurrence's update with the final accumulator).
+    clip > 0: every occurrence's grad clipped to [-clip, clip] in the loop (element-wise).
     Returns -1 if out of memory (nothing written), else the number of unique rows."""
     cdef Py_ssize_t nu = -1, k, u0, u1
     cdef int nt, t
@@ -146,6 +149,9 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     cdef int64_t* urow = <int64_t*>malloc(b * sizeof(int64_t))
     cdef int64_t* rows = <int64_t*>malloc(b * sizeof(int64_t))
     cdef const floating** src = <const floating**>malloc(b * sizeof(floating*))
+    if mode == 0:   # "sum" with clip > 0 (unclipped "sum" is _sparse.pxi's sparse_update)
+        free(uid); free(start); free(order); free(urow); free(rows); free(src)
+        return clip_sum_update(table, accum, NULL, d, idx, b, grads, o, NULL, clip)
     if uid != NULL and start != NULL and order != NULL and urow != NULL and rows != NULL \
             and src != NULL:
         nu = _group_rows(idx, b, urow, start, order, uid)
@@ -157,7 +163,7 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
         if nt > nu:
             nt = <int>nu
         if nt <= 1:
-            _dup_rows(0, nu, table, accum, rowwise, d, urow, start, rows, src, o, mode)
+            _dup_rows(0, nu, table, accum, rowwise, d, urow, start, rows, src, o, mode, clip)
         else:
             job.table = table
             job.s1 = accum
@@ -171,6 +177,7 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
             job.o = o
             job.mode = mode
             job.f32 = floating is float
+            job.clip = clip
             _run_parts(_dup_part, &job, nt, FA_KIND_SPARSE, b * d)
     free(uid)
     free(start)
@@ -184,10 +191,12 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
 cdef void _dup_rows(Py_ssize_t u0, Py_ssize_t u1, floating* table, floating* accum,
                     bint rowwise, Py_ssize_t d, const int64_t* urow, const Py_ssize_t* start,
                     const int64_t* rows, const floating** src, const DenseOpts* o,
-                    int mode) noexcept nogil:
+                    int mode, double clip) noexcept nogil:
     """Unique rows [u0, u1): their occurrences src[start[u0]..start[u1])."""
     cdef Py_ssize_t k0 = start[u0], k1 = start[u1]
-    if mode == _DUP_KERAS and not o.skip_accumulate:
+    if clip > 0:
+        _clip_dup_rows(u0, u1, table, accum, d, urow, start, rows, src, o, mode, clip)
+    elif mode == _DUP_KERAS and not o.skip_accumulate:
         if floating is float:
             _table.keras_rows_f32(u1 - u0, urow + u0, start + u0, src, table, accum, d,
                                   _PREFETCH_AHEAD, o)
@@ -206,18 +215,19 @@ cdef int _duplicates_mode(str duplicates):
     return DUPLICATES.index(duplicates)
 
 
-def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates):
-    """sparse_validated with a duplicates rule ("sum" goes to the merging path)."""
+def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates, double clip=0.0):
+    """sparse_validated with a duplicates rule ("sum" goes to the merging path); clip > 0:
+    every occurrence's grad clipped to [-clip, clip] first (element-wise accumulators)."""
     cdef DenseOpts o
     cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu = 0
     cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
     cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     cdef int mode = _duplicates_mode(duplicates)
     cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0]
     cdef int64_t* own = NULL
     cdef int64_t bad[2]
-    if mode == 0:
+    if mode == 0 and clip <= 0:
         return sparse_validated(table, accum, idx, grads, opts)
     _set_opts(&o, opts)
     if b == 0 or d == 0:
@@ -228,11 +238,11 @@ def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates):
             if is_f32:
                 nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
                                        rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g),
-                                       &o, mode)
+                                       &o, mode, clip)
             else:
                 nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t),
                                        <double*>cnp.PyArray_DATA(a), rowwise, d, own, b,
-                                       <const double*>cnp.PyArray_DATA(g), &o, mode)
+                                       <const double*>cnp.PyArray_DATA(g), &o, mode, clip)
             free(own)
     if own == NULL:
         raise_unchecked(bad, n, "sparse_adagrad_update")

@@ -11,6 +11,8 @@ cdef void _set_family(FamilyOpts* f, object fopts) except *:
     f.l1 = fopts.l1
     f.l2 = fopts.l2
     f.step = fopts.step
+    f.grad_scale = fopts.grad_scale
+    f.clipvalue = fopts.clipvalue
 
 
 cdef inline void _family_run(Py_ssize_t n, floating* p, const floating* g, floating* s1,
@@ -130,6 +132,9 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     cdef floating* scratch = NULL
     cdef Py_ssize_t* start
     cdef Py_ssize_t* order
+    if mode == 0 and f.clipvalue > 0:
+        free(work); free(urow); free(rows); free(src)
+        return clip_sum_update(table, s1, s2, d, idx, b, grads, NULL, f, f.clipvalue)
     if work != NULL and urow != NULL and rows != NULL and src != NULL:
         if mode == 0:
             nu = _merge_hash(idx, b, d, grads, urow, src, &scratch, work)
@@ -178,7 +183,7 @@ def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
     cdef FamilyOpts f
     cdef cnp.ndarray t = table, a = states[0], i = idx, g = grads
     cdef cnp.ndarray b = states[1] if len(states) > 1 else states[0]
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu
+    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu = 0
     cdef int mode = _duplicates_mode(duplicates)
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(t)[0]
     cdef int64_t* own = NULL

@@ -31,6 +31,8 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         double l1
         double l2
         double step
+        double grad_scale    # clipnorm: g = grad * grad_scale (1: none)
+        double clipvalue     # clipvalue: g = min(max(g, -v), v) when > 0 (0: none)
     ctypedef void (*fam_dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* s1,
                                      float* s2, const FamilyOpts* o) noexcept nogil
     ctypedef void (*fam_dense_f64_t)(Py_ssize_t n, double* param, const double* grad, double* s1,
@@ -54,6 +56,38 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef void (*keras_rows_f64_t)(Py_ssize_t nu, const int64_t* rows, const Py_ssize_t* start,
                                       const double** src, double* table, double* accum,
                                       Py_ssize_t d, Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+
+    # clipping by value: the plain loops with an extra bound (DenseOpts is frozen)
+    ctypedef void (*dense_clip_f32_t)(Py_ssize_t n, float* param, const float* grad,
+                                      float* accum, const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*dense_clip_f64_t)(Py_ssize_t n, double* param, const double* grad,
+                                      double* accum, const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*strided_clip_f32_t)(Py_ssize_t n, float* param, Py_ssize_t sp,
+                                        const float* grad, Py_ssize_t sg, float* accum,
+                                        Py_ssize_t sa, const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*strided_clip_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp,
+                                        const double* grad, Py_ssize_t sg, double* accum,
+                                        Py_ssize_t sa, const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*clip_rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src,
+                                     float* table, float* accum, Py_ssize_t d, Py_ssize_t ahead,
+                                     const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*clip_rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
+                                     double* table, double* accum, Py_ssize_t d, Py_ssize_t ahead,
+                                     const DenseOpts* o, double v) noexcept nogil
+    ctypedef void (*keras_clip_rows_f32_t)(Py_ssize_t nu, const int64_t* rows,
+                                           const Py_ssize_t* start, const float** src,
+                                           float* table, float* accum, Py_ssize_t d,
+                                           Py_ssize_t ahead, const DenseOpts* o,
+                                           double v) noexcept nogil
+    ctypedef void (*keras_clip_rows_f64_t)(Py_ssize_t nu, const int64_t* rows,
+                                           const Py_ssize_t* start, const double** src,
+                                           double* table, double* accum, Py_ssize_t d,
+                                           Py_ssize_t ahead, const DenseOpts* o,
+                                           double v) noexcept nogil
+    ctypedef void (*clip_into_f32_t)(Py_ssize_t n, float* dst, const float* src, double v,
+                                     int accumulate) noexcept nogil
+    ctypedef void (*clip_into_f64_t)(Py_ssize_t n, double* dst, const double* src, double v,
+                                     int accumulate) noexcept nogil
 
     ctypedef void (*dense_f32_t)(Py_ssize_t n, float* param, const float* grad, float* accum,
                                  const DenseOpts* o) noexcept nogil
@@ -128,6 +162,17 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         dense_mixed_t dense_mixed
         strided_mixed_t strided_mixed
         to_float_t to_float
+        # issue 14: clipping by value
+        dense_clip_f32_t dense_clip_f32
+        dense_clip_f64_t dense_clip_f64
+        strided_clip_f32_t strided_clip_f32
+        strided_clip_f64_t strided_clip_f64
+        clip_rows_f32_t clip_rows_f32
+        clip_rows_f64_t clip_rows_f64
+        keras_clip_rows_f32_t keras_clip_rows_f32
+        keras_clip_rows_f64_t keras_clip_rows_f64
+        clip_into_f32_t clip_into_f32
+        clip_into_f64_t clip_into_f64
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

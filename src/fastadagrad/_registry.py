@@ -50,13 +50,19 @@ def _dense_inputs(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) 
     }
 
 
-def _dense_options() -> list[dict[str, Any]]:
-    """Every combination of the options that change the arithmetic."""
+def _dense_options(clip: bool = True) -> list[dict[str, Any]]:
+    """Every combination of the options that change the arithmetic (and clipping, unless
+    `clip` is False: mixed precision does not clip)."""
     out = []
     for maximize, wd, placement, (lr_decay, step) in itertools.product(
             (False, True), (0.0, 0.05), ("outside", "inside"), ((0.0, 1), (0.1, 7))):
         out.append(dict(lr=0.1, eps=1e-6, maximize=maximize, weight_decay=wd,
                         eps_placement=placement, lr_decay=lr_decay, step=step))
+    if not clip:
+        return out
+    # clipping (issue 14): by value (in the loop) and by norm (a reduction pass first)
+    out += [dict(out[k], clipvalue=0.5) for k in (0, 5, 14)]
+    out += [dict(out[0], clipvalue=0.5, update_slots=False), dict(out[5], clipnorm=1.0)]
     return out
 
 
@@ -89,9 +95,18 @@ def _sparse_inputs(rowwise: bool) -> Callable[[np.random.Generator, tuple[int, .
     return make
 
 
-def _sparse_options() -> list[dict[str, Any]]:
-    return [dict(lr=0.1, eps=1e-6, maximize=m, weight_decay=wd, eps_placement=pl)
-            for m, wd, pl in itertools.product((False, True), (0.0, 0.05), ("outside", "inside"))]
+def _sparse_options(rowwise: bool = False) -> list[dict[str, Any]]:
+    out = [dict(lr=0.1, eps=1e-6, maximize=m, weight_decay=wd, eps_placement=pl)
+           for m, wd, pl in itertools.product((False, True), (0.0, 0.05), ("outside", "inside"))]
+    # clipping (issue 14): the norm of the rows as passed; by value element-wise only
+    out += [dict(out[k], clipnorm=1.0) for k in (0, 7)]
+    out += [dict(out[0], duplicates="sequential"), dict(out[7], duplicates="sequential"),
+            dict(out[3], update_slots=False)]
+    if not rowwise:
+        out += [dict(out[k], duplicates="keras") for k in (0, 1, 5)]
+        out += [dict(out[k], clipvalue=0.5) for k in (0, 7)]
+        out += [dict(out[0], clipvalue=0.5, duplicates=d) for d in ("sequential", "keras")]
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,7 +132,7 @@ def _sparse_kernel(rowwise: bool) -> Kernel:
         slow=reference.sparse_adagrad_update,
         make_inputs=_sparse_inputs(rowwise),
         outputs=("table", "accum"),
-        options=_sparse_options(),
+        options=_sparse_options(rowwise),
         formula=f"rows r of the batch (duplicates summed): {accumulate}; "
                 "table[r] -= lr*g / (sqrt(accum[r]) + eps)",
     )
@@ -169,7 +184,7 @@ def _mixed_kernel(grad_f32: bool, accum_f32: bool) -> Kernel:
         slow=reference.adagrad_update,
         make_inputs=_mixed_inputs(grad_f32, accum_f32),
         outputs=("param", "accum"),
-        options=_dense_options(),
+        options=_dense_options(clip=False),
         formula="float32 arithmetic, one rounding per store: "
                 "accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
         dtypes=low_precision_dtypes(),
@@ -203,7 +218,8 @@ def _family_options(rule: str) -> list[dict[str, Any]]:
         if spec.needs_step:
             o["step"] = 7 if lr > 0.2 else 1
         out.append(o)
-    return out
+    # clipping (issue 14): the rule sees the clipped gradient
+    return out + [dict(out[-1], clipvalue=0.5), dict(out[-1], clipnorm=1.0)]
 
 
 def _family_dense_inputs(rule: str) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fastadagrad._rules import RULES
-from fastadagrad.bench_workloads import (DenseWorkload, FamilyWorkload, MixedWorkload,
-                                         OptimizerWorkload, SparseWorkload, TorchDropinWorkload,
+from fastadagrad.bench_workloads import (ClipWorkload, DenseWorkload, FamilyWorkload,
+                                         MixedWorkload, OptimizerWorkload, SparseWorkload, TorchDropinWorkload,
                                          Workload)
 
 
@@ -64,6 +64,11 @@ BENCH_CASES: list[BenchCase] = [
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
+    # issue 14: the peers' duplicate rules on the same workload (goal: <= 1.5x the "sum" step)
+    *(BenchCase(f"sparse 1e6x64 batch 4096 {dup}", "sparse", 4096 * 64, 5,
+                functools.partial(lambda d, dtype, rng: SparseWorkload(
+                    1_000_000, 64, 4096, dtype, rng, duplicates=d), dup), quick=False)
+      for dup in ("sequential", "keras")),
     *(BenchCase(f"torch drop-in {label}", "torch", n, 5,
                 functools.partial(_torch_dropin, n) if _installed("torch") else None)
       for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
@@ -73,6 +78,18 @@ BENCH_CASES: list[BenchCase] = [
                 only_dtype="float32")
       for n, label in ((1_000, "1e3"), (16_000_000, "1.6e7"))),
 ]
+
+
+def _clip_case(n: int, label: str, **clip: float) -> BenchCase:
+    kind = next(iter(clip))
+    return BenchCase(f"dense {label} {kind}", "dense", n, 6 if kind == "clipnorm" else 5,
+                     lambda dtype, rng: ClipWorkload(n, dtype, rng, clip))
+
+
+# issue 14: clipping fused into the step, against torch's clip_grad_*_ + fused Adagrad.
+BENCH_CASES.extend([_clip_case(1_000, "1e3", clipvalue=0.5),
+                    _clip_case(1_000_000, "1e6", clipvalue=0.5),
+                    _clip_case(1_000_000, "1e6", clipnorm=1.0)])
 
 # issue 14: each rule of fastadagrad._rules.RULES gets dense 1e6 / sparse 1e6x64 cases.
 BENCH_CASES.extend(

@@ -110,7 +110,7 @@ class SparseWorkload:
     Embedding + Adagrad step."""
 
     def __init__(self, n_rows: int, dim: int, batch: int, dtype: Any, rng: np.random.Generator,
-                 rowwise: bool = False) -> None:
+                 rowwise: bool = False, duplicates: str = "sum") -> None:
         table = _uniform(rng, (n_rows, dim), dtype)
         self.batches = sparse_batches(rng, n_rows, batch, 16)
         self.grads = [_uniform(rng, (batch, dim), dtype) for _ in range(4)]
@@ -125,17 +125,19 @@ class SparseWorkload:
             def run() -> None:
                 i = self.calls[which]
                 self.calls[which] = i + 1
-                fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01)
+                fn(arrays[0], arrays[1], self.batches[i % 16], self.grads[i % 4], lr=0.01,
+                   duplicates=duplicates)
             return run
 
         self.fast: Callable[[], Any] = step("fast", _kernels.sparse_adagrad_update, self.f)
         self.numpy: Callable[[], Any] = step("numpy", reference.sparse_adagrad_update, self.s)
         self.probe: Callable[[], Any] | None = None
         self.rowwise = rowwise
+        self.duplicates = duplicates
 
     def torch(self) -> Callable[[], None] | None:
-        if self.rowwise:
-            return None  # torch has no row-wise AdaGrad
+        if self.rowwise or self.duplicates != "sum":
+            return None  # torch has no row-wise AdaGrad; it sums duplicates (coalesce)
         import torch
         table = self.s[0]   # torch's start (any values of the right shape time the same)
         n_rows, dim = table.shape
@@ -273,3 +275,25 @@ class FamilyWorkload:
 
     def identical(self) -> bool:
         return all(a.tobytes() == b.tobytes() for a, b in zip(self.f, self.s))
+
+
+class ClipWorkload(DenseWorkload):
+    """adagrad_update with clipvalue or clipnorm (issue 14), against torch's clip_grad_value_ /
+    clip_grad_norm_(foreach=True) followed by torch.optim.Adagrad(fused=True)."""
+
+    def torch(self) -> Callable[[], None] | None:
+        import torch
+        p = torch.nn.Parameter(torch.from_numpy(self.s["param"].copy()))
+        g = torch.from_numpy(self.s["grad"].copy())
+        opt = torch.optim.Adagrad([p], lr=self.options["lr"], eps=self.options["eps"], fused=True)
+        value = self.options.get("clipvalue")
+        norm = float(self.options.get("clipnorm") or 0.0)
+
+        def step() -> None:
+            p.grad = g
+            if value is not None:
+                torch.nn.utils.clip_grad_value_([p], value)
+            else:
+                torch.nn.utils.clip_grad_norm_([p], norm, foreach=True)
+            opt.step()
+        return step

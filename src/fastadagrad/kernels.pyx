@@ -25,7 +25,7 @@ from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, Ke
                                         fa_isa_compiled,
                                         fa_kernel_table)
 
-from fastadagrad import _cpus, _validation
+from fastadagrad import _clipping, _cpus, _validation
 
 cnp.import_array()
 
@@ -412,19 +412,22 @@ _F32 = _np.dtype(_np.float32)
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
-                   clipnorm=None, master=None):
+                   clipnorm=None, master=None, clipvalue=None):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _forward:
         return _twin.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
                          maximize=maximize, update_slots=update_slots, clipnorm=clipnorm,
-                         master=master)
+                         master=master, clipvalue=clipvalue)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum
+    cdef double cv = 0.0
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
-    # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
+    # byte order, param/accum writable, disjoint, plain-number hyper-parameters (clipvalue: a
+    # plain number > 0, the clipped loop of _clip.pxi).
     if (update_slots is True and clipnorm is None and master is None
+            and (clipvalue is None or _real_nonneg(clipvalue, &cv) and cv > 0)
             and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(accum)):
         p = param
@@ -436,14 +439,21 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                 and _disjoint(p, g, cnp.PyArray_NBYTES(p)) and _disjoint(p, a, cnp.PyArray_NBYTES(p))
                 and _disjoint(g, a, cnp.PyArray_NBYTES(p))
                 and _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o)):
-            _run_contiguous(p, g, a, &o)
+            if cv > 0:
+                _run_clip_contiguous(p, g, a, &o, cv)
+            else:
+                _run_contiguous(p, g, a, &o)
             return None
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
                                    lr_decay, step, maximize, master, update_slots=update_slots)
     clip = _validation.check_dense_clipnorm(clipnorm, param, grad, master)
+    cv = _clipping.check_dense_clipvalue(clipvalue, clip, param, grad, master)
     if clip is not None:   # a reduction pass over grad, then the step with the scale folded in
         opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(grad), clip))
+    if cv > 0:             # clipped element by element inside the loop
+        update_clip_validated(param, grad, accum, opts, cv)
+        return None
     update_validated(param, grad, accum, opts, master)
     return None
 
@@ -806,6 +816,8 @@ include "_sparse.pxi"
 include "_duplicates.pxi"
 include "_family.pxi"
 include "_clipnorm.pxi"
+include "_clip.pxi"
+sparse_adagrad_update = sparse_adagrad_update_clipped   # _sparse.pxi's, plus clipnorm/clipvalue
 include "_mixed.pxi"
 
 

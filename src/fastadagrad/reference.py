@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fastadagrad import _clipping
 from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clipnorm,
                                      check_sparse, check_sparse_rule, clip_scale)
@@ -110,7 +111,7 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
                    update_slots: bool = True, clipnorm: float | None = None,
-                   master: np.ndarray | None = None) -> None:
+                   master: np.ndarray | None = None, clipvalue: float | None = None) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -129,7 +130,9 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     update_slots=False (TF's ApplyAdagrad attribute): the step uses `accum` as it is and does
     not add g*g to it. clipnorm (Keras' `clipnorm`): the grad is scaled by
     clipnorm / max(||grad||, clipnorm) inside the step (no copy); ||grad|| summed in double in
-    a fixed order (reference_family.sum_of_squares).
+    a fixed order (reference_family.sum_of_squares). clipvalue (Keras' `clipvalue`, torch's
+    `clip_grad_value_`): every grad element clipped to [-clipvalue, clipvalue] first (NaN
+    kept); exclusive with clipnorm.
     Every argument is checked before anything is written: a bad one raises TypeError or
     ValueError naming it and leaves all arrays untouched. NaN/inf in `grad` propagate as the
     formula says. Returns None.
@@ -143,11 +146,21 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
                     maximize, master, update_slots=update_slots)
     clip = check_dense_clipnorm(clipnorm, param, grad, master)
+    cv = _clipping.check_dense_clipvalue(clipvalue, clip, param, grad, master)
     if clip is not None:
         from fastadagrad.reference_family import sum_of_squares
         o = o._replace(grad_scale=clip_scale(sum_of_squares(grad), clip))
+    if cv > 0 and param.size:
+        grad = _clipping.clip_values(grad, cv)   # the twin may copy; the loops clip in place
     if param.size:
         update_validated(param, grad, accum, o, master)   # IEEE results, no warnings
+
+
+def update_clip_validated(param: np.ndarray, grad: np.ndarray, accum: np.ndarray,
+                          o: DenseOptions, clip: float) -> None:
+    """update_validated with every grad element clipped to [-clip, clip] first (the twin of
+    kernels.update_clip_validated; the twin clips a copy, the loops clip in registers)."""
+    update_validated(param, _clipping.clip_values(grad, clip), accum, o)
 
 
 def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
@@ -202,7 +215,8 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
                           grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
                           eps_placement: str = "outside", maximize: bool = False,
                           weight_decay: float = 0.0, duplicates: str = "sum",
-                          update_slots: bool = True, clipnorm: float | None = None) -> None:
+                          update_slots: bool = True, clipnorm: float | None = None,
+                          clipvalue: float | None = None) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
@@ -219,13 +233,22 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     order) or "keras" (Keras 3, element-wise: every occurrence's g*g added to the accumulator
     in order, then every occurrence's update, computed with the final accumulator).
     update_slots=False: the step reads the accumulator and does not add to it (TF).
+    clipnorm: the grads scaled by clipnorm / max(norm, clipnorm), the norm over the rows of
+    `grads` as passed (every occurrence: Keras' IndexedSlices), the scale folded into the step
+    (after the duplicates rule). clipvalue (element-wise accum): every occurrence's grad
+    clipped to [-clipvalue, clipvalue] before the duplicates rule ("sum" adds the clipped
+    occurrences). Exclusive, as in Keras.
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
     o = check_sparse_rule(o, table, accum, duplicates, update_slots)
+    cn, cv = _clipping.check_sparse_clips(clipnorm, clipvalue, table, accum)
+    if cn is not None:
+        from fastadagrad.reference_family import sum_of_squares
+        o = o._replace(grad_scale=clip_scale(sum_of_squares(g), cn))
     if idx.size == 0 or table.shape[1] == 0:
         return
-    sparse_dup_validated(table, accum, idx, g, o, duplicates)   # IEEE results, no warnings
+    sparse_dup_validated(table, accum, idx, g, o, duplicates, cv)   # IEEE results, no warnings
 
 
 def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
@@ -241,15 +264,18 @@ def occurrence_ranks(idx: np.ndarray) -> np.ndarray:
 
 
 def sparse_dup_validated(table: np.ndarray, accum: np.ndarray, idx: np.ndarray,
-                         grads: np.ndarray, o: DenseOptions, duplicates: str = "sum") -> None:
+                         grads: np.ndarray, o: DenseOptions, duplicates: str = "sum",
+                         clip: float = 0.0) -> None:
     """The sparse step on validated arguments, with the duplicates rule (the twin of
     kernels.sparse_dup_validated). Occurrences of one
     row are applied in batch order; rows are independent, so the k-th occurrences of all rows
     form one gather-update-scatter pass (k = 0, 1, ...). A float16/bfloat16 table (duplicates
     "sum" only, checked by check_sparse_rule) goes through its float32 rows. No
     floating-point warnings."""
-    if idx.size == 0:
+    if idx.size == 0 or table.shape[1] == 0:
         return
+    if clip > 0:   # every occurrence clipped to [-clip, clip] first (the loops clip in place)
+        grads = _clipping.clip_values(grads, clip)
     with np.errstate(all="ignore"):
         _sparse_dup(table, accum, idx, grads, o, duplicates)
 
@@ -269,8 +295,11 @@ def _sparse_dup(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np
         for pos in passes:
             _rows_step(table, accum, idx[pos], grads[pos], o)
         return
+    sign = table.dtype.type((-1.0 if o.maximize else 1.0) * o.grad_scale)
     for pos in passes:                                  # keras: every g*g first ...
         rows, g = idx[pos], grads[pos]
+        if o.grad_scale != 1:                           # clipnorm's scale (the loop's sign)
+            g = np.multiply(g, sign)
         accum[rows] = np.add(accum[rows], np.multiply(g, g))
     apply_only = o._replace(update_slots=False)
     for pos in passes:                                  # ... then every update
@@ -287,7 +316,10 @@ def _rows_step(table: np.ndarray, accum: np.ndarray, rows: np.ndarray, merged: n
         _float_step(p, merged, a, o)
         accum[rows] = a
     else:
-        g = np.multiply(merged, t(-1)) if o.maximize else merged
+        if o.grad_scale != 1:
+            g = np.multiply(merged, t((-1.0 if o.maximize else 1.0) * o.grad_scale))
+        else:
+            g = np.multiply(merged, t(-1)) if o.maximize else merged
         if o.weight_decay != 0:
             g = np.add(g, np.multiply(t(o.weight_decay), p))
         a = accum[rows]

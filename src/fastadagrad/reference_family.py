@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from fastadagrad import reference
+from fastadagrad import _clipping, reference
 
 RULE_IDS = {"proximal": 1, "da": 2, "glove": 3}   # FA_RULE_* in _csrc/family_table.h
 
@@ -29,6 +29,8 @@ class FamilyOptions(NamedTuple):
     l1: float = 0.0
     l2: float = 0.0
     step: float = 1.0
+    grad_scale: float = 1.0   # clipnorm: the rule sees grad * grad_scale
+    clipvalue: float = 0.0    # clipvalue (> 0): the rule sees grad clipped to [-v, v]
 
 
 def _sign(x: np.ndarray) -> np.ndarray:
@@ -46,6 +48,10 @@ def _step(param: np.ndarray, grad: np.ndarray, states: Sequence[np.ndarray],
     t = param.dtype.newbyteorder("=").type
     lr, l1, l2 = t(f.lr), t(f.l1), t(f.l2)
     g = np.asarray(grad, dtype=param.dtype.newbyteorder("="))
+    if f.grad_scale != 1:
+        g = np.multiply(g, t(f.grad_scale))
+    if f.clipvalue > 0:
+        g = _clipping.clip_values(g, f.clipvalue)
     if f.rule == RULE_IDS["proximal"]:
         acc = np.add(states[0], np.multiply(g, g))
         states[0][...] = acc
@@ -91,6 +97,9 @@ def family_sparse_validated(table: np.ndarray, states: Sequence[np.ndarray], idx
     of appearance, then one step per row) or "sequential" (one step per occurrence, in order)."""
     if idx.size == 0 or table.shape[1] == 0:
         return
+    if f.clipvalue > 0:   # every occurrence clipped before the duplicates rule
+        grads = _clipping.clip_values(grads, f.clipvalue)
+        f = f._replace(clipvalue=0.0)
     if duplicates == "sum":
         rows, merged = reference.merge_duplicates(idx, grads)
         batches = [(rows, merged)]

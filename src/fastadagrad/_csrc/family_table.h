@@ -17,6 +17,10 @@ typedef struct FamilyOpts {
     double l1;       /* proximal, DA */
     double l2;       /* proximal, DA */
     double step;     /* DA: the global step t */
+    /* clipping (the gradient, before the rule): g = grad * grad_scale (clipnorm, 1: none),
+       then g = min(max(g, -clipvalue), clipvalue) when clipvalue > 0 (0: none) */
+    double grad_scale;
+    double clipvalue;
 } FamilyOpts;
 
 typedef void (*fam_dense_f32_t)(fa_ssize_t n, float *param, const float *grad, float *s1,
@@ -50,6 +54,41 @@ typedef void (*keras_rows_f64_t)(fa_ssize_t nu, const int64_t *rows, const fa_ss
 /* Sum of squares of n <= FA_CLIP_BLOCK elements in double, in a fixed order: 8 lanes, lane k
    sums x[k]^2, x[k+8]^2, ... left to right, then ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). */
 #define FA_CLIP_BLOCK 4096
+
+/* Clipping by value (Keras' clipvalue, torch's clip_grad_value_): the plain AdaGrad loops with
+   every gradient element clipped to [-clipvalue, clipvalue] first (NaN kept), in the loop: the
+   same options as their unclipped entries (DenseOpts is frozen: the bound is an extra
+   argument). Element-wise only (no row-wise accumulator). clip_rows: the rows of a sparse
+   batch as sparse_rows with is_rowwise = 0. clip_into: dst = clip(src) (accumulate = 0) or
+   dst + clip(src) (the "sum" merge of clipped duplicate rows). */
+typedef void (*dense_clip_f32_t)(fa_ssize_t n, float *param, const float *grad, float *accum,
+                                 const DenseOpts *o, double clipvalue);
+typedef void (*dense_clip_f64_t)(fa_ssize_t n, double *param, const double *grad, double *accum,
+                                 const DenseOpts *o, double clipvalue);
+typedef void (*strided_clip_f32_t)(fa_ssize_t n, float *param, fa_ssize_t sp, const float *grad,
+                                   fa_ssize_t sg, float *accum, fa_ssize_t sa, const DenseOpts *o,
+                                   double clipvalue);
+typedef void (*strided_clip_f64_t)(fa_ssize_t n, double *param, fa_ssize_t sp,
+                                   const double *grad, fa_ssize_t sg, double *accum,
+                                   fa_ssize_t sa, const DenseOpts *o, double clipvalue);
+typedef void (*clip_rows_f32_t)(fa_ssize_t count, const int64_t *rows, const float **src,
+                                float *table, float *accum, fa_ssize_t d, fa_ssize_t ahead,
+                                const DenseOpts *o, double clipvalue);
+typedef void (*clip_rows_f64_t)(fa_ssize_t count, const int64_t *rows, const double **src,
+                                double *table, double *accum, fa_ssize_t d, fa_ssize_t ahead,
+                                const DenseOpts *o, double clipvalue);
+typedef void (*keras_clip_rows_f32_t)(fa_ssize_t nu, const int64_t *rows,
+                                      const fa_ssize_t *start, const float **src, float *table,
+                                      float *accum, fa_ssize_t d, fa_ssize_t ahead,
+                                      const DenseOpts *o, double clipvalue);
+typedef void (*keras_clip_rows_f64_t)(fa_ssize_t nu, const int64_t *rows,
+                                      const fa_ssize_t *start, const double **src, double *table,
+                                      double *accum, fa_ssize_t d, fa_ssize_t ahead,
+                                      const DenseOpts *o, double clipvalue);
+typedef void (*clip_into_f32_t)(fa_ssize_t n, float *dst, const float *src, double clipvalue,
+                                int accumulate);
+typedef void (*clip_into_f64_t)(fa_ssize_t n, double *dst, const double *src, double clipvalue,
+                                int accumulate);
 typedef double (*sumsq_f32_t)(fa_ssize_t n, const float *x);
 typedef double (*sumsq_f64_t)(fa_ssize_t n, const double *x);
 

@@ -82,31 +82,11 @@ static void FA_TFN(apply_rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, con
     }
 }
 
-/* ---------------------------------------------------------------- Keras 3 sparse duplicates */
-static void FA_TFN(keras_rows)(fa_ssize_t nu, const int64_t *rows, const fa_ssize_t *start,
-                               const FA_T **src, FA_T *table, FA_T *accum, fa_ssize_t d,
-                               fa_ssize_t ahead, const DenseOpts *o)
-{
-    fa_ssize_t u, k, j, nbytes = d * (fa_ssize_t)sizeof(FA_T);
-    for (u = 0; u < nu; u++) {
-        FA_T *row = table + rows[u] * d, *acc = accum + rows[u] * d;
-        if (ahead > 0 && u + ahead < nu) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
-        }
-        for (k = start[u]; k < start[u + 1]; k++) {
-            const FA_T *g = src[k];
-            for (j = 0; j < d; j++)          /* (-g)*(-g) == g*g: maximize needs no sign here */
-                acc[j] = acc[j] + g[j] * g[j];
-        }
-        for (k = start[u]; k < start[u + 1]; k++)
-            FA_TFN(apply_dense)(d, row, src[k], acc, o);
-    }
-}
+/* Keras 3 sparse duplicates (keras_rows): clip_typed.h, with the clipped variant. */
 
 /* ---------------------------------------------------------------- the family rules */
 typedef struct {
-    FA_T lr, nlr, l1, l2, one, zero, da_l2tlr, da_tl1;
+    FA_T lr, nlr, l1, l2, one, zero, da_l2tlr, da_tl1, scale, clo, chi;
 } FA_TFN(fam_coef_t);
 
 static inline FA_TFN(fam_coef_t) FA_TFN(fam_coefficients)(const FamilyOpts *o)
@@ -121,6 +101,9 @@ static inline FA_TFN(fam_coef_t) FA_TFN(fam_coefficients)(const FamilyOpts *o)
     c.zero = (FA_T)0.0;
     c.da_l2tlr = c.l2 * (t * c.lr);   /* TF: l2 * (T(global_step) * lr), in the dtype */
     c.da_tl1 = t * c.l1;              /* TF: T(global_step) * l1 */
+    c.scale = (FA_T)o->grad_scale;    /* clipnorm: g = grad * scale (1: exact, no change) */
+    c.chi = (FA_T)o->clipvalue;       /* clipvalue: g = min(max(g, -v), v) when v > 0 */
+    c.clo = -c.chi;
     return c;
 }
 
@@ -187,48 +170,84 @@ static FA_ALWAYS_INLINE FA_T FA_TFN(lagged_element)(FA_T p, FA_T g, FA_T *s1,
     return upd;
 }
 
+/* The gradient a family rule sees (the switch `clip` a constant of the loop copy):
+   0 grad as is; 1 grad * scale (clipnorm); 2 grad clipped to [clo, chi] (clipvalue). */
+static FA_ALWAYS_INLINE FA_T FA_TFN(clipg)(FA_T g, FA_T lo, FA_T hi)
+{
+    g = FA_TFN(select)(g > hi, hi, g);
+    return FA_TFN(select)(g < lo, lo, g);
+}
+
+static FA_ALWAYS_INLINE FA_T FA_TFN(fam_grad)(FA_T g, const FA_TFN(fam_coef_t) *c, int clip)
+{
+    if (clip == 1)
+        return g * c->scale;
+    if (clip == 2)
+        return FA_TFN(clipg)(g, c->clo, c->chi);
+    return g;
+}
+
+static inline int FA_TFN(fam_clip_mode)(const FamilyOpts *o)
+{
+    return o->clipvalue > 0 ? 2 : (o->grad_scale != 1.0 ? 1 : 0);
+}
+
 /* One rule over n contiguous elements, the switches as constants (inlined per call site). */
 static FA_ALWAYS_INLINE void FA_TFN(family_loop)(fa_ssize_t n, FA_T *param, const FA_T *grad,
                                                  FA_T *s1, FA_T *s2,
-                                                 const FA_TFN(fam_coef_t) *c0, int rule, int l1)
+                                                 const FA_TFN(fam_coef_t) *c0, int rule, int l1,
+                                                 int clip)
 {
     const FA_TFN(fam_coef_t) c = *c0;
     fa_ssize_t i;
     if (rule == FA_RULE_PROXIMAL) {
         for (i = 0; i < n; i++)
-            param[i] = FA_TFN(proximal_element)(param[i], grad[i], &s1[i], &c, l1);
+            param[i] = FA_TFN(proximal_element)(param[i], FA_TFN(fam_grad)(grad[i], &c, clip),
+                                                &s1[i], &c, l1);
     } else if (rule == FA_RULE_DA) {
         for (i = 0; i < n; i++)
-            param[i] = FA_TFN(da_element)(grad[i], &s1[i], &s2[i], &c, l1);
+            param[i] = FA_TFN(da_element)(FA_TFN(fam_grad)(grad[i], &c, clip), &s1[i], &s2[i],
+                                          &c, l1);
     } else {
         for (i = 0; i < n; i++)
-            param[i] = FA_TFN(lagged_element)(param[i], grad[i], &s1[i], &c);
+            param[i] = FA_TFN(lagged_element)(param[i], FA_TFN(fam_grad)(grad[i], &c, clip),
+                                              &s1[i], &c);
     }
 }
+
+#define FA_FAM_CLIP(rule, l1)                                                        \
+    switch (clip) {                                                                  \
+    case 0: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 0); break;     \
+    case 1: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 1); break;     \
+    default: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 2); break;    \
+    }
 
 static void FA_TFN(family_dense)(fa_ssize_t n, FA_T *param, const FA_T *grad, FA_T *s1,
                                  FA_T *s2, const FamilyOpts *o)
 {
     FA_TFN(fam_coef_t) c = FA_TFN(fam_coefficients)(o);
-    int l1 = o->l1 > 0;
+    int l1 = o->l1 > 0, clip = FA_TFN(fam_clip_mode)(o);
     switch (o->rule) {
     case FA_RULE_PROXIMAL:
-        if (l1)
-            FA_TFN(family_loop)(n, param, grad, s1, s2, &c, FA_RULE_PROXIMAL, 1);
-        else
-            FA_TFN(family_loop)(n, param, grad, s1, s2, &c, FA_RULE_PROXIMAL, 0);
+        if (l1) {
+            FA_FAM_CLIP(FA_RULE_PROXIMAL, 1)
+        } else {
+            FA_FAM_CLIP(FA_RULE_PROXIMAL, 0)
+        }
         break;
     case FA_RULE_DA:
-        if (l1)
-            FA_TFN(family_loop)(n, param, grad, s1, s2, &c, FA_RULE_DA, 1);
-        else
-            FA_TFN(family_loop)(n, param, grad, s1, s2, &c, FA_RULE_DA, 0);
+        if (l1) {
+            FA_FAM_CLIP(FA_RULE_DA, 1)
+        } else {
+            FA_FAM_CLIP(FA_RULE_DA, 0)
+        }
         break;
     default:
-        FA_TFN(family_loop)(n, param, grad, s1, s2, &c, FA_RULE_LAGGED, 0);
+        FA_FAM_CLIP(FA_RULE_LAGGED, 0)
         break;
     }
 }
+#undef FA_FAM_CLIP
 
 /* The same over byte-strided operands (views updated in place); s2 unused unless DA. */
 static void FA_TFN(family_strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, const FA_T *grad,
@@ -236,11 +255,11 @@ static void FA_TFN(family_strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, con
                                    fa_ssize_t ss2, const FamilyOpts *o)
 {
     FA_TFN(fam_coef_t) c = FA_TFN(fam_coefficients)(o);
-    int l1 = o->l1 > 0;
+    int l1 = o->l1 > 0, clip = FA_TFN(fam_clip_mode)(o);
     fa_ssize_t i;
     for (i = 0; i < n; i++) {
         FA_T *p = (FA_T *)((char *)param + i * sp);
-        FA_T g = *(const FA_T *)((const char *)grad + i * sg);
+        FA_T g = FA_TFN(fam_grad)(*(const FA_T *)((const char *)grad + i * sg), &c, clip);
         FA_T *a = (FA_T *)((char *)s1 + i * ss1);
         if (o->rule == FA_RULE_PROXIMAL)
             *p = FA_TFN(proximal_element)(*p, g, a, &c, l1);

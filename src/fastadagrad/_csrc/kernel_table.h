@@ -102,6 +102,17 @@ typedef struct KernelTable {
     dense_mixed_t dense_mixed;
     strided_mixed_t strided_mixed;
     to_float_t to_float;
+    /* issue 14: clipping by value (family_table.h, clip_typed.h) */
+    dense_clip_f32_t dense_clip_f32;
+    dense_clip_f64_t dense_clip_f64;
+    strided_clip_f32_t strided_clip_f32;
+    strided_clip_f64_t strided_clip_f64;
+    clip_rows_f32_t clip_rows_f32;
+    clip_rows_f64_t clip_rows_f64;
+    keras_clip_rows_f32_t keras_clip_rows_f32;
+    keras_clip_rows_f64_t keras_clip_rows_f64;
+    clip_into_f32_t clip_into_f32;
+    clip_into_f64_t clip_into_f64;
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

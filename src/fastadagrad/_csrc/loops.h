@@ -73,4 +73,10 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(sumsq_f32), FA_FN(sumsq_f64),
     /* mixed precision (issue 15) */
     FA_FN(dense_mixed), FA_FN(strided_mixed), FA_FN(to_float),
+    /* issue 14: clipping by value */
+    FA_FN(dense_clip_f32), FA_FN(dense_clip_f64),
+    FA_FN(strided_clip_f32), FA_FN(strided_clip_f64),
+    FA_FN(clip_rows_f32), FA_FN(clip_rows_f64),
+    FA_FN(keras_clip_rows_f32), FA_FN(keras_clip_rows_f64),
+    FA_FN(clip_into_f32), FA_FN(clip_into_f64),
 };

@@ -240,6 +240,8 @@ static void FA_TFN(probe)(fa_ssize_t n, FA_T *x, const FA_T *y, FA_T *z)
     }
 }
 
+#include "clip_typed.h"   /* issue 14: clipping by value (clipvalue) */
+
 #undef FA_TFN
 #undef FA_TN
 #undef FA_TN_

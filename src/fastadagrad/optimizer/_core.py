@@ -57,7 +57,7 @@ class AdaGrad:
                  nonfinite: str = "propagate", packed: bool = False,
                  rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
                  l1: float = 0.0, l2: float = 0.0, clipnorm: float | None = None,
-                 global_clipnorm: float | None = None) -> None:
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -71,9 +71,8 @@ class AdaGrad:
         self.rule = _rules.check_rule(
             rule, dict(lr_decay=lr_decay, weight_decay=weight_decay, maximize=maximize,
                        rowwise=rowwise), convention, packed)
-        self.clipnorm, self.global_clipnorm = _clip.check(clipnorm, global_clipnorm)
-        if self.rule != "adagrad" and (clipnorm is not None or global_clipnorm is not None):
-            raise ValueError("`clipnorm`/`global_clipnorm` apply to rule='adagrad' only")
+        self.clipnorm, self.global_clipnorm, self.clipvalue = _clip.check(
+            clipnorm, global_clipnorm, clipvalue)
         lr, initial_accumulator_value = _rules.rule_defaults(self.rule, lr,
                                                              initial_accumulator_value)
         self.defaults = GroupOptions(
@@ -140,7 +139,7 @@ class AdaGrad:
     def _step(self, grads: Any) -> bool:
         if self.rule != "adagrad":
             return _rules.step(self, grads)
-        if self.clipnorm is not None or self.global_clipnorm is not None:
+        if self.clipnorm is not None or self.global_clipnorm is not None or self.clipvalue:
             return _clip.step(self, grads)
         backend = _backend.current()
         check = self.nonfinite != "propagate"

@@ -89,6 +89,7 @@ def step(opt: AdaGrad, grads: Any) -> bool:
             if not np.isfinite(plan[4]).all():
                 gi, i = _locate(opt, k)
                 return opt._finish_bad((gi, i))
+    plans = _clipped(opt, plans)
     backend = _backend.current()
     for p, states, f, g, _ in plans:
         if isinstance(g, tuple):
@@ -100,6 +101,18 @@ def step(opt: AdaGrad, grads: Any) -> bool:
         group.step += 1
     opt.last_step_skipped = False
     return True
+
+
+def _clipped(opt: AdaGrad, plans: list[Any]) -> list[Any]:
+    """The optimizer's clipping folded into each plan's FamilyOptions: the rule sees the
+    clipped gradient (norms over the dense grads and the sparse values as passed)."""
+    from fastadagrad.optimizer import _clip
+
+    if opt.clipnorm is None and opt.global_clipnorm is None and not opt.clipvalue:
+        return plans
+    flat = _clip.scales(opt, [[plan[4] for plan in plans]])[0]
+    return [(p, states, f._replace(grad_scale=scale, clipvalue=opt.clipvalue), g, seen)
+            for (p, states, f, g, seen), scale in zip(plans, flat)]
 
 
 def _locate(opt: AdaGrad, k: int) -> tuple[int, int]:
