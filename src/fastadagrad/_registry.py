@@ -420,6 +420,9 @@ BENCH_CASES: list[BenchCase] = [
               lambda dtype, rng: OptimizerWorkload(200, 1000, dtype, rng)),
     BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
+    *(BenchCase(f"sparse 1e6x{d} batch 4096", "sparse", 4096 * d, 5,   # small rows (issue 12)
+                lambda dtype, rng, d=d: SparseWorkload(1_000_000, d, 4096, dtype, rng))
+      for d in (8, 16)),
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
     *(BenchCase(f"torch drop-in {label}", "torch", n, 5,

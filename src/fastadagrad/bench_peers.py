@@ -169,8 +169,8 @@ def set_threads(threads: int, skip: dict[str, str]) -> None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def run(cases: list[tuple[str, Callable[[], dict[str, Step]]]], quick: bool,
-        echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run(cases: list[tuple[str, Callable[[], dict[str, Step]]]], quick: bool
+        ) -> list[dict[str, Any]]:
     min_time, samples = (0.005, 3) if quick else (0.05, 7)
     out = []
     for name, make in cases:
@@ -183,7 +183,7 @@ def run(cases: list[tuple[str, Callable[[], dict[str, Step]]]], quick: bool,
     return out
 
 
-def table(results: list[dict[str, Any]], columns: Sequence[str]) -> str:
+def table(results: list[dict[str, Any]], columns: Sequence[str], markdown: bool = False) -> str:
     head = ["case", "fastadagrad", *columns]
     rows = [head]
     for r in results:
@@ -192,9 +192,46 @@ def table(results: list[dict[str, Any]], columns: Sequence[str]) -> str:
             cells.append(f"{bench.fmt_time(r[c])} ({r[c] / r['fastadagrad']:.2f})" if c in r
                          else "-")
         rows.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines[:1] + ["|" + "---|" * len(head)] + lines[1:])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+
+
+def collect(quick: bool = False, sizes: Sequence[int] | None = None, sparse_rows: int = 1_000_000,
+            batch: int = 4096, threads: int | None = None) -> dict[str, Any]:
+    """Time every case (dense sizes, then sparse D = 16, 64 unless sparse_rows is 0) for
+    fastadagrad and the installed peers; a JSON-ready dict."""
+    skip = missing_peers()
+    threads = threads or fastadagrad.get_num_threads()
+    set_threads(threads, skip)
+    rng = np.random.default_rng(20261127)
+    sizes = sizes or [n for n in DENSE_SIZES if not (quick and n > 1_000_000)]
+    cases: list[tuple[str, Callable[[], dict[str, Step]]]] = [
+        (f"dense {n:.0e}".replace("e+0", "e"), lambda n=n: dense_steps(n, rng, skip))
+        for n in sizes]
+    if sparse_rows > 0:
+        cases += [(f"sparse {sparse_rows:.0e}x{d}".replace("e+0", "e"),
+                   lambda d=d: sparse_steps(sparse_rows, d, batch, rng, skip))
+                  for d in SPARSE_DIMS]
+    load = os.getloadavg()[0]
+    with fastadagrad.backend("cython"):
+        results = run(cases, quick)
+    return {"header": bench.header(threads), "load": [load, os.getloadavg()[0]],
+            "batch": batch, "results": results, "missing": skip,
+            "columns": [c for c in COLUMNS if any(c in r for r in results)]}
+
+
+def report(res: dict[str, Any], markdown: bool = False) -> str:
+    load = "load average {:.1f} before, {:.1f} after".format(*res["load"])
+    lines = [f"{bench.header_line(res['header'])}; {load}",
+             "float32; cell = median time (peer time / fastadagrad time: above 1, fastadagrad "
+             f"is faster); sparse: element-wise, a fresh batch of {res['batch']} indices per "
+             "step, 25% repeats", "", table(res["results"], res["columns"], markdown)]
+    notes = [f"{peer}: {why} (column skipped)" for peer, why in res["missing"].items()]
+    return "\n".join(lines + ([""] if notes and markdown else []) + notes)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -202,36 +239,19 @@ def main(argv: Sequence[str]) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peers", action="store_true", help="(selects this benchmark)")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter samples; no 1.6e7 case")
-    ap.add_argument("--sizes", type=bench.parse_sizes, help="dense sizes (default 1e3,1e5,1e6,1.6e7)")
-    ap.add_argument("--sparse-rows", type=float, default=1e6, help="sparse table rows (default 1e6; 0: no sparse cases)")
+    ap.add_argument("--sizes", type=bench.parse_sizes,
+                    help="dense sizes (default 1e3,1e5,1e6,1.6e7)")
+    ap.add_argument("--sparse-rows", type=float, default=1e6,
+                    help="sparse table rows (default 1e6; 0: no sparse cases)")
     ap.add_argument("--batch", type=int, default=4096, help="sparse batch size (default 4096)")
-    ap.add_argument("--threads", type=int, help="threads for every library (default: fastadagrad's)")
+    ap.add_argument("--threads", type=int,
+                    help="threads for every library (default: fastadagrad's)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = ap.parse_args(argv)
-    skip = missing_peers()
-    threads = args.threads or fastadagrad.get_num_threads()
-    if threads < 1:
+    if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
-    set_threads(threads, skip)
-    rng = np.random.default_rng(20261127)
-    sizes = args.sizes or [n for n in DENSE_SIZES if not (args.quick and n > 1_000_000)]
-    cases: list[tuple[str, Callable[[], dict[str, Step]]]] = [
-        (f"dense {n:.0e}".replace("e+0", "e"), lambda n=n: dense_steps(n, rng, skip))
-        for n in sizes]
-    rows = int(args.sparse_rows)
-    if rows > 0:
-        cases += [(f"sparse {rows:.0e}x{d}".replace("e+0", "e"),
-                   lambda d=d: sparse_steps(rows, d, args.batch, rng, skip)) for d in SPARSE_DIMS]
-    with fastadagrad.backend("cython"):
-        results = run(cases, args.quick)
-    columns = [c for c in COLUMNS if any(c in r for r in results)]
-    print(bench.header_line(bench.header(threads)) + f", load {os.getloadavg()[0]:.2f}")
-    print("float32; cell = median time (peer time / fastadagrad time: above 1, fastadagrad is "
-          "faster); sparse: element-wise, fresh batch of "
-          f"{args.batch} indices per step, 25% repeats")
-    print()
-    print(table(results, columns))
-    for peer, why in skip.items():
-        print(f"{peer}: {why} (column skipped)")
+    res = collect(args.quick, args.sizes, int(args.sparse_rows), args.batch, args.threads)
+    print(report(res, args.markdown))
     return 0
 
 
