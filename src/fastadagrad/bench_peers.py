@@ -16,6 +16,8 @@ fastadagrad is faster), medians of interleaved samples.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.util
 import os
 import sys
@@ -69,14 +71,14 @@ def _torch_dense(p0: np.ndarray, g0: np.ndarray, mode: str) -> Step | None:
 
 
 def _jax_dense(p0: np.ndarray, g0: np.ndarray) -> Step:
-    import jax
-    import optax
+    jax = importlib.import_module("jax")
+    optax = importlib.import_module("optax")
     opt = optax.adagrad(LR, initial_accumulator_value=0.0, eps=EPS)
 
-    @jax.jit
-    def step(p: Any, s: Any, g: Any) -> Any:
+    def update(p: Any, s: Any, g: Any) -> Any:
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s
+    step = jax.jit(update)
 
     state = [jax.device_put(p0), None, jax.device_put(g0)]
     state[1] = opt.init(state[0])
@@ -123,7 +125,8 @@ def _cycling(fn: Callable[[np.ndarray, np.ndarray], None], batches: list[np.ndar
 
 def _torch_sparse(t0: np.ndarray, batches: list[np.ndarray], grads: list[np.ndarray]) -> Step:
     import torch
-    emb = torch.nn.Embedding(*t0.shape, sparse=True, _weight=torch.from_numpy(t0.copy()))
+    emb = torch.nn.Embedding(t0.shape[0], t0.shape[1], sparse=True,
+                             _weight=torch.from_numpy(t0.copy()))
     opt = torch.optim.Adagrad(emb.parameters(), lr=LR, eps=EPS)
 
     def step(idx: np.ndarray, g: np.ndarray) -> None:
@@ -166,7 +169,7 @@ def set_threads(threads: int, skip: dict[str, str]) -> None:
         torch.set_num_threads(threads)
     if "numba" not in skip:
         import numba
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(threads, getattr(numba.config, "NUMBA_NUM_THREADS", 1)))
 
 
 def run(cases: list[tuple[str, Callable[[], dict[str, Step]]]], quick: bool
@@ -210,11 +213,11 @@ def collect(quick: bool = False, sizes: Sequence[int] | None = None, sparse_rows
     rng = np.random.default_rng(20261127)
     sizes = sizes or [n for n in DENSE_SIZES if not (quick and n > 1_000_000)]
     cases: list[tuple[str, Callable[[], dict[str, Step]]]] = [
-        (f"dense {n:.0e}".replace("e+0", "e"), lambda n=n: dense_steps(n, rng, skip))
+        (f"dense {n:.0e}".replace("e+0", "e"), functools.partial(dense_steps, n, rng, skip))
         for n in sizes]
     if sparse_rows > 0:
         cases += [(f"sparse {sparse_rows:.0e}x{d}".replace("e+0", "e"),
-                   lambda d=d: sparse_steps(sparse_rows, d, batch, rng, skip))
+                   functools.partial(sparse_steps, sparse_rows, d, batch, rng, skip))
                   for d in SPARSE_DIMS]
     load = os.getloadavg()[0]
     with fastadagrad.backend("cython"):
