@@ -172,7 +172,7 @@ static void FA_TFN(rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, FA_T *acc
 
 /* Update table rows rows[0..count) with the gradient rows src[0..count) (element-wise: accum
  * rows of d; row-wise: one accumulator per row), prefetching `ahead` rows ahead (ahead >= 0).
- * The options are decoded once for the whole run of rows. Element-wise rows whose width is a
+ * The options are decoded once for the whole run of rows. Element-wise rows whose width
  * is one of a few fixed widths take a loop of sparse_rows_typed.h (same bytes). */
 static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
                                 FA_T *table, FA_T *accum, fa_ssize_t d, int is_rowwise,
