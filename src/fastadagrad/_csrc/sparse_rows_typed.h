@@ -60,8 +60,8 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
 
 /* 1 (rows done) if sparse_rows can take a fixed-width loop: element-wise, plain or coupled
  * weight decay, d one of the widths below; else 0 (nothing done). Instructions per row at
- * D = 8/16/32/64 (AVX2, float32, callgrind): 33/45/84/148 against the dense loop's
- * 108/123/161/237; other widths keep the dense loop. */
+ * D = 8/16/32/64/128 (AVX2, float32, callgrind): 33/45/84/148/276 against the dense loop's
+ * 108/123/161/237/389; other widths keep the dense loop. */
 static int FA_TFN(sparse_rows_fixed)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
                                      FA_T *table, FA_T *accum, fa_ssize_t d, fa_ssize_t ahead,
                                      const FA_TFN(coef_t) *c, const DenseOpts *o)
