@@ -4,8 +4,9 @@ and docs/performance.png from one run of the benchmark:
     python benchmarks/update_readme.py            # the full run (a few minutes)
     python benchmarks/update_readme.py --quick    # quicker, noisier
 
-It runs exactly what `python -m fastadagrad bench --plot docs/performance.png` runs, and pastes
-the tables it prints (as Markdown) with the machine they were measured on.
+It runs exactly what `python -m fastadagrad bench --plot docs/performance.png` runs, then what
+`python -m fastadagrad bench --peers` runs (the installed peers as columns; `--no-peers` skips
+it), and pastes the tables they print (as Markdown) with the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,21 @@ except ImportError:  # not installed: an in-place build (python setup.py build_e
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
-def section(result: dict, plot_path: str, quick: bool) -> str:
+def peers_section(res: dict | None, quick: bool) -> list[str]:
+    """The "Against the peers" part: `bench --peers` as Markdown, or nothing."""
+    if res is None:
+        return []
+    from fastadagrad import bench_peers
+    command = "python -m fastadagrad bench --peers" + (" --quick" if quick else "")
+    return [
+        "", "### Against the peers", "",
+        f"`{command}`, run right after the tables above: the AdaGrad a user would pick instead, "
+        "each installed peer a column, measured side by side in one run (run it on your machine "
+        "to check these ratios; a peer that is not installed is a note, not a column).", "",
+        bench_peers.report(res, markdown=True), ""]
+
+
+def section(result: dict, plot_path: str, quick: bool, peers: dict | None = None) -> str:
     h = result["header"]
     command = "python -m fastadagrad bench" + (" --quick" if quick else "")
     return "\n".join([
@@ -50,6 +65,7 @@ def section(result: dict, plot_path: str, quick: bool) -> str:
         "random batch with 25% duplicate indices.",
         "",
         f"![G elements/s against array size]({plot_path})",
+        *peers_section(peers, quick),
         END,
     ])
 
@@ -57,12 +73,17 @@ def section(result: dict, plot_path: str, quick: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-peers", action="store_true", help="without the `bench --peers` table")
     args = ap.parse_args(argv)
     plot_rel = "docs/performance.png"
     result = bench.run(quick=args.quick, echo=lambda line: print(line, file=sys.stderr))
     if not result["equivalent"]:
         print("equivalence failed; README not updated", file=sys.stderr)
         return 1
+    peers = None
+    if not args.no_peers:
+        from fastadagrad import bench_peers
+        peers = bench_peers.collect(quick=args.quick)
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     bench.plot(result, os.path.join(ROOT, plot_rel))
     readme = os.path.join(ROOT, "README.md")
@@ -71,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     with open(readme, "w") as f:
-        f.write(head + section(result, plot_rel, args.quick) + tail)
+        f.write(head + section(result, plot_rel, args.quick, peers) + tail)
     print(f"updated {readme} and {plot_rel}")
     return 0
 

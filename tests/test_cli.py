@@ -130,3 +130,43 @@ def test_bench_busy_smoke_and_competitors_always_stopped(tmp_path, monkeypatch):
             assert all(p.poll() is None for p in started)
             raise KeyboardInterrupt
     assert len(started) == 2 and all(p.poll() is not None for p in started)
+
+
+def test_bench_peers_a_column_per_installed_peer(tmp_path):
+    """`bench --peers` (tiny sizes): a column per installed peer, a note per missing one."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    from fastadagrad import bench_peers
+    out = run_python("", args=("-m", "fastadagrad", "bench", "--peers", "--quick", "--sizes",
+                               "1e3", "--sparse-rows", "1000", "--batch", "64", "--threads", "1"),
+                     cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("case "))
+    expected = ["torch fused", "torch foreach", "torch sparse"]
+    missing = bench_peers.missing_peers()
+    expected += [c for c in ("numba", "jax/optax") if c not in missing]
+    for column in ["fastadagrad", *expected]:
+        assert column in head, out.stdout
+    for peer, why in missing.items():
+        assert f"{peer}: {why} (column skipped)" in lines, out.stdout
+        assert peer not in head
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in lines
+            if line.startswith(("dense ", "sparse "))}
+    assert set(rows) == {"dense 1e3", "sparse 1e3x16", "sparse 1e3x64"}, out.stdout
+    assert "(" in rows["dense 1e3"] and "1 threads" in out.stdout
+
+
+def test_bench_peers_without_any_peer(monkeypatch, capsys):
+    """With no peer importable, the table has the fastadagrad column only, and each peer
+    gets its 'not installed' note."""
+    from fastadagrad import bench_peers
+    monkeypatch.setattr(bench_peers, "_installed", lambda name: False)
+    assert bench_peers.main(["--quick", "--sizes", "1e3", "--sparse-rows", "0",
+                             "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    head = next(line for line in text.splitlines() if line.startswith("case "))
+    assert head.split() == ["case", "fastadagrad"]
+    for note in ("torch: torch not installed", "numba: numba not installed",
+                 "jax/optax: jax not installed"):
+        assert f"{note} (column skipped)" in text
+    assert "dense 1e3" in text

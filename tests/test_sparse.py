@@ -305,15 +305,15 @@ def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_ro
 def test_every_row_width_on_every_isa(compiled, restore_isa, d, rowwise, dtype):
     """The sparse loops are specialised for some row widths (4, 8, ..., 128): each of those and
     its neighbours, with and without weight decay, on every ISA path, gives the twin's bytes
-    (row-wise when the accumulator has one entry per row)."""
+    (row-wise when the accumulator has one entry per row); also maximizing with eps inside."""
     table, accum, idx, grads = make(n=300, d=d, b=200, dtype=dtype, rowwise=rowwise, seed=d)
-    for wd in (0.0, 0.1):
+    for opts in ({}, {"weight_decay": 0.1}, {"maximize": True, "eps_placement": "inside"}):
         ref_t, ref_a = table.copy(), accum.copy()
-        fastadagrad.reference.sparse_adagrad_update(ref_t, ref_a, idx, grads, weight_decay=wd)
+        fastadagrad.reference.sparse_adagrad_update(ref_t, ref_a, idx, grads, **opts)
         assert not np.array_equal(ref_t, table)
         for isa in compiled.isa_available():
             compiled.set_isa(isa)
             t, a = table.copy(), accum.copy()
-            fastadagrad.sparse_adagrad_update(t, a, idx, grads, weight_decay=wd)
-            assert_same_bits(t, ref_t, f"table {isa} d={d} wd={wd}")
-            assert_same_bits(a, ref_a, f"accum {isa} d={d} wd={wd}")
+            fastadagrad.sparse_adagrad_update(t, a, idx, grads, **opts)
+            assert_same_bits(t, ref_t, f"table {isa} d={d} {opts}")
+            assert_same_bits(a, ref_a, f"accum {isa} d={d} {opts}")

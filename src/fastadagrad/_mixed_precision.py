@@ -48,7 +48,7 @@ _CODES: dict[np.dtype, int] = {}   # dtypes already accepted by storage_code (pe
 
 def is_low_precision(x: Any) -> bool:
     """True if `x` is an ndarray of dtype float16 or (any package's) bfloat16."""
-    if not isinstance(x, np.ndarray):
+    if not isinstance(x, np.ndarray) or x.dtype.itemsize != 2:   # both are 2 bytes wide
         return False
     code = _CODES.get(x.dtype)
     if code is not None:

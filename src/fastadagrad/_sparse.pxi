@@ -8,6 +8,14 @@
 #    thread count gives the same bytes), prefetching the table and accumulator rows a few rows
 #    ahead.
 # All memory is allocated before the first write; a failure writes nothing.
+#
+# Textually included by kernels.pyx, whose names it uses (a .pxi cannot redeclare them):
+#   from kernels.pyx: `_table` (the chosen ISA's KernelTable), `DenseOpts`, `_set_opts`,
+#     `_threads_for`, `_grain`, `fa_parallel_for` / `FA_KIND_SPARSE` (_threadpool.h),
+#     `_is_f32_or_f64`, `_delegate`, `_validation`, `_reference`, `cnp`, the `floating` type;
+#   from _family.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here).
+# It defines for the others: first_bad_index, checked_indices, raise_unchecked,
+# sparse_update, sparse_update_checked, sparse_validated, sparse_adagrad_update.
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -38,7 +46,7 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
     """Unique rows in order of first appearance (Fibonacci hashing, linear probing over a table
     of >= 2b slots); src[u] is the row's gradient: straight from `grads` for a row seen once,
     else summed into *scratch in order of appearance. Returns the number of unique rows, or -1
-    when out of memory. `work` holds 5b Py_ssize_t."""
+    when out of memory. `work` holds 3b Py_ssize_t."""
     cdef Py_ssize_t cap = 16, shift = 60, p, h, u, k, nu = 0, nmulti = 0, r
     cdef Py_ssize_t* uid = work
     cdef Py_ssize_t* count = work + b
@@ -99,7 +107,7 @@ cdef Py_ssize_t _merge_sort(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                             floating** scratch, Py_ssize_t* work) noexcept nogil:
     """The same result as _merge_hash through a stable LSD radix sort of the positions by row
     (8-bit digits): unique rows come out in ascending order, each run of equal rows in order of
-    appearance, so the merged sums are the same bytes. `work` holds 5b Py_ssize_t."""
+    appearance, so the merged sums are the same bytes. `work` holds 2b Py_ssize_t."""
     cdef Py_ssize_t* perm = work
     cdef Py_ssize_t* tmp = work + b
     cdef Py_ssize_t* swap
@@ -174,7 +182,7 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
     cdef floating* scratch = NULL
     if b == 0:
         return 0
-    work = <Py_ssize_t*>malloc(5 * b * sizeof(Py_ssize_t))
+    work = <Py_ssize_t*>malloc(3 * b * sizeof(Py_ssize_t))   # _merge_hash's 3b (sort: 2b)
     urow = <int64_t*>malloc(b * sizeof(int64_t))
     src = <const floating**>malloc(b * sizeof(floating*))
     if work == NULL or urow == NULL or src == NULL:

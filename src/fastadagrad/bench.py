@@ -290,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         from fastadagrad import bench_busy
         return bench_busy.main(argv)
+    if "--peers" in argv:   # fastadagrad next to the installed peers (bench_peers.py)
+        if _kernels is None:
+            print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR})",
+                  file=sys.stderr)
+            return 2
+        from fastadagrad import bench_peers
+        return bench_peers.main(argv)
     ap = argparse.ArgumentParser(prog="python -m fastadagrad bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter samples; no 6.4e7 case (<30 s)")
@@ -304,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--busy", action="store_true",
                     help="instead: 1 thread vs the default with 0, 1, 2 CPU-bound competitor "
                          "processes (see `bench --busy --help`)")
+    ap.add_argument("--peers", action="store_true",
+                    help="instead: fastadagrad next to the installed peers (torch, numba, "
+                         "jax/optax), a column each (see `bench --peers --help`)")
     args = ap.parse_args(argv)
     if _kernels is None:
         print(f"fastadagrad bench: the compiled extension is not available ({IMPORT_ERROR}); "

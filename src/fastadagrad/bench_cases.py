@@ -22,6 +22,10 @@ def _torch_dropin(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
     return TorchDropinWorkload(n, dtype, rng)
 
 
+def _sparse_workload(dim: int, dtype: Any, rng: np.random.Generator) -> Workload:
+    return SparseWorkload(1_000_000, dim, 4096, dtype, rng)
+
+
 def _mixed_workload(n: int, dtype: Any, rng: np.random.Generator) -> Workload:
     return MixedWorkload(n, rng)   # fixes its own dtypes
 
@@ -62,6 +66,9 @@ BENCH_CASES: list[BenchCase] = [
               lambda dtype, rng: OptimizerWorkload(200, 1000, dtype, rng)),
     BenchCase("sparse 1e6x64 batch 4096", "sparse", 4096 * 64, 5,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng)),
+    *(BenchCase(f"sparse 1e6x{d} batch 4096", "sparse", 4096 * d, 5,   # small rows (issue 12)
+                functools.partial(_sparse_workload, d))
+      for d in (8, 16)),
     BenchCase("sparse row-wise 1e6x64 batch 4096", "sparse", 4096 * 64, 3,
               lambda dtype, rng: SparseWorkload(1_000_000, 64, 4096, dtype, rng, rowwise=True)),
     # issue 14: the peers' duplicate rules on the same workload (goal: <= 1.5x the "sum" step)

@@ -8,36 +8,41 @@ import time
 from typing import Any, Callable
 
 
-def calibrate(fn: Callable[[], Any], min_time: float) -> int:
+def calibrate(fn: Callable[[], Any], min_time: float,
+              clock: Callable[[], float] = time.perf_counter) -> int:
     """Calls per sample so that a sample lasts at least `min_time` (after one warm-up call)."""
     fn()
     number = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(number):
             fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         if dt >= min_time or number >= 1 << 24:
             return number
         number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
 
 
-def sample(fn: Callable[[], Any], number: int) -> float:
+def sample(fn: Callable[[], Any], number: int,
+           clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds per call over `number` calls."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - t0) / number
+    return (clock() - t0) / number
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: int) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Time several functions side by side: each is warmed up and calibrated once, then
-    sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike)."""
-    numbers = {k: calibrate(fn, min_time) for k, fn in fns.items()}
+    sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike).
+    clock=time.process_time counts this process's CPU time only (one thread: what a loaded
+    machine's descheduling does not inflate)."""
+    numbers = {k: calibrate(fn, min_time, clock) for k, fn in fns.items()}
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(samples):
         for k, fn in fns.items():
-            out[k].append(sample(fn, numbers[k]))
+            out[k].append(sample(fn, numbers[k], clock))
     return out
 
 

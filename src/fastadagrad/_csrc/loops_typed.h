@@ -168,9 +168,12 @@ static void FA_TFN(rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, FA_T *acc
         FA_TFN(rowwise_loop)(d, row, grad, accum, &c, 0);
 }
 
+#include "sparse_rows_typed.h"   /* issue 12: element-wise rows of fixed widths */
+
 /* Update table rows rows[0..count) with the gradient rows src[0..count) (element-wise: accum
  * rows of d; row-wise: one accumulator per row), prefetching `ahead` rows ahead (ahead >= 0).
- * The options are decoded once for the whole run of rows. */
+ * The options are decoded once for the whole run of rows. Element-wise rows whose width
+ * is one of a few fixed widths take a loop of sparse_rows_typed.h (same bytes). */
 static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
                                 FA_T *table, FA_T *accum, fa_ssize_t d, int is_rowwise,
                                 fa_ssize_t ahead, const DenseOpts *o)
@@ -179,6 +182,8 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
     int decay = o->weight_decay != 0;
     int general = o->zero_if_accum_zero || o->decoupled_weight_decay != 0;
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    if (!is_rowwise && FA_TFN(sparse_rows_fixed)(count, rows, src, table, accum, d, ahead, &c, o))
+        return;
     for (u = 0; u < count; u++) {
         int64_t r = rows[u];
         if (ahead > 0 && u + ahead < count) {
