@@ -34,7 +34,7 @@ except ImportError:   # an in-place build (python setup.py build_ext --inplace)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     "src"))
     import fastadagrad
-from fastadagrad import bench
+from fastadagrad import bench, bench_timing
 from fastadagrad._registry import sparse_batches
 
 
@@ -100,7 +100,7 @@ def measure(d: int, args: argparse.Namespace, peer: Any) -> dict[str, Any]:
     fns["numba"]()
     same = all(x.tobytes() == y.tobytes() for x, y in zip(arrays["fa"], arrays["numba"]))
     clock = time.process_time if args.cpu_time else time.perf_counter
-    t = bench.interleaved(fns, min_time=args.min_time, samples=args.samples, clock=clock)
+    t = bench_timing.interleaved(fns, min_time=args.min_time, samples=args.samples, clock=clock)
     return {"d": d, "same": same, **{k: bench.summary(v)["median"] for k, v in t.items()}}
 
 

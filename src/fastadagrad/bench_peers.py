@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import fastadagrad
-from fastadagrad import bench
+from fastadagrad import bench, bench_timing
 from fastadagrad._registry import sparse_batches
 
 LR, EPS = 0.01, 1e-10
@@ -179,8 +179,8 @@ def run(cases: list[tuple[str, Callable[[], dict[str, Step]]]], quick: bool
     for name, make in cases:
         bench.progress(f"peers: {name}")
         steps = make()
-        t = bench.interleaved(steps, min_time=min_time, samples=samples)
-        out.append({"case": name, **{k: bench.summary(v)["median"] for k, v in t.items()}})
+        t = bench_timing.interleaved(steps, min_time=min_time, samples=samples)
+        out.append({"case": name, **{k: bench_timing.summary(v)["median"] for k, v in t.items()}})
         del steps
     bench.progress("")
     return out
