@@ -77,3 +77,101 @@ static inline uint16_t FA_FN(f32_to_f16)(float f)
     r = FA_FN(sel32)(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), r);   /* NaN */
     return (uint16_t)(r | sign);
 }
+
+/* ---- Eight lanes and rows. On the AVX2/AVX-512 units (compiled with -mf16c; dispatch.c
+ * checks F16C too) float16 converts with F16C's vcvtph2ps / vcvtps2ph (round to nearest even,
+ * subnormals kept, overflow to inf: the scalar functions' results) and bfloat16 with the
+ * scalar functions' integer operations on eight lanes. The generic unit runs the scalar
+ * functions (gcc vectorises their row loops for SSE2). Loops finish their last n % 8 elements
+ * with the scalar functions: both give NumPy's / ml_dtypes' bits for every value that is not a
+ * NaN (tests/test_mixed_precision.py, every ISA path), so where an element falls does not
+ * matter. */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#if !defined(__F16C__)
+#error "the AVX2/AVX-512 units are compiled with -mf16c (setup.py ISA_FLAGS)"
+#endif
+
+static inline __m256 FA_FN(ld8_f32)(const float *p) { return _mm256_loadu_ps(p); }
+static inline void FA_FN(st8_f32)(float *p, __m256 f) { _mm256_storeu_ps(p, f); }
+
+static inline __m256 FA_FN(ld8_f16)(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline void FA_FN(st8_f16)(uint16_t *p, __m256 f)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+static inline __m256 FA_FN(ld8_bf16)(const uint16_t *p)
+{
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+
+static inline void FA_FN(st8_bf16)(uint16_t *p, __m256 f)
+{
+    __m256i u = _mm256_castps_si256(f);
+    __m256i hi = _mm256_srli_epi32(u, 16);
+    __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+    __m256i rne = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                                                     lsb), 16);
+    __m256i quiet = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+    __m256i r = _mm256_blendv_epi8(rne, quiet, nan);          /* every lane <= 0xffff */
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                                    _mm256_extracti128_si256(r, 1)));
+}
+
+#define FA_HALF_ROWS(T)                                                                         \
+static void FA_FN(widen_##T)(fa_ssize_t n, float *dst, const uint16_t *src)                    \
+{                                                                                               \
+    fa_ssize_t i = 0;                                                                           \
+    for (; i + 8 <= n; i += 8)                                                                  \
+        _mm256_storeu_ps(dst + i, FA_FN(ld8_##T)(src + i));                                    \
+    for (; i < n; i++)                                                                          \
+        dst[i] = FA_FN(T##_to_f32)(src[i]);                                                     \
+}                                                                                               \
+static void FA_FN(narrow_##T)(fa_ssize_t n, uint16_t *dst, const float *src)                   \
+{                                                                                               \
+    fa_ssize_t i = 0;                                                                           \
+    for (; i + 8 <= n; i += 8)                                                                  \
+        FA_FN(st8_##T)(dst + i, _mm256_loadu_ps(src + i));                                     \
+    for (; i < n; i++)                                                                          \
+        dst[i] = FA_FN(f32_to_##T)(src[i]);                                                     \
+}
+FA_HALF_ROWS(f16)
+FA_HALF_ROWS(bf16)
+#undef FA_HALF_ROWS
+
+#else   /* generic x86-64 / other architectures: the scalar bit operations */
+static void FA_FN(widen_f16)(fa_ssize_t n, float *dst, const uint16_t *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f16_to_f32)(src[i]);
+}
+
+static void FA_FN(widen_bf16)(fa_ssize_t n, float *dst, const uint16_t *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(bf16_to_f32)(src[i]);
+}
+
+static void FA_FN(narrow_f16)(fa_ssize_t n, uint16_t *dst, const float *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f32_to_f16)(src[i]);
+}
+
+static void FA_FN(narrow_bf16)(fa_ssize_t n, uint16_t *dst, const float *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f32_to_bf16)(src[i]);
+}
+#endif

@@ -12,6 +12,69 @@
 #define FA_STORE_F16(x) FA_FN(f32_to_f16)(x)
 #define FA_LOAD_BF16(x) FA_FN(bf16_to_f32)(x)
 #define FA_STORE_BF16(x) FA_FN(f32_to_bf16)(x)
+/* The same on rows of m elements through a float32 buffer `buf` (half.h's row conversions):
+   FA_ROWS(FA_MX_GLOAD)(m, buf, src) is a float32 pointer to the row (src itself when it is
+   float32), FA_ROWS(FA_MX_ASTORE)(m, dst, buf) writes it back (nothing to do for float32). */
+#define FA_ROWS_(x) x##_ROWS
+#define FA_ROWS(x) FA_ROWS_(x)
+#define FA_LOAD_F32_ROWS(m, buf, src) ((float *)(src))
+#define FA_STORE_F32_ROWS(m, dst, buf) ((void)0)
+#define FA_LOAD_F16_ROWS(m, buf, src) (FA_FN(widen_f16)((m), (buf), (src)), (buf))
+#define FA_STORE_F16_ROWS(m, dst, buf) FA_FN(narrow_f16)((m), (dst), (buf))
+#define FA_LOAD_BF16_ROWS(m, buf, src) (FA_FN(widen_bf16)((m), (buf), (src)), (buf))
+#define FA_STORE_BF16_ROWS(m, dst, buf) FA_FN(narrow_bf16)((m), (dst), (buf))
+
+#if defined(__AVX2__)
+/* Eight elements at a time (half.h): FA_V8(FA_MX_GLOAD)(ptr) loads eight elements of that
+   storage type as float32 lanes, FA_V8(FA_MX_ASTORE)(ptr, v) stores them rounded. */
+#define FA_V8_(x) x##_V8
+#define FA_V8(x) FA_V8_(x)
+#define FA_LOAD_F32_V8 FA_FN(ld8_f32)
+#define FA_STORE_F32_V8 FA_FN(st8_f32)
+#define FA_LOAD_F16_V8 FA_FN(ld8_f16)
+#define FA_STORE_F16_V8 FA_FN(st8_f16)
+#define FA_LOAD_BF16_V8 FA_FN(ld8_bf16)
+#define FA_STORE_BF16_V8 FA_FN(st8_bf16)
+
+/* The float32 coefficients in every lane. */
+typedef struct {
+    __m256 sign, clr, wd, dwd, eps_in, eps_out;
+} FA_FN(coef8_t);
+
+static inline FA_FN(coef8_t) FA_FN(coef8)(const FA_FN(coef_t_f32) *c)
+{
+    FA_FN(coef8_t) v;
+    v.sign = _mm256_set1_ps(c->sign);
+    v.clr = _mm256_set1_ps(c->clr);
+    v.wd = _mm256_set1_ps(c->wd);
+    v.dwd = _mm256_set1_ps(c->dwd);
+    v.eps_in = _mm256_set1_ps(c->eps_in);
+    v.eps_out = _mm256_set1_ps(c->eps_out);
+    return v;
+}
+
+/* loops_typed.h's element step (element_f32) on eight lanes: the same operations in the same
+   order, each rounded in float32 (IEEE: the same bits as the scalar step, lane by lane). */
+static FA_ALWAYS_INLINE __m256 FA_FN(element_f32x8)(__m256 p, __m256 g, __m256 *a,
+                                                    const FA_FN(coef8_t) *c, int decay,
+                                                    int decoupled, int zero_mask)
+{
+    __m256 acc, upd;
+    g = _mm256_mul_ps(g, c->sign);
+    if (decay)
+        g = _mm256_add_ps(g, _mm256_mul_ps(c->wd, p));
+    if (decoupled)
+        p = _mm256_sub_ps(p, _mm256_mul_ps(_mm256_mul_ps(p, c->dwd), c->clr));
+    acc = _mm256_add_ps(*a, _mm256_mul_ps(g, g));
+    *a = acc;
+    upd = _mm256_sub_ps(p, _mm256_div_ps(_mm256_mul_ps(c->clr, g),
+                                         _mm256_add_ps(_mm256_sqrt_ps(_mm256_add_ps(acc, c->eps_in)),
+                                                       c->eps_out)));
+    if (zero_mask)
+        upd = _mm256_blendv_ps(upd, p, _mm256_cmp_ps(acc, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    return upd;
+}
+#endif
 
 /* One instantiation of loops_mixed_typed.h: param type P (F16|BF16), grad G, accum A (P|F32). */
 #define FA_MX_INSTANTIATE_ "loops_mixed_typed.h"
@@ -163,20 +226,6 @@ static void FA_FN(strided_mixed)(fa_ssize_t n, void *param, fa_ssize_t sp, const
 }
 
 /* Widen n storage elements of type `type` to float32 (the sparse path's gradient rows). */
-static void FA_FN(widen_f16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(f16_to_f32)(src[i]);
-}
-
-static void FA_FN(widen_bf16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(bf16_to_f32)(src[i]);
-}
-
 static void FA_FN(to_float)(fa_ssize_t n, float *dst, const void *src, int type)
 {
     if (type == FA_DT_F16)

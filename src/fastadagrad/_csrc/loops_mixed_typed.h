@@ -17,22 +17,69 @@
 #define FA_MN(name, sfx) FA_MN_(name, sfx)
 #define FA_MFN(name) FA_FN(FA_MN(name, FA_MX_SFX))
 
+/* One pass over n elements. AVX2/AVX-512 units: eight lanes at a time, every operand
+ * converted in registers (half.h) around the float32 step (element_f32x8), the last n % 8
+ * elements by the scalar step. Generic unit: blocks of FA_MX_BLOCK elements widened into
+ * float32 buffers, the float32 loop on them (float32 operands in place: the accumulator, the
+ * master copy), the results narrowed back: each loop stays simple enough for gcc to vectorise
+ * for SSE2. Every element takes the same operations either way (the bytes are the same). */
+#ifndef FA_MX_BLOCK
+#define FA_MX_BLOCK 512
+#endif
+
+static FA_ALWAYS_INLINE void FA_MFN(tail)(fa_ssize_t n, FA_MX_PT *param, const FA_MX_GT *grad,
+                                          FA_MX_AT *accum, float *master,
+                                          const FA_FN(coef_t_f32) *c, int decay,
+                                          int decoupled, int zero_mask, int has_master)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++) {
+        float p = has_master ? master[i] : FA_MX_PLOAD(param[i]);
+        float a = FA_MX_ALOAD(accum[i]);
+        p = FA_FN(element_f32)(p, FA_MX_GLOAD(grad[i]), &a, c, decay, decoupled, zero_mask);
+        accum[i] = FA_MX_ASTORE(a);
+        if (has_master)
+            master[i] = p;
+        param[i] = FA_MX_PSTORE(p);
+    }
+}
+
 static FA_ALWAYS_INLINE void FA_MFN(loop)(fa_ssize_t n, FA_MX_PT *param, const FA_MX_GT *grad,
                                           FA_MX_AT *accum, float *master,
                                           const FA_FN(coef_t_f32) *c0, int decay,
                                           int decoupled, int zero_mask, int has_master)
 {
     const FA_FN(coef_t_f32) c = *c0;
-    fa_ssize_t i;
-    for (i = 0; i < n; i++) {
-        float p = has_master ? master[i] : FA_MX_PLOAD(param[i]);
-        float a = FA_MX_ALOAD(accum[i]);
-        p = FA_FN(element_f32)(p, FA_MX_GLOAD(grad[i]), &a, &c, decay, decoupled, zero_mask);
-        accum[i] = FA_MX_ASTORE(a);
+    fa_ssize_t i = 0;
+#if defined(__AVX2__)
+    const FA_FN(coef8_t) v = FA_FN(coef8)(&c);
+    for (; i + 8 <= n; i += 8) {
+        __m256 p = has_master ? _mm256_loadu_ps(master + i) : FA_V8(FA_MX_PLOAD)(param + i);
+        __m256 a = FA_V8(FA_MX_ALOAD)(accum + i);
+        p = FA_FN(element_f32x8)(p, FA_V8(FA_MX_GLOAD)(grad + i), &a, &v, decay, decoupled,
+                                 zero_mask);
+        FA_V8(FA_MX_ASTORE)(accum + i, a);
         if (has_master)
-            master[i] = p;
-        param[i] = FA_MX_PSTORE(p);
+            _mm256_storeu_ps(master + i, p);
+        FA_V8(FA_MX_PSTORE)(param + i, p);
     }
+#else
+    float pbuf[FA_MX_BLOCK], gbuf[FA_MX_BLOCK], abuf[FA_MX_BLOCK];
+    fa_ssize_t m;
+    for (; i + 8 <= n; i += m) {
+        float *p, *a;
+        const float *g;
+        m = n - i < FA_MX_BLOCK ? (n - i) & ~(fa_ssize_t)7 : FA_MX_BLOCK;
+        p = has_master ? master + i : FA_ROWS(FA_MX_PLOAD)(m, pbuf, param + i);
+        g = FA_ROWS(FA_MX_GLOAD)(m, gbuf, grad + i);
+        a = FA_ROWS(FA_MX_ALOAD)(m, abuf, accum + i);
+        FA_FN(dense_loop_f32)(m, p, g, a, &c, decay, decoupled, zero_mask);
+        FA_ROWS(FA_MX_ASTORE)(m, accum + i, a);
+        FA_ROWS(FA_MX_PSTORE)(m, param + i, p);
+    }
+#endif
+    FA_MFN(tail)(n - i, param + i, grad + i, accum + i, has_master ? master + i : NULL, &c,
+                 decay, decoupled, zero_mask, has_master);
 }
 
 /* Contiguous mixed step over n elements: the option switches and the master copy become
