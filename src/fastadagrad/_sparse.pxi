@@ -286,16 +286,20 @@ cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, float
 
 def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                           eps_placement="outside", maximize=False, weight_decay=0.0,
-                          duplicates="sum", update_slots=True):
+                          duplicates="sum", update_slots=True, stochastic_rounding=False, seed=0,
+                          step=1):
     """AdaGrad on the rows of `table` that `indices` names (duplicates summed first)."""
     if _delegate is not None:
         return _delegate.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
                                                eps_placement=eps_placement, maximize=maximize,
                                                weight_decay=weight_decay, duplicates=duplicates,
-                                               update_slots=update_slots)
+                                               update_slots=update_slots,
+                                               stochastic_rounding=stochastic_rounding,
+                                               seed=seed, step=step)
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
                                             eps_placement, maximize, weight_decay)
-    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots)
+    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots,
+                                         stochastic_rounding, seed, step)
     sparse_dup_validated(table, accum, idx, g, opts, duplicates)
 
 

@@ -19,7 +19,7 @@ cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 
-from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable,
+from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable, SrKey,
                                         fa_cpu_supports,
                                         fa_isa_compiled,
                                         fa_kernel_table)
@@ -398,20 +398,20 @@ cdef int _W_FLAGS = cnp.NPY_ARRAY_WRITEABLE
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
-                   clipnorm=None, master=None):
+                   clipnorm=None, master=None, stochastic_rounding=False, seed=0):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _delegate is not None:
         return _delegate.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
                          maximize=maximize, update_slots=update_slots, clipnorm=clipnorm,
-                         master=master)
+                         master=master, stochastic_rounding=stochastic_rounding, seed=seed)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum, layout
     # Gate: exact ndarrays of one float type and shape, contiguous in one order, aligned, native
     # byte order, param/accum writable, disjoint, plain-number hyper-parameters.
     if (update_slots is True and clipnorm is None and master is None
-            and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
+            and stochastic_rounding is False and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(accum)):
         p = param
         g = grad
@@ -430,7 +430,8 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
             return None
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
-                                   lr_decay, step, maximize, master, update_slots=update_slots)
+                                   lr_decay, step, maximize, master, update_slots=update_slots,
+                                   stochastic_rounding=stochastic_rounding, seed=seed)
     clip = _validation.check_dense_clipnorm(clipnorm, param, grad, master)
     if clip is not None:   # a reduction pass over grad, then the step with the scale folded in
         opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(grad), clip))

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from fastadagrad import _stochastic
 from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clipnorm,
                                      check_sparse, check_sparse_rule, clip_scale)
@@ -72,7 +73,10 @@ def _mixed_step(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, o: Dense
         accum[...] = a32
     if master is not None:
         master[...] = p32
-    param[...] = p32
+    if o.sr_keys is None:
+        param[...] = p32
+    else:   # counters: the C-order index of each element
+        _stochastic.store(param, p32, o.sr_keys, np.arange(param.size).reshape(param.shape))
 
 
 def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
@@ -90,14 +94,22 @@ def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, gra
     (sparse_f32 or sparse_step)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
                                 g32, o)
     accum[rows] = a32
-    table[rows] = t32
+    if o.sr_keys is None:
+        table[rows] = t32
+    else:   # counters: row * D + column, the element's C-order index in the table
+        d = table.shape[1]
+        counters = rows[:, None].astype(np.int64) * d + np.arange(d, dtype=np.int64)
+        rounded = np.empty(t32.shape, table.dtype)
+        _stochastic.store(rounded, t32, o.sr_keys, counters)
+        table[rows] = rounded
 
 
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
                    update_slots: bool = True, clipnorm: float | None = None,
-                   master: np.ndarray | None = None) -> None:
+                   master: np.ndarray | None = None, stochastic_rounding: bool = False,
+                   seed: int = 0) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -126,9 +138,13 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     float32, the formula runs in float32 and each result is rounded once to its storage dtype
     (round to nearest even). `master` (float32, param's shape, optional): float32 master
     weights; the step reads and updates `master`, and `param` receives its rounded copy.
+    stochastic_rounding=True (float16/bfloat16 param): the param's store rounds up or down at
+    random, unbiased, with bits from a counter hash of (seed, step, element index):
+    reproducible and the same in both backends (fastadagrad._stochastic).
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
-                    maximize, master, update_slots=update_slots)
+                    maximize, master, update_slots=update_slots,
+                    stochastic_rounding=stochastic_rounding, seed=seed)
     clip = check_dense_clipnorm(clipnorm, param, grad, master)
     if clip is not None:
         from fastadagrad.reference_family import sum_of_squares
@@ -188,7 +204,8 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
                           grads: np.ndarray, *, lr: float = 0.01, eps: float = 1e-10,
                           eps_placement: str = "outside", maximize: bool = False,
                           weight_decay: float = 0.0, duplicates: str = "sum",
-                          update_slots: bool = True, clipnorm: float | None = None) -> None:
+                          update_slots: bool = True, clipnorm: float | None = None,
+                          stochastic_rounding: bool = False, seed: int = 0, step: int = 1) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
@@ -205,10 +222,14 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     order) or "keras" (Keras 3, element-wise: every occurrence's g*g added to the accumulator
     in order, then every occurrence's update, computed with the final accumulator).
     update_slots=False: the step reads the accumulator and does not add to it (TF).
+    stochastic_rounding=True (float16/bfloat16 table): the table's store rounds at random,
+    unbiased, keyed by (seed, step, row * D + column) (fastadagrad._stochastic); `step` is
+    used for that key only.
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
-    o = check_sparse_rule(o, table, accum, duplicates, update_slots)
+    o = check_sparse_rule(o, table, accum, duplicates, update_slots, stochastic_rounding, seed,
+                          step)
     if idx.size == 0 or table.shape[1] == 0:
         return
     with np.errstate(all="ignore"):

@@ -78,6 +78,54 @@ static inline uint16_t FA_FN(f32_to_f16)(float f)
     return (uint16_t)(r | sign);
 }
 
+/* ---- Stochastic rounding (issue 15 §1; _stochastic.py is the NumPy twin, the definition).
+ * Random bits: a counter hash, r = h(h(lo32(i) ^ k0) ^ hi32(i) ^ k1) with i the element's
+ * counter (its C-order index in the param) and k0, k1 derived from (seed, step) once per call;
+ * h is a 32-bit integer finaliser (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+ * x *= 0x846ca68b; x ^= x >> 16). The same bits for every thread split and ISA path. */
+static inline uint32_t FA_FN(hash32)(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t FA_FN(sr_bits)(uint32_t k0, uint32_t k1, uint64_t i)
+{
+    return FA_FN(hash32)(FA_FN(hash32)((uint32_t)i ^ k0) ^ (uint32_t)(i >> 32) ^ k1);
+}
+
+/* bfloat16: the 16 dropped bits plus 16 random bits, truncated: rounds away from zero with
+   probability (dropped bits) / 2^16, exactly. NaN as in f32_to_bf16. */
+static inline uint16_t FA_FN(f32_to_bf16_sr)(float f, uint32_t r)
+{
+    uint32_t u = FA_FN(f32_to_bits)(f);
+    uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return (uint16_t)FA_FN(sel32)(nan, (u >> 16) | 0x40u, (u + (r >> 16)) >> 16);
+}
+
+/* float16: normal results add 13 random bits to the 13 dropped ones (probability exact);
+   subnormal results (|f| < 2^-14) round q = |f| * 2^24 (exact) up when the top 24 random
+   bits are below frac(q) * 2^24 (probability ceil(frac * 2^24) / 2^24). Overflow, inf, NaN
+   as in f32_to_f16. */
+static inline uint16_t FA_FN(f32_to_f16_sr)(float f, uint32_t r)
+{
+    uint32_t u = FA_FN(f32_to_bits)(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7fffffffu;
+    uint32_t normal = (a + 0xc8000000u + (r >> 19)) >> 13;
+    float q = FA_FN(bits_to_f32)(FA_FN(sel32)(a < 0x38800000u, a, 0u)) * 0x1p24f;
+    int32_t qi = (int32_t)q;
+    uint32_t sub = (uint32_t)qi + (uint32_t)((float)(r >> 8) < (q - (float)qi) * 0x1p24f);
+    uint32_t res = FA_FN(sel32)(a < 0x38800000u, sub, normal);
+    res = FA_FN(sel32)(a >= 0x47800000u, 0x7c00u, res);
+    res = FA_FN(sel32)(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), res);
+    return (uint16_t)(res | sign);
+}
+
 /* ---- Eight lanes and rows. On the AVX2/AVX-512 units (compiled with -mf16c; dispatch.c
  * checks F16C too) float16 converts with F16C's vcvtph2ps / vcvtps2ph (round to nearest even,
  * subnormals kept, overflow to inf: the scalar functions' results) and bfloat16 with the

@@ -73,4 +73,5 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(sumsq_f32), FA_FN(sumsq_f64),
     /* mixed precision (issue 15) */
     FA_FN(dense_mixed), FA_FN(strided_mixed), FA_FN(to_float),
+    FA_FN(dense_mixed_sr),
 };

@@ -12,6 +12,11 @@
 #define FA_STORE_F16(x) FA_FN(f32_to_f16)(x)
 #define FA_LOAD_BF16(x) FA_FN(bf16_to_f32)(x)
 #define FA_STORE_BF16(x) FA_FN(f32_to_bf16)(x)
+/* stochastic rounding of a param store: FA_SR(FA_MX_PSTORE)(f, random bits) */
+#define FA_SR_(x) x##_SR
+#define FA_SR(x) FA_SR_(x)
+#define FA_STORE_F16_SR(x, r) FA_FN(f32_to_f16_sr)((x), (r))
+#define FA_STORE_BF16_SR(x, r) FA_FN(f32_to_bf16_sr)((x), (r))
 /* The same on rows of m elements through a float32 buffer `buf` (half.h's row conversions):
    FA_ROWS(FA_MX_GLOAD)(m, buf, src) is a float32 pointer to the row (src itself when it is
    float32), FA_ROWS(FA_MX_ASTORE)(m, dst, buf) writes it back (nothing to do for float32). */
@@ -221,6 +226,27 @@ static void FA_FN(strided_mixed)(fa_ssize_t n, void *param, fa_ssize_t sp, const
     FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
     FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
 #undef FA_MX_STRIDED
+    default: break;
+    }
+}
+
+/* dense_mixed with the param's store rounded stochastically (key k; scalar loops). */
+static void FA_FN(dense_mixed_sr)(fa_ssize_t n, void *param, const void *grad, void *accum,
+                                  float *master, const MixedTypes *t, const DenseOpts *o,
+                                  const SrKey *k)
+{
+    switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
+#define FA_MX_DENSE_SR(P, G, A, sfx) \
+    case FA_MX_KEY(P, G, A): FA_FN(dense_sr_##sfx)(n, param, grad, accum, master, o, k); break;
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
+#undef FA_MX_DENSE_SR
     default: break;
     }
 }

@@ -105,6 +105,30 @@ static void FA_MFN(dense)(fa_ssize_t n, void *param_, const void *grad_, void *a
     }
 }
 
+/* The contiguous step with the param's store rounded stochastically (half.h): element i of
+ * the call has counter k->index0 + i. Runtime switches (one scalar loop per combination). */
+static void FA_MFN(dense_sr)(fa_ssize_t n, void *param_, const void *grad_, void *accum_,
+                             float *master, const DenseOpts *o, const SrKey *k)
+{
+    FA_MX_PT *param = (FA_MX_PT *)param_;
+    const FA_MX_GT *grad = (const FA_MX_GT *)grad_;
+    FA_MX_AT *accum = (FA_MX_AT *)accum_;
+    FA_FN(coef_t_f32) c = FA_FN(coefficients_f32)(o);
+    int decay = o->weight_decay != 0, decoupled = o->decoupled_weight_decay != 0;
+    int zero_mask = o->zero_if_accum_zero != 0;
+    fa_ssize_t i;
+    for (i = 0; i < n; i++) {
+        float p = master ? master[i] : FA_MX_PLOAD(param[i]);
+        float a = FA_MX_ALOAD(accum[i]);
+        p = FA_FN(element_f32)(p, FA_MX_GLOAD(grad[i]), &a, &c, decay, decoupled, zero_mask);
+        accum[i] = FA_MX_ASTORE(a);
+        if (master)
+            master[i] = p;
+        param[i] = FA_SR(FA_MX_PSTORE)(p, FA_FN(sr_bits)(k->k0, k->k1,
+                                                         (uint64_t)(k->index0 + i)));
+    }
+}
+
 /* The same element step over operands with byte strides (views updated in place). */
 static void FA_MFN(strided)(fa_ssize_t n, void *param, fa_ssize_t sp, const void *grad,
                             fa_ssize_t sg, void *accum, fa_ssize_t sa, float *master,
