@@ -477,18 +477,20 @@ def apply_steps(list steps):
     """The optimizer's writes for one step, validated beforehand: for each group
     `(counter, table, grads, opts, clr, items)`, one ArrayTable call (`table`, when not None
     and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
-    None: dense, else a sparse step with `grad` the values and that duplicates rule), then
+    None: dense, else a sparse step with `grad` the values and that duplicates rule; a dense
+    item may carry a 6th element, the float32 master weights or None), then
     `counter.step += 1`. Compiled code from
     the first write to the last count (no Python bytecode, where pending signals are handled),
     so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
     for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
-    cdef object counter, table, grads, opts, items, p, g, a, idx, dup
+    cdef object counter, table, grads, opts, items, item, p, g, a, idx, dup
     cdef double clr
     for counter, table, grads, opts, clr, items in steps:
         if table is None or table.step(grads, opts, clr, False) != -1:
-            for p, g, a, idx, dup in items:
+            for item in items:
+                p, g, a, idx, dup = item[:5]
                 if idx is None:
-                    update_validated(p, g, a, opts)
+                    update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
                 else:
                     sparse_dup_validated(p, a, idx, g, opts, dup)
         counter.step += 1

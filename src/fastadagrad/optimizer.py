@@ -93,6 +93,7 @@ class _Group:
                            for p in params]
         self.rowwise = options["rowwise"]
         self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
+        self.masters: list[np.ndarray | None] = [None] * len(params)  # AdaGrad(master=True)
         self.table: Any = None  # kernels.ArrayTable when the compiled backend can take it
         self.flat_table: Any = None
         self.set_options(options)
@@ -177,7 +178,7 @@ class AdaGrad:
                  nonfinite: str = "propagate", packed: bool = False,
                  rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
                  l1: float = 0.0, l2: float = 0.0, clipnorm: float | None = None,
-                 global_clipnorm: float | None = None) -> None:
+                 global_clipnorm: float | None = None, master: bool = False) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -229,6 +230,7 @@ class AdaGrad:
         guard = [x for g in self.groups for x in g.params + g.accums]
         for g in self.groups:
             g.build_table(guard)
+        self.master = _master_weights(self, master, rowwise)
         if self.rule != "adagrad":
             _optimizer_rules.init_states(self)
         self.skipped_steps = 0
@@ -342,7 +344,8 @@ class AdaGrad:
             steps = []
             for group, grads_g, table, sp in zip(self.groups, per_group, tables, sparse):
                 clr = group.clr_at(group.step + 1)
-                items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp else (p, g, a, None, None)
+                items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp
+                         else (p, g, a, None, None, group.masters[i])
                          for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums))]
                 steps.append((group, None if sp else table, grads_g,
                               group.opts._replace(clr=clr), clr, items))
@@ -359,7 +362,7 @@ class AdaGrad:
                             with np.errstate(all="ignore"):
                                 reference.sparse_step(p, a, idx, values, opts, dup)
                     else:
-                        reference.multi_update([p], [g], [a], opts)
+                        reference.multi_update([p], [g], [a], opts, [group.masters[i]])
                 group.step += 1
             self.last_step_skipped = False
         return True
@@ -454,6 +457,9 @@ class AdaGrad:
                                  f" -> {_describe(_layout(p))}); its accumulator no longer "
                                  "matches it: build a new optimizer")
             if isinstance(g, SparseGrad) or group.rowwise:
+                if group.masters[i] is not None:
+                    raise ValueError(f"`{gname}` is sparse, but `{name}` has float32 master "
+                                     "weights (master=True takes dense grads only)")
                 if not isinstance(g, SparseGrad):
                     _validation.check_array(gname, g, writable=False)
                     g = SparseGrad(np.arange(p.shape[0] if p.ndim else 0), g)
@@ -490,6 +496,8 @@ class AdaGrad:
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
         """Every param and accumulator of every group, named: no grad may share their memory."""
         named = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
+        named += [(f"the master weights of {n}", m) for grp in self.groups
+                  for n, m in zip(grp.names, grp.masters) if m is not None]
         return named + [(f"the accumulator of {n}", a) for grp in self.groups
                         for n, a in zip(grp.names, grp.accums)]
 
@@ -536,6 +544,9 @@ class AdaGrad:
                 d[f"group{gi}.{k}"] = g.options[k]
             for i, a in enumerate(g.accums):
                 d[f"group{gi}.accum{i}"] = a.copy()
+            for i, m in enumerate(g.masters):
+                if m is not None:
+                    d[f"group{gi}.master{i}"] = m.copy()
         return d
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -589,7 +600,7 @@ class AdaGrad:
         nonfinite = get("nonfinite")
         if nonfinite not in NONFINITE:
             raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
-        extra_copies = _optimizer_rules.check_state(self, state)
+        extra_copies = _optimizer_rules.check_state(self, state) + _master_state(self, state)
         # All checked: now write.
         for target, saved in extra_copies:
             np.copyto(target, saved)
@@ -736,3 +747,35 @@ def pack(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         views.append(v)
         pos += a.size
     return views, arena
+
+
+# ---------------------------------------------------------------- master weights (issue 15)
+def _master_weights(opt: AdaGrad, master: Any, rowwise: Any) -> bool:
+    """AdaGrad(master=True): a float32 copy of every float16/bfloat16 param, which the step
+    updates (float32 arithmetic) and rounds into the param in the same pass (DeepSpeed's
+    pattern). Dense AdaGrad only."""
+    on = _validation.check_flag("master", master)
+    if on and (opt.rule != "adagrad" or opt.packed or rowwise or opt.clipnorm is not None
+               or opt.global_clipnorm is not None):
+        raise ValueError("`master`=True takes rule='adagrad' without packed, rowwise or clipping")
+    for g in opt.groups:
+        g.masters = [p.astype(np.float32) if on and is_low_precision(p) else None
+                     for p in g.params]
+    return on
+
+
+def _master_state(opt: AdaGrad, state: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The checked (target, saved) pairs of the master weights in a state_dict."""
+    out = []
+    for gi, g in enumerate(opt.groups):
+        for i, m in enumerate(g.masters):
+            if m is None:
+                continue
+            key = f"group{gi}.master{i}"
+            saved = state.get(key)
+            if not isinstance(saved, np.ndarray) or saved.shape != m.shape or saved.dtype != m.dtype:
+                raise ValueError(f"state `{key}` must be a float32 array of shape {m.shape} (the "
+                                 f"master weights of {g.names[i]}), got "
+                                 f"{type(saved).__name__ if not isinstance(saved, np.ndarray) else saved.dtype}")
+            out.append((m, saved))
+    return out

@@ -164,12 +164,16 @@ def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
 
 
 def multi_update(params: list[np.ndarray], grads: list[np.ndarray], accums: list[np.ndarray],
-                 o: DenseOptions) -> None:
-    """The optimizer's step over many validated arrays: one dense step each, in order."""
+                 o: DenseOptions, masters: list[np.ndarray | None] | None = None) -> None:
+    """The optimizer's step over many validated arrays: one dense step each, in order
+    (`masters`: float32 master weights of float16/bfloat16 params, or None)."""
     with np.errstate(all="ignore"):
-        for p, g, a in zip(params, grads, accums):
+        for i, (p, g, a) in enumerate(zip(params, grads, accums)):
             if p.size:
-                (_mixed_step if is_low_precision(p) else _dense_step)(p, g, a, o)
+                if is_low_precision(p):
+                    _mixed_step(p, g, a, o, None if masters is None else masters[i])
+                else:
+                    _dense_step(p, g, a, o)
 
 
 ROWWISE_LANES = 8
