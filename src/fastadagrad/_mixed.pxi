@@ -62,6 +62,60 @@ cdef void mixed_dense_update(Py_ssize_t n, char* param, Py_ssize_t ps, const cha
     fa_parallel_for(n, _grain(n, nt), _mixed_chunk, &job, nt, FA_KIND_DENSE, n)
 
 
+cdef int _bf16_typenum = -1   # ml_dtypes' bfloat16, once an array of it passed _validation
+cdef int _f16_typenum = _np.dtype(_np.float16).num
+
+
+cdef inline int _storage(cnp.ndarray x) noexcept:
+    """FA_DT_* of a float32/float16/(validated) bfloat16 array, else -1."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum == cnp.NPY_FLOAT:
+        return FA_DT_F32
+    if typenum == _f16_typenum:
+        return FA_DT_F16
+    if typenum == _bf16_typenum:
+        return FA_DT_BF16
+    return -1
+
+
+cdef bint _mixed_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object lr, object eps,
+                      object eps_placement, object weight_decay, object lr_decay, object step,
+                      object maximize):
+    """adagrad_update's C-level gate for float16/bfloat16 params (exact C-contiguous, aligned,
+    native, disjoint ndarrays of an accepted combination, plain-number hyper-parameters, no
+    master/clipping/stochastic rounding): runs the step and returns True, else False (the
+    caller validates in Python, which names what is wrong)."""
+    cdef DenseOpts o
+    cdef MixedTypes t
+    cdef Py_ssize_t nbytes
+    t.param = _storage(p)
+    t.grad = _storage(g)
+    t.accum = _storage(a)
+    if (t.param == FA_DT_F32 or t.param < 0 or (t.grad != t.param and t.grad != FA_DT_F32)
+            or (t.accum != t.param and t.accum != FA_DT_F32)):
+        return False
+    if not (_same_shape(p, g) and _same_shape(p, a) and _plain_contiguous(p, _C_FLAGS | _W_FLAGS)
+            and _plain_contiguous(g, _C_FLAGS) and _plain_contiguous(a, _C_FLAGS | _W_FLAGS)):
+        return False
+    nbytes = cnp.PyArray_NBYTES(p)
+    if not (_disjoint_sized(p, g, nbytes, cnp.PyArray_NBYTES(g))
+            and _disjoint_sized(p, a, nbytes, cnp.PyArray_NBYTES(a))
+            and _disjoint_sized(g, a, cnp.PyArray_NBYTES(g), cnp.PyArray_NBYTES(a))):
+        return False
+    if not _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o):
+        return False
+    if cnp.PyArray_SIZE(p):
+        _run_mixed(cnp.PyArray_SIZE(p), p, g, a, NULL, &t, &o, NULL)
+    return True
+
+
+cdef inline bint _disjoint_sized(cnp.ndarray x, cnp.ndarray y, Py_ssize_t nx,
+                                 Py_ssize_t ny) noexcept:
+    cdef char* px = <char*>cnp.PyArray_DATA(x)
+    cdef char* py = <char*>cnp.PyArray_DATA(y)
+    return nx == 0 or ny == 0 or px + nx <= py or py + ny <= px
+
+
 cdef bint _native_aligned(x) noexcept:
     return x is None or (x.flags.aligned and x.dtype.isnative)
 
@@ -84,6 +138,9 @@ def update_mixed_validated(param, grad, accum, opts, master=None):
     t.param = _mixed_precision.storage_code("param", param.dtype)
     t.grad = _mixed_precision.storage_code("grad", grad.dtype)
     t.accum = _mixed_precision.storage_code("accum", accum.dtype)
+    global _bf16_typenum
+    if t.param == FA_DT_BF16 and param.dtype.isnative:
+        _bf16_typenum = param.dtype.num   # accepted as ml_dtypes' bfloat16: the gate may take it
     if n == 0:
         return
     arrays = [param, grad, accum] + ([] if master is None else [master])

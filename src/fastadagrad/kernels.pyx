@@ -428,6 +428,8 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
                 and _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o)):
             _run_contiguous(p, g, a, &o)
             return None
+        if _mixed_gate(p, g, a, lr, eps, eps_placement, weight_decay, lr_decay, step, maximize):
+            return None   # float16/bfloat16 (_mixed.pxi)
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
                                    lr_decay, step, maximize, master, update_slots=update_slots,
