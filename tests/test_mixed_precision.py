@@ -491,3 +491,21 @@ def test_c_gate_takes_valid_calls_and_leaves_the_rest_to_the_validator(compiled,
             assert_same_bits(x, y, "unchanged")
     with pytest.raises(ValueError, match="`lr`"):
         fastadagrad.adagrad_update(param.copy(), grad, accum.copy(), lr=-1.0)
+
+
+def test_avx_units_convert_in_vector_registers(compiled):
+    """The AVX2/AVX-512 loops convert float16 with F16C on ymm registers and bfloat16 with
+    vector integer code (the issue's 'conversions vectorised'), read from objdump."""
+    import re
+
+    from test_isa_isolation import disassembly
+
+    functions = disassembly()
+    for isa in [i for i in compiled.isa_compiled() if i in ("avx2", "avx512")]:
+        unit = {name: body for name, body in functions.items() if name.startswith(f"fa_{isa}_")}
+        text = "\n".join(line for body in unit.values() for line in body)
+        assert re.search(r"vcvtph2ps\s.*%ymm", text), f"{isa}: no vector float16 widening"
+        assert re.search(r"vcvtps2ph\s.*%ymm", text), f"{isa}: no vector float16 narrowing"
+        bf16 = [body for name, body in unit.items() if "bf16" in name and "dense" in name]
+        assert bf16, f"{isa}: no bfloat16 dense loop found"
+        assert any(any(re.search(r"vpsrld\s.*%ymm", line) for line in body) for body in bf16)

@@ -34,7 +34,8 @@ def adagrad_update(param: npt.NDArray[Any], grad: npt.NDArray[Any],
                    eps_placement: str = ..., weight_decay: float = ..., lr_decay: float = ...,
                    step: int = ..., maximize: bool = ..., update_slots: bool = ...,
                    clipnorm: float | None = ...,
-                   master: npt.NDArray[np.float32] | None = ...) -> None: ...
+                   master: npt.NDArray[np.float32] | None = ...,
+                   stochastic_rounding: bool = ..., seed: int = ...) -> None: ...
 def update_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any], accum: npt.NDArray[Any],
                      opts: DenseOptions, master: npt.NDArray[np.float32] | None = ...) -> None: ...
 def update_mixed_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any],
@@ -44,7 +45,8 @@ def sparse_adagrad_update(table: npt.NDArray[np.floating[Any]], accum: npt.NDArr
                           indices: npt.NDArray[np.integer[Any]], grads: npt.NDArray[np.floating[Any]],
                           *, lr: float = ..., eps: float = ..., eps_placement: str = ...,
                           maximize: bool = ..., weight_decay: float = ...,
-                          duplicates: str = ..., update_slots: bool = ...) -> None: ...
+                          duplicates: str = ..., update_slots: bool = ...,
+                          stochastic_rounding: bool = ..., seed: int = ..., step: int = ...) -> None: ...
 def sparse_validated(table: npt.NDArray[Any], accum: npt.NDArray[Any], idx: npt.NDArray[np.int64],
                      grads: npt.NDArray[Any], opts: DenseOptions) -> None: ...
 # issue 14: sparse duplicate rules and the AdaGrad family (_family.pxi)

@@ -169,6 +169,9 @@ class AdaGrad:
     nonfinite: "propagate" (the formula; default), "skip" (a grad with NaN/inf anywhere undoes
     the whole step: params, accumulators and step counters untouched; step() returns False)
     or "raise" (ValueError naming the array, nothing written).
+    master=True: float32 master weights for the float16/bfloat16 params (README, mixed
+    precision), updated in float32 and rounded into the params in the same pass; in
+    state_dict() as group{g}.master{i}.
     """
 
     def __init__(self, params: Params, *, lr: float | None = None, eps: float | None = None,
