@@ -33,8 +33,8 @@ GCC_LIKE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 ISA_FLAGS = {
-    "avx2": ["-mavx2"],
-    "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq",
+    "avx2": ["-mavx2", "-mf16c"],   # F16C: float16 conversions (every AVX2 CPU has it)
+    "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mf16c",
                "-mprefer-vector-width=512"],
 }
 PURE_PYTHON = os.environ.get("FASTADAGRAD_PUREPYTHON", "") not in ("", "0")

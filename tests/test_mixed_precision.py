@@ -324,7 +324,7 @@ def test_accepted_combinations_are_named_in_the_error(compiled):
 
 
 def test_missing_ml_dtypes_gives_a_clear_message(compiled, monkeypatch):
-    param = np.zeros(4, BF16)
+    param = np.zeros(8, BF16)[::2]   # a view: past the C-level gate (which knows bfloat16 by now)
     grad, accum = np.zeros(4, F32), np.zeros(4, F32)
     from fastadagrad import _mixed_precision
     monkeypatch.setattr(_mixed_precision, "_CODES", {})     # forget the dtypes seen so far
@@ -456,3 +456,56 @@ def test_optimizer_mixed_sparse_and_nonfinite(compiled):
     assert opt.accumulators[0][0].tobytes() == ref_a.tobytes()
     with pytest.raises(TypeError, match="`grads\\[1\\]\\[0\\]` has dtype float64"):
         opt.step([[SparseGrad(idx, vals)], [np.ones(10)]])
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=lambda d: d.name)
+def test_c_gate_takes_valid_calls_and_leaves_the_rest_to_the_validator(compiled, dtype):
+    """adagrad_update's C-level gate for float16/bfloat16 (contiguous arrays) gives the
+    validated path's bytes, and everything it must not take still raises before any write."""
+    rng = np.random.default_rng(21)
+    param = rng.standard_normal(100).astype(dtype)
+    grad = rng.standard_normal(100).astype(F32)
+    accum = np.abs(rng.standard_normal(100)).astype(F32)
+    fast = [x.copy() for x in (param, grad, accum)]
+    slow = [x.copy() for x in (param, grad, accum)]
+    fastadagrad.adagrad_update(*fast, lr=0.1, step=3, lr_decay=0.01)
+    reference.adagrad_update(*slow, lr=0.1, step=3, lr_decay=0.01)
+    assert_same_bits(fast[0], slow[0], "param")
+    assert_same_bits(fast[2], slow[2], "accum")
+    buf = param.copy()
+    readonly = param.copy()
+    readonly.flags.writeable = False
+    bad = [
+        ((buf[:60], buf[40:], accum[:60]), ValueError),           # param and grad overlap
+        ((buf[:60], grad[:60], buf[40:]), ValueError),            # param and accum overlap
+        ((readonly, grad, accum), ValueError),                    # read-only param
+        ((param.copy(), grad[:99], accum), ValueError),           # shapes differ
+        ((param.copy(), grad.astype(np.float64), accum), TypeError),
+        ((param.copy(), grad, accum.astype(np.float64)), TypeError),
+    ]
+    for (p, g, a), exc in bad:
+        before = [x.copy() for x in (p, g, a)]
+        with pytest.raises(exc):
+            fastadagrad.adagrad_update(p, g, a, lr=0.1)
+        for x, y in zip((p, g, a), before):
+            assert_same_bits(x, y, "unchanged")
+    with pytest.raises(ValueError, match="`lr`"):
+        fastadagrad.adagrad_update(param.copy(), grad, accum.copy(), lr=-1.0)
+
+
+def test_avx_units_convert_in_vector_registers(compiled):
+    """The AVX2/AVX-512 loops convert float16 with F16C on ymm registers and bfloat16 with
+    vector integer code (the issue's 'conversions vectorised'), read from objdump."""
+    import re
+
+    from test_isa_isolation import disassembly
+
+    functions = disassembly()
+    for isa in [i for i in compiled.isa_compiled() if i in ("avx2", "avx512")]:
+        unit = {name: body for name, body in functions.items() if name.startswith(f"fa_{isa}_")}
+        text = "\n".join(line for body in unit.values() for line in body)
+        assert re.search(r"vcvtph2ps\s.*%ymm", text), f"{isa}: no vector float16 widening"
+        assert re.search(r"vcvtps2ph\s.*%ymm", text), f"{isa}: no vector float16 narrowing"
+        bf16 = [body for name, body in unit.items() if "bf16" in name and "dense" in name]
+        assert bf16, f"{isa}: no bfloat16 dense loop found"
+        assert any(any(re.search(r"vpsrld\s.*%ymm", line) for line in body) for body in bf16)

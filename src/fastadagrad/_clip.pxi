@@ -260,28 +260,6 @@ cdef Py_ssize_t clip_sum_update(floating* table, floating* s1, floating* s2, Py_
     return nu
 
 
-def sparse_adagrad_update_clipped(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
-                                  eps_placement="outside", maximize=False, weight_decay=0.0,
-                                  duplicates="sum", update_slots=True, clipnorm=None,
-                                  clipvalue=None):
-    """sparse_adagrad_update with clipnorm / clipvalue (kernels.pyx binds it as
-    sparse_adagrad_update): the norm over the grads' rows as passed (every occurrence), the
-    value clip on every occurrence before the duplicates rule."""
-    if _forward:
-        return _twin.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
-                                           eps_placement=eps_placement, maximize=maximize,
-                                           weight_decay=weight_decay, duplicates=duplicates,
-                                           update_slots=update_slots, clipnorm=clipnorm,
-                                           clipvalue=clipvalue)
-    opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
-                                            eps_placement, maximize, weight_decay)
-    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots)
-    cn, cv = _clipping.check_sparse_clips(clipnorm, clipvalue, table, accum)
-    if cn is not None:
-        opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(g), cn))
-    sparse_dup_validated(table, accum, idx, g, opts, duplicates, cv)
-
-
 # ----------------------------------------------------------------------------- family fast gate
 cdef inline bint _f_ok(cnp.ndarray x, int typenum, int layout, bint writable,
                        cnp.ndarray ref) noexcept:

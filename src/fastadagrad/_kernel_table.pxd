@@ -2,7 +2,7 @@
 # their single C definition: _csrc/kernel_table.h (see that file). Code that cimports this (or
 # kernels.pxd) must have fastadagrad.get_include() on its C include path.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 
 cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef struct DenseOpts:
@@ -129,6 +129,13 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
                                      Py_ssize_t sm, const MixedTypes* t,
                                      const DenseOpts* o) noexcept nogil
     ctypedef void (*to_float_t)(Py_ssize_t n, float* dst, const void* src, int type) noexcept nogil
+    ctypedef struct SrKey:
+        uint32_t k0
+        uint32_t k1
+        int64_t index0
+    ctypedef void (*dense_mixed_sr_t)(Py_ssize_t n, void* param, const void* grad, void* accum,
+                                      float* master, const MixedTypes* t, const DenseOpts* o,
+                                      const SrKey* k) noexcept nogil
     # ---- end mixed precision types
 
     ctypedef struct KernelTable:
@@ -173,6 +180,7 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         keras_clip_rows_f64_t keras_clip_rows_f64
         clip_into_f32_t clip_into_f32
         clip_into_f64_t clip_into_f64
+        dense_mixed_sr_t dense_mixed_sr
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

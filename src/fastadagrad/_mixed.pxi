@@ -15,24 +15,39 @@ ctypedef struct _MixedJob:
     Py_ssize_t ps, gs, as_
     const MixedTypes* t
     const DenseOpts* o
+    const SrKey* k
+
+
+cdef inline void _mixed_run(Py_ssize_t n, char* param, const char* grad, char* accum,
+                            float* master, const MixedTypes* t, const DenseOpts* o,
+                            const SrKey* k, Py_ssize_t lo) noexcept nogil:
+    """n elements from element `lo` of the call (k: stochastic rounding or NULL)."""
+    cdef SrKey kk
+    if k == NULL:
+        _table.dense_mixed(n, param, grad, accum, master, t, o)
+    else:
+        kk = k[0]
+        kk.index0 = k.index0 + lo
+        _table.dense_mixed_sr(n, param, grad, accum, master, t, o, &kk)
 
 
 cdef void _mixed_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef _MixedJob* j = <_MixedJob*>ctx
-    _table.dense_mixed(hi - lo, j.param + lo * j.ps, j.grad + lo * j.gs, j.accum + lo * j.as_,
-                       j.master + lo if j.master != NULL else NULL, j.t, j.o)
+    _mixed_run(hi - lo, j.param + lo * j.ps, j.grad + lo * j.gs, j.accum + lo * j.as_,
+               j.master + lo if j.master != NULL else NULL, j.t, j.o, j.k, lo)
 
 
 cdef void mixed_dense_update(Py_ssize_t n, char* param, Py_ssize_t ps, const char* grad,
                              Py_ssize_t gs, char* accum, Py_ssize_t as_, float* master,
-                             const MixedTypes* t, const DenseOpts* o) noexcept nogil:
+                             const MixedTypes* t, const DenseOpts* o,
+                             const SrKey* k=NULL) noexcept nogil:
     """Contiguous mixed step over n elements (ps, gs, as_: the itemsizes), split over the
     worker pool like dense_update (chunks of whole 16-element vectors: elementwise, so any split
-    gives the same bytes)."""
+    gives the same bytes; stochastic rounding's counters are element indices)."""
     cdef int nt = _threads_for(n)
     cdef _MixedJob job
     if nt == 1:
-        _table.dense_mixed(n, param, grad, accum, master, t, o)
+        _mixed_run(n, param, grad, accum, master, t, o, k, 0)
         return
     job.param = param
     job.grad = grad
@@ -43,7 +58,62 @@ cdef void mixed_dense_update(Py_ssize_t n, char* param, Py_ssize_t ps, const cha
     job.as_ = as_
     job.t = t
     job.o = o
+    job.k = k
     fa_parallel_for(n, _grain(n, nt), _mixed_chunk, &job, nt, FA_KIND_DENSE, n)
+
+
+cdef int _bf16_typenum = -1   # ml_dtypes' bfloat16, once an array of it passed _validation
+cdef int _f16_typenum = _np.dtype(_np.float16).num
+
+
+cdef inline int _storage(cnp.ndarray x) noexcept:
+    """FA_DT_* of a float32/float16/(validated) bfloat16 array, else -1."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum == cnp.NPY_FLOAT:
+        return FA_DT_F32
+    if typenum == _f16_typenum:
+        return FA_DT_F16
+    if typenum == _bf16_typenum:
+        return FA_DT_BF16
+    return -1
+
+
+cdef bint _mixed_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object lr, object eps,
+                      object eps_placement, object weight_decay, object lr_decay, object step,
+                      object maximize):
+    """adagrad_update's C-level gate for float16/bfloat16 params (exact C-contiguous, aligned,
+    native, disjoint ndarrays of an accepted combination, plain-number hyper-parameters, no
+    master/clipping/stochastic rounding): runs the step and returns True, else False (the
+    caller validates in Python, which names what is wrong)."""
+    cdef DenseOpts o
+    cdef MixedTypes t
+    cdef Py_ssize_t nbytes
+    t.param = _storage(p)
+    t.grad = _storage(g)
+    t.accum = _storage(a)
+    if (t.param == FA_DT_F32 or t.param < 0 or (t.grad != t.param and t.grad != FA_DT_F32)
+            or (t.accum != t.param and t.accum != FA_DT_F32)):
+        return False
+    if not (_same_shape(p, g) and _same_shape(p, a) and _plain_contiguous(p, _C_FLAGS | _W_FLAGS)
+            and _plain_contiguous(g, _C_FLAGS) and _plain_contiguous(a, _C_FLAGS | _W_FLAGS)):
+        return False
+    nbytes = cnp.PyArray_NBYTES(p)
+    if not (_disjoint_sized(p, g, nbytes, cnp.PyArray_NBYTES(g))
+            and _disjoint_sized(p, a, nbytes, cnp.PyArray_NBYTES(a))
+            and _disjoint_sized(g, a, cnp.PyArray_NBYTES(g), cnp.PyArray_NBYTES(a))):
+        return False
+    if not _fast_hyper(lr, eps, eps_placement, weight_decay, lr_decay, step, maximize, &o):
+        return False
+    if cnp.PyArray_SIZE(p):
+        _run_mixed(cnp.PyArray_SIZE(p), p, g, a, NULL, &t, &o, NULL)
+    return True
+
+
+cdef inline bint _disjoint_sized(cnp.ndarray x, cnp.ndarray y, Py_ssize_t nx,
+                                 Py_ssize_t ny) noexcept:
+    cdef char* px = <char*>cnp.PyArray_DATA(x)
+    cdef char* py = <char*>cnp.PyArray_DATA(y)
+    return nx == 0 or ny == 0 or px + nx <= py or py + ny <= px
 
 
 cdef bint _native_aligned(x) noexcept:
@@ -61,24 +131,33 @@ def update_mixed_validated(param, grad, accum, opts, master=None):
     cdef DenseOpts o
     cdef MixedTypes t
     cdef cnp.ndarray p, g, a, m
+    cdef SrKey key
     cdef float* mptr = NULL
     cdef Py_ssize_t n = param.size, sp, sg, sa, sm = 0
     _set_opts(&o, opts)
     t.param = _mixed_precision.storage_code("param", param.dtype)
     t.grad = _mixed_precision.storage_code("grad", grad.dtype)
     t.accum = _mixed_precision.storage_code("accum", accum.dtype)
+    global _bf16_typenum
+    if t.param == FA_DT_BF16 and param.dtype.isnative:
+        _bf16_typenum = param.dtype.num   # accepted as ml_dtypes' bfloat16: the gate may take it
     if n == 0:
         return
     arrays = [param, grad, accum] + ([] if master is None else [master])
-    if not all(_native_aligned(x) for x in arrays):
-        # the C loops cannot address it; the NumPy twin can (same bits, in place)
+    sr = opts.sr_keys
+    if not all(_native_aligned(x) for x in arrays) or (
+            sr is not None and not all(x.flags.c_contiguous for x in arrays)):
+        # the C loops cannot address it (or, rounding stochastically, count its elements in
+        # C order); the NumPy twin can (same bits, in place)
         _twin.update_mixed_validated(param, grad, accum, opts, master)
     elif _all_contiguous(arrays):
         p, g, a = param, grad, accum
         if master is not None:
             m = master
             mptr = <float*>cnp.PyArray_DATA(m)
-        _run_mixed(n, p, g, a, mptr, &t, &o)
+        if sr is not None:
+            key.k0, key.k1, key.index0 = sr[0], sr[1], 0
+        _run_mixed(n, p, g, a, mptr, &t, &o, &key if sr is not None else NULL)
     else:
         ops = [param, grad, accum] + ([] if master is None else [master])
         flags = [["readwrite"], ["readonly"], ["readwrite"], ["readwrite"]][:len(ops)]
@@ -100,7 +179,7 @@ def update_mixed_validated(param, grad, accum, opts, master=None):
 
 
 cdef void _run_mixed(Py_ssize_t n, cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, float* m,
-                     const MixedTypes* t, const DenseOpts* o) noexcept:
+                     const MixedTypes* t, const DenseOpts* o, const SrKey* k) noexcept:
     cdef char* pp = <char*>cnp.PyArray_DATA(p)
     cdef char* gp = <char*>cnp.PyArray_DATA(g)
     cdef char* ap = <char*>cnp.PyArray_DATA(a)
@@ -108,9 +187,9 @@ cdef void _run_mixed(Py_ssize_t n, cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, 
     cdef Py_ssize_t as_ = cnp.PyArray_ITEMSIZE(a)
     if n >= _nogil_min:
         with nogil:
-            mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o)
+            mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o, k)
     else:
-        mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o)
+        mixed_dense_update(n, pp, ps, gp, gs, ap, as_, m, t, o, k)
 
 
 cdef void _run_mixed_strided(Py_ssize_t n, char* p, Py_ssize_t sp, char* g, Py_ssize_t sg,

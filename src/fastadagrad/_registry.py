@@ -95,9 +95,13 @@ def _sparse_inputs(rowwise: bool) -> Callable[[np.random.Generator, tuple[int, .
     return make
 
 
-def _sparse_options(rowwise: bool = False) -> list[dict[str, Any]]:
+def _sparse_options(rowwise: bool = False, extras: bool = True) -> list[dict[str, Any]]:
+    """The options that change the arithmetic; `extras`: also clipping, the duplicate rules
+    and update_slots=False (float32/float64 tables only)."""
     out = [dict(lr=0.1, eps=1e-6, maximize=m, weight_decay=wd, eps_placement=pl)
            for m, wd, pl in itertools.product((False, True), (0.0, 0.05), ("outside", "inside"))]
+    if not extras:
+        return out
     # clipping (issue 14): the norm of the rows as passed; by value element-wise only
     out += [dict(out[k], clipnorm=1.0) for k in (0, 7)]
     out += [dict(out[0], duplicates="sequential"), dict(out[7], duplicates="sequential"),
@@ -184,15 +188,47 @@ def _mixed_kernel(grad_f32: bool, accum_f32: bool) -> Kernel:
         slow=reference.adagrad_update,
         make_inputs=_mixed_inputs(grad_f32, accum_f32),
         outputs=("param", "accum"),
-        options=_dense_options(clip=False),
+        options=_dense_options(clip=False) + _stochastic_options(),
         formula="float32 arithmetic, one rounding per store: "
                 "accum += g*g; param -= clr*g / (sqrt(accum) + eps)",
         dtypes=low_precision_dtypes(),
     )
 
 
+def _stochastic_options() -> list[dict[str, Any]]:
+    """Stochastic rounding of the param's store (_stochastic.py), two keys."""
+    return [dict(lr=0.1, eps=1e-6, stochastic_rounding=True, seed=seed, step=step, weight_decay=wd)
+            for seed, step, wd in ((7, 3, 0.0), (2**63 + 1, 2**40, 0.05))]
+
+
+def _sparse_mixed_inputs(rowwise: bool
+                         ) -> Callable[[np.random.Generator, tuple[int, ...], Any], dict[str, np.ndarray]]:
+    """_sparse_inputs with a low-precision table of `dtype`, float32 accumulator and grads."""
+    def make(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> dict[str, np.ndarray]:
+        f32 = _sparse_inputs(rowwise)(rng, shape, np.float32)
+        return dict(f32, table=f32["table"].astype(dtype))
+    return make
+
+
+def _sparse_mixed_kernel(rowwise: bool) -> Kernel:
+    return Kernel(
+        name="sparse_adagrad_update (low-precision table" + (", row-wise)" if rowwise else ")"),
+        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
+        slow=reference.sparse_adagrad_update,
+        make_inputs=_sparse_mixed_inputs(rowwise),
+        outputs=("table", "accum"),
+        options=_sparse_options(rowwise, extras=False)
+        + [dict(o, step=o["step"] % 2**20 + 1, seed=o["seed"]) for o in _stochastic_options()],
+        formula="the float32 sparse step on the touched rows, one rounding per store",
+        dtypes=low_precision_dtypes(),
+    )
+
+
 for _grad_f32, _accum_f32 in itertools.product((True, False), (True, False)):
     _k = _mixed_kernel(_grad_f32, _accum_f32)
+    KERNELS[_k.name] = _k
+for _rowwise in (False, True):
+    _k = _sparse_mixed_kernel(_rowwise)
     KERNELS[_k.name] = _k
 
 

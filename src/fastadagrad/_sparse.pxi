@@ -12,8 +12,10 @@
 # Textually included by kernels.pyx, whose names it uses (a .pxi cannot redeclare them):
 #   from kernels.pyx: `_table` (the chosen ISA's KernelTable), `DenseOpts`, `_set_opts`,
 #     `_threads_for`, `_grain`, `fa_parallel_for` / `FA_KIND_SPARSE` (_threadpool.h),
-#     `_is_f32_or_f64`, `_delegate`, `_validation`, `_reference`, `cnp`, the `floating` type;
-#   from _family.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here).
+#     `_is_f32_or_f64`, `_forward` / `_twin` (the NumPy backend's entry points), `_validation`,
+#     `_clipping`, `cnp`, the `floating` type;
+#   from _duplicates.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here);
+#   from _clipnorm.pxi: `sum_of_squares` (clipnorm).
 # It defines for the others: first_bad_index, checked_indices, raise_unchecked,
 # sparse_update, sparse_update_checked, sparse_validated, sparse_adagrad_update.
 
@@ -294,17 +296,27 @@ cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, float
 
 def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                           eps_placement="outside", maximize=False, weight_decay=0.0,
-                          duplicates="sum", update_slots=True):
-    """AdaGrad on the rows of `table` that `indices` names (duplicates summed first)."""
+                          duplicates="sum", update_slots=True, clipnorm=None, clipvalue=None,
+                          stochastic_rounding=False, seed=0, step=1):
+    """AdaGrad on the rows of `table` that `indices` names (duplicates summed first).
+    clipnorm: the norm over the grads' rows as passed (every occurrence); clipvalue: every
+    occurrence clipped before the duplicates rule (_clip.pxi's loops)."""
     if _forward:
         return _twin.sparse_adagrad_update(table, accum, indices, grads, lr=lr, eps=eps,
-                                               eps_placement=eps_placement, maximize=maximize,
-                                               weight_decay=weight_decay, duplicates=duplicates,
-                                               update_slots=update_slots)
+                                           eps_placement=eps_placement, maximize=maximize,
+                                           weight_decay=weight_decay, duplicates=duplicates,
+                                           update_slots=update_slots, clipnorm=clipnorm,
+                                           clipvalue=clipvalue,
+                                           stochastic_rounding=stochastic_rounding,
+                                           seed=seed, step=step)
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
                                             eps_placement, maximize, weight_decay)
-    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots)
-    sparse_dup_validated(table, accum, idx, g, opts, duplicates)
+    opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots,
+                                         stochastic_rounding, seed, step)
+    cn, cv = _clipping.check_sparse_clips(clipnorm, clipvalue, table, accum)
+    if cn is not None:
+        opts = opts._replace(grad_scale=_validation.clip_scale(sum_of_squares(g), cn))
+    sparse_dup_validated(table, accum, idx, g, opts, duplicates, cv)
 
 
 def sparse_validated(table, accum, idx, grads, opts):

@@ -22,6 +22,7 @@ from fastadagrad._overlap import byte_bounds as byte_bounds
 from fastadagrad._overlap import has_internal_overlap as has_internal_overlap
 from fastadagrad._overlap import overlapping_pair as overlapping_pair
 from fastadagrad._overlap import shares_memory as shares_memory
+from fastadagrad._stochastic import check_stochastic
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 EPS_PLACEMENTS = ("outside", "inside")
@@ -40,6 +41,7 @@ class DenseOptions(NamedTuple):
     zero_if_accum_zero: bool = False  # optax: no update where the accumulator is 0
     update_slots: bool = True  # TF: False applies the step without adding g*g to accum
     grad_scale: float = 1.0  # clipping by norm: g = grad * grad_scale
+    sr_keys: tuple[int, int] | None = None  # stochastic rounding of half stores (_stochastic)
 
 
 def require_ndarray(name: str, x: Any, *, writable: bool) -> np.ndarray:
@@ -174,7 +176,8 @@ def check_hyper(lr: Any, eps: Any, eps_placement: Any, weight_decay: Any, lr_dec
 
 def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placement: Any,
                 weight_decay: Any, lr_decay: Any, step: Any, maximize: Any,
-                master: Any = None, update_slots: Any = True) -> DenseOptions:
+                master: Any = None, update_slots: Any = True, stochastic_rounding: Any = False,
+                seed: Any = 0) -> DenseOptions:
     """Every check of `adagrad_update`; raises TypeError/ValueError naming the argument."""
     named = {"param": param, "grad": grad, "accum": accum}
     mixed = (master is not None or is_low_precision(param) or is_low_precision(grad)
@@ -194,6 +197,8 @@ def check_dense(param: Any, grad: Any, accum: Any, lr: Any, eps: Any, eps_placem
     if mixed and not opts.update_slots:
         raise ValueError("`update_slots=False` is not available for float16/bfloat16 arrays or "
                          "with `master` (the mixed-precision loops always accumulate)")
+    opts = opts._replace(sr_keys=check_stochastic(stochastic_rounding, seed, check_step(step),
+                                                  param))
     check_no_overlap(named)
     return opts
 
@@ -278,10 +283,14 @@ def check_duplicates(duplicates: Any, name: str = "duplicates") -> str:
 
 
 def check_sparse_rule(opts: DenseOptions, table: np.ndarray, accum: np.ndarray, duplicates: Any,
-                      update_slots: Any) -> DenseOptions:
-    """The sparse step's duplicates rule and update_slots (after check_sparse)."""
+                      update_slots: Any, stochastic_rounding: Any = False, seed: Any = 0,
+                      step: Any = 1) -> DenseOptions:
+    """The sparse step's duplicates rule, update_slots and stochastic rounding (after
+    check_sparse)."""
     dup = check_duplicates(duplicates)
     opts = opts._replace(update_slots=check_flag("update_slots", update_slots))
+    opts = opts._replace(sr_keys=check_stochastic(stochastic_rounding, seed, check_step(step),
+                                                  table))
     if is_low_precision(table) and (dup != "sum" or not opts.update_slots):
         raise ValueError(f"a {table.dtype} `table` takes duplicates='sum' with update_slots=True "
                          "only (the mixed-precision sparse step merges duplicates and "

@@ -35,7 +35,8 @@ def adagrad_update(param: npt.NDArray[Any], grad: npt.NDArray[Any],
                    step: int = ..., maximize: bool = ..., update_slots: bool = ...,
                    clipnorm: float | None = ...,
                    master: npt.NDArray[np.float32] | None = ...,
-                   clipvalue: float | None = ...) -> None: ...
+                   clipvalue: float | None = ...,
+                   stochastic_rounding: bool = ..., seed: int = ...) -> None: ...
 def update_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any], accum: npt.NDArray[Any],
                      opts: DenseOptions, master: npt.NDArray[np.float32] | None = ...) -> None: ...
 def update_mixed_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any],
@@ -46,7 +47,8 @@ def sparse_adagrad_update(table: npt.NDArray[np.floating[Any]], accum: npt.NDArr
                           *, lr: float = ..., eps: float = ..., eps_placement: str = ...,
                           maximize: bool = ..., weight_decay: float = ...,
                           duplicates: str = ..., update_slots: bool = ...,
-                          clipnorm: float | None = ..., clipvalue: float | None = ...) -> None: ...
+                          clipnorm: float | None = ..., clipvalue: float | None = ...,
+                          stochastic_rounding: bool = ..., seed: int = ..., step: int = ...) -> None: ...
 def sparse_validated(table: npt.NDArray[Any], accum: npt.NDArray[Any], idx: npt.NDArray[np.int64],
                      grads: npt.NDArray[Any], opts: DenseOptions) -> None: ...
 # issue 14: sparse duplicate rules and the AdaGrad family (_family.pxi)

@@ -20,7 +20,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from libc.math cimport isfinite
 
-from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable,
+from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable, SrKey,
                                         fa_cpu_supports,
                                         fa_isa_compiled,
                                         fa_kernel_table)
@@ -412,13 +412,15 @@ _F32 = _np.dtype(_np.float32)
 
 def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="outside",
                    weight_decay=0.0, lr_decay=0.0, step=1, maximize=False, update_slots=True,
-                   clipnorm=None, master=None, clipvalue=None):
+                   clipnorm=None, master=None, clipvalue=None, stochastic_rounding=False,
+                   seed=0):
     """In-place AdaGrad step: accum += g*g; param -= clr*g / (sqrt(accum) + eps)."""
     if _forward:
         return _twin.adagrad_update(param, grad, accum, lr=lr, eps=eps, eps_placement=eps_placement,
                          weight_decay=weight_decay, lr_decay=lr_decay, step=step,
                          maximize=maximize, update_slots=update_slots, clipnorm=clipnorm,
-                         master=master, clipvalue=clipvalue)
+                         master=master, clipvalue=clipvalue,
+                         stochastic_rounding=stochastic_rounding, seed=seed)
     cdef DenseOpts o
     cdef cnp.ndarray p, g, a
     cdef int typenum
@@ -428,6 +430,7 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
     # plain number > 0, the clipped loop of _clip.pxi).
     if (update_slots is True and clipnorm is None and master is None
             and (clipvalue is None or _real_nonneg(clipvalue, &cv) and cv > 0)
+            and stochastic_rounding is False
             and cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(accum)):
         p = param
@@ -444,9 +447,13 @@ def adagrad_update(param, grad, accum, *, lr=0.01, eps=1e-10, eps_placement="out
             else:
                 _run_contiguous(p, g, a, &o)
             return None
+        if cv == 0 and _mixed_gate(p, g, a, lr, eps, eps_placement, weight_decay, lr_decay,
+                                   step, maximize):
+            return None   # float16/bfloat16 (_mixed.pxi)
     # Everything else: full validation (raises before any write), then the general path.
     opts = _validation.check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay,
-                                   lr_decay, step, maximize, master, update_slots=update_slots)
+                                   lr_decay, step, maximize, master, update_slots=update_slots,
+                                   stochastic_rounding=stochastic_rounding, seed=seed)
     clip = _validation.check_dense_clipnorm(clipnorm, param, grad, master)
     cv = _clipping.check_dense_clipvalue(clipvalue, clip, param, grad, master)
     if clip is not None:   # a reduction pass over grad, then the step with the scale folded in
@@ -493,18 +500,20 @@ def apply_steps(list steps):
     """The optimizer's writes for one step, validated beforehand: for each group
     `(counter, group, grads, opts, clr, items)`, one ArrayGroup call (`group`, when not None
     and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
-    None: dense, else a sparse step with `grad` the values and that duplicates rule), then
+    None: dense, else a sparse step with `grad` the values and that duplicates rule; a dense
+    item may carry a 6th element, the float32 master weights or None), then
     `counter.step += 1`. Compiled code from
     the first write to the last count (no Python bytecode, where pending signals are handled),
     so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
     for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
-    cdef object counter, table, grads, opts, items, p, g, a, idx, dup
+    cdef object counter, table, grads, opts, items, item, p, g, a, idx, dup
     cdef double clr
     for counter, table, grads, opts, clr, items in steps:
         if table is None or table.step(grads, opts, clr, False) != -1:
-            for p, g, a, idx, dup in items:
+            for item in items:
+                p, g, a, idx, dup = item[:5]
                 if idx is None:
-                    update_validated(p, g, a, opts)
+                    update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
                 else:
                     sparse_dup_validated(p, a, idx, g, opts, dup)
         counter.step += 1
@@ -817,7 +826,6 @@ include "_duplicates.pxi"
 include "_family.pxi"
 include "_clipnorm.pxi"
 include "_clip.pxi"
-sparse_adagrad_update = sparse_adagrad_update_clipped   # _sparse.pxi's, plus clipnorm/clipvalue
 include "_mixed.pxi"
 
 

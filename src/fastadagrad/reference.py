@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fastadagrad import _clipping
+from fastadagrad import _stochastic
 from fastadagrad._mixed_precision import is_low_precision
 from fastadagrad._validation import (DenseOptions, check_dense, check_dense_clipnorm,
                                      check_sparse, check_sparse_rule, clip_scale)
@@ -85,7 +86,10 @@ def update_mixed_validated(param: np.ndarray, grad: np.ndarray, accum: np.ndarra
         accum[...] = a32
     if master is not None:
         master[...] = p32
-    param[...] = p32
+    if o.sr_keys is None:
+        param[...] = p32
+    else:   # counters: the C-order index of each element
+        _stochastic.store(param, p32, o.sr_keys, np.arange(param.size).reshape(param.shape))
 
 
 def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, grads: np.ndarray,
@@ -104,14 +108,22 @@ def sparse_mixed_step(table: np.ndarray, accum: np.ndarray, idx: np.ndarray, gra
     (sparse_f32 or sparse_dup_validated)(t32, a32, np.ascontiguousarray(local.reshape(-1), dtype=np.int64),
                                 g32, o)
     accum[rows] = a32
-    table[rows] = t32
+    if o.sr_keys is None:
+        table[rows] = t32
+    else:   # counters: row * D + column, the element's C-order index in the table
+        d = table.shape[1]
+        counters = rows[:, None].astype(np.int64) * d + np.arange(d, dtype=np.int64)
+        rounded = np.empty(t32.shape, table.dtype)
+        _stochastic.store(rounded, t32, o.sr_keys, counters)
+        table[rows] = rounded
 
 
 def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr: float = 0.01,
                    eps: float = 1e-10, eps_placement: str = "outside", weight_decay: float = 0.0,
                    lr_decay: float = 0.0, step: int = 1, maximize: bool = False,
                    update_slots: bool = True, clipnorm: float | None = None,
-                   master: np.ndarray | None = None, clipvalue: float | None = None) -> None:
+                   master: np.ndarray | None = None, clipvalue: float | None = None,
+                   stochastic_rounding: bool = False, seed: int = 0) -> None:
     """Apply one AdaGrad step to `param` and `accum` in place (PyTorch's operation order).
 
     Per element, in the arrays' dtype (float32 or float64; others raise TypeError)::
@@ -142,9 +154,13 @@ def adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *, lr
     float32, the formula runs in float32 and each result is rounded once to its storage dtype
     (round to nearest even). `master` (float32, param's shape, optional): float32 master
     weights; the step reads and updates `master`, and `param` receives its rounded copy.
+    stochastic_rounding=True (float16/bfloat16 param): the param's store rounds up or down at
+    random, unbiased, with bits from a counter hash of (seed, step, element index):
+    reproducible and the same in both backends (fastadagrad._stochastic).
     """
     o = check_dense(param, grad, accum, lr, eps, eps_placement, weight_decay, lr_decay, step,
-                    maximize, master, update_slots=update_slots)
+                    maximize, master, update_slots=update_slots,
+                    stochastic_rounding=stochastic_rounding, seed=seed)
     clip = check_dense_clipnorm(clipnorm, param, grad, master)
     cv = _clipping.check_dense_clipvalue(clipvalue, clip, param, grad, master)
     if clip is not None:
@@ -171,13 +187,15 @@ def bandwidth_probe(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
 
 def apply_steps(steps: list[tuple[Any, Any, list[Any], DenseOptions, float, list[Any]]]) -> None:
     """The twin of kernels.apply_steps, argument for argument: for each group `(counter, group,
-    grads, opts, clr, items)` one call per item `(param, grad, accum, idx, duplicates)` (`idx`
-    None: dense, else the sparse step with `grad` the values), then `counter.step += 1`. The
+    grads, opts, clr, items)` one call per item `(param, grad, accum, idx, duplicates[,
+    master])` (`idx` None: dense, else the sparse step with `grad` the values; `master`: the
+    float32 master weights of a float16/bfloat16 param), then `counter.step += 1`. The
     compiled module's pointer group (the second field) plays no part here."""
     for counter, _group, _grads, opts, _clr, items in steps:
-        for p, g, a, idx, dup in items:
+        for item in items:
+            p, g, a, idx, dup = item[:5]
             if idx is None:
-                update_validated(p, g, a, opts)
+                update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
             else:
                 sparse_dup_validated(p, a, idx, g, opts, dup)
         counter.step += 1
@@ -216,7 +234,8 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
                           eps_placement: str = "outside", maximize: bool = False,
                           weight_decay: float = 0.0, duplicates: str = "sum",
                           update_slots: bool = True, clipnorm: float | None = None,
-                          clipvalue: float | None = None) -> None:
+                          clipvalue: float | None = None, stochastic_rounding: bool = False,
+                          seed: int = 0, step: int = 1) -> None:
     """AdaGrad on the rows of `table` named by `indices`, in place; duplicates summed first.
 
     table (N, D) float32/float64, C-contiguous; indices (B,) int32/int64, each 0 <= i < N
@@ -238,10 +257,14 @@ def sparse_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: np.ndar
     (after the duplicates rule). clipvalue (element-wise accum): every occurrence's grad
     clipped to [-clipvalue, clipvalue] before the duplicates rule ("sum" adds the clipped
     occurrences). Exclusive, as in Keras.
+    stochastic_rounding=True (float16/bfloat16 table): the table's store rounds at random,
+    unbiased, keyed by (seed, step, row * D + column) (fastadagrad._stochastic); `step` is
+    used for that key only.
     """
     o, idx, g = check_sparse(table, accum, indices, grads, lr, eps, eps_placement, maximize,
                              weight_decay)
-    o = check_sparse_rule(o, table, accum, duplicates, update_slots)
+    o = check_sparse_rule(o, table, accum, duplicates, update_slots, stochastic_rounding, seed,
+                          step)
     cn, cv = _clipping.check_sparse_clips(clipnorm, clipvalue, table, accum)
     if cn is not None:
         from fastadagrad.reference_family import sum_of_squares

@@ -27,10 +27,12 @@ int fa_cpu_supports(const char *isa)
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     /* libgcc's cpuid reader also checks that the OS saves the vector state (XCR0). */
     __builtin_cpu_init();
+    /* F16C: the units are compiled with -mf16c (float16 conversions, loops_mixed.h) */
     if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
     if (strcmp(isa, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c")
+               && __builtin_cpu_supports("avx512vl")
                && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
     return strcmp(isa, "generic") == 0;

@@ -77,3 +77,149 @@ static inline uint16_t FA_FN(f32_to_f16)(float f)
     r = FA_FN(sel32)(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), r);   /* NaN */
     return (uint16_t)(r | sign);
 }
+
+/* ---- Stochastic rounding (issue 15 §1; _stochastic.py is the NumPy twin, the definition).
+ * Random bits: a counter hash, r = h(h(lo32(i) ^ k0) ^ hi32(i) ^ k1) with i the element's
+ * counter (its C-order index in the param) and k0, k1 derived from (seed, step) once per call;
+ * h is a 32-bit integer finaliser (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+ * x *= 0x846ca68b; x ^= x >> 16). The same bits for every thread split and ISA path. */
+static inline uint32_t FA_FN(hash32)(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t FA_FN(sr_bits)(uint32_t k0, uint32_t k1, uint64_t i)
+{
+    return FA_FN(hash32)(FA_FN(hash32)((uint32_t)i ^ k0) ^ (uint32_t)(i >> 32) ^ k1);
+}
+
+/* bfloat16: the 16 dropped bits plus 16 random bits, truncated: rounds away from zero with
+   probability (dropped bits) / 2^16, exactly. NaN as in f32_to_bf16. */
+static inline uint16_t FA_FN(f32_to_bf16_sr)(float f, uint32_t r)
+{
+    uint32_t u = FA_FN(f32_to_bits)(f);
+    uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return (uint16_t)FA_FN(sel32)(nan, (u >> 16) | 0x40u, (u + (r >> 16)) >> 16);
+}
+
+/* float16: normal results add 13 random bits to the 13 dropped ones (probability exact);
+   subnormal results (|f| < 2^-14) round q = |f| * 2^24 (exact) up when the top 24 random
+   bits are below frac(q) * 2^24 (probability ceil(frac * 2^24) / 2^24). Overflow, inf, NaN
+   as in f32_to_f16. */
+static inline uint16_t FA_FN(f32_to_f16_sr)(float f, uint32_t r)
+{
+    uint32_t u = FA_FN(f32_to_bits)(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7fffffffu;
+    uint32_t normal = (a + 0xc8000000u + (r >> 19)) >> 13;
+    float q = FA_FN(bits_to_f32)(FA_FN(sel32)(a < 0x38800000u, a, 0u)) * 0x1p24f;
+    int32_t qi = (int32_t)q;
+    uint32_t sub = (uint32_t)qi + (uint32_t)((float)(r >> 8) < (q - (float)qi) * 0x1p24f);
+    uint32_t res = FA_FN(sel32)(a < 0x38800000u, sub, normal);
+    res = FA_FN(sel32)(a >= 0x47800000u, 0x7c00u, res);
+    res = FA_FN(sel32)(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), res);
+    return (uint16_t)(res | sign);
+}
+
+/* ---- Eight lanes and rows. On the AVX2/AVX-512 units (compiled with -mf16c; dispatch.c
+ * checks F16C too) float16 converts with F16C's vcvtph2ps / vcvtps2ph (round to nearest even,
+ * subnormals kept, overflow to inf: the scalar functions' results) and bfloat16 with the
+ * scalar functions' integer operations on eight lanes. The generic unit runs the scalar
+ * functions (gcc vectorises their row loops for SSE2). Loops finish their last n % 8 elements
+ * with the scalar functions: both give NumPy's / ml_dtypes' bits for every value that is not a
+ * NaN (tests/test_mixed_precision.py, every ISA path), so where an element falls does not
+ * matter. */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#if !defined(__F16C__)
+#error "the AVX2/AVX-512 units are compiled with -mf16c (setup.py ISA_FLAGS)"
+#endif
+
+static inline __m256 FA_FN(ld8_f32)(const float *p) { return _mm256_loadu_ps(p); }
+static inline void FA_FN(st8_f32)(float *p, __m256 f) { _mm256_storeu_ps(p, f); }
+
+static inline __m256 FA_FN(ld8_f16)(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline void FA_FN(st8_f16)(uint16_t *p, __m256 f)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+static inline __m256 FA_FN(ld8_bf16)(const uint16_t *p)
+{
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+
+static inline void FA_FN(st8_bf16)(uint16_t *p, __m256 f)
+{
+    __m256i u = _mm256_castps_si256(f);
+    __m256i hi = _mm256_srli_epi32(u, 16);
+    __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+    __m256i rne = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                                                     lsb), 16);
+    __m256i quiet = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+    __m256i r = _mm256_blendv_epi8(rne, quiet, nan);          /* every lane <= 0xffff */
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                                    _mm256_extracti128_si256(r, 1)));
+}
+
+#define FA_HALF_ROWS(T)                                                                         \
+static void FA_FN(widen_##T)(fa_ssize_t n, float *dst, const uint16_t *src)                    \
+{                                                                                               \
+    fa_ssize_t i = 0;                                                                           \
+    for (; i + 8 <= n; i += 8)                                                                  \
+        _mm256_storeu_ps(dst + i, FA_FN(ld8_##T)(src + i));                                    \
+    for (; i < n; i++)                                                                          \
+        dst[i] = FA_FN(T##_to_f32)(src[i]);                                                     \
+}                                                                                               \
+static void FA_FN(narrow_##T)(fa_ssize_t n, uint16_t *dst, const float *src)                   \
+{                                                                                               \
+    fa_ssize_t i = 0;                                                                           \
+    for (; i + 8 <= n; i += 8)                                                                  \
+        FA_FN(st8_##T)(dst + i, _mm256_loadu_ps(src + i));                                     \
+    for (; i < n; i++)                                                                          \
+        dst[i] = FA_FN(f32_to_##T)(src[i]);                                                     \
+}
+FA_HALF_ROWS(f16)
+FA_HALF_ROWS(bf16)
+#undef FA_HALF_ROWS
+
+#else   /* generic x86-64 / other architectures: the scalar bit operations */
+static void FA_FN(widen_f16)(fa_ssize_t n, float *dst, const uint16_t *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f16_to_f32)(src[i]);
+}
+
+static void FA_FN(widen_bf16)(fa_ssize_t n, float *dst, const uint16_t *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(bf16_to_f32)(src[i]);
+}
+
+static void FA_FN(narrow_f16)(fa_ssize_t n, uint16_t *dst, const float *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f32_to_f16)(src[i]);
+}
+
+static void FA_FN(narrow_bf16)(fa_ssize_t n, uint16_t *dst, const float *src)
+{
+    fa_ssize_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = FA_FN(f32_to_bf16)(src[i]);
+}
+#endif

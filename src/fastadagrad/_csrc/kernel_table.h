@@ -69,6 +69,15 @@ typedef void (*strided_mixed_t)(fa_ssize_t n, void *param, fa_ssize_t sp, const 
                                 fa_ssize_t sm, const MixedTypes *t, const DenseOpts *o);
 /* dst[0..n) = src widened to float32 (src of storage type `type`) */
 typedef void (*to_float_t)(fa_ssize_t n, float *dst, const void *src, int type);
+/* stochastic rounding of the param's store: keys from (seed, step) (_stochastic.py) and the
+   counter (C-order element index) of the call's first element */
+typedef struct SrKey {
+    uint32_t k0, k1;
+    int64_t index0;
+} SrKey;
+typedef void (*dense_mixed_sr_t)(fa_ssize_t n, void *param, const void *grad, void *accum,
+                                 float *master, const MixedTypes *t, const DenseOpts *o,
+                                 const SrKey *k);
 /* ---- end mixed precision types ---- */
 
 typedef struct KernelTable {
@@ -113,6 +122,7 @@ typedef struct KernelTable {
     keras_clip_rows_f64_t keras_clip_rows_f64;
     clip_into_f32_t clip_into_f32;
     clip_into_f64_t clip_into_f64;
+    dense_mixed_sr_t dense_mixed_sr;   /* stochastic rounding (issue 15 §1) */
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

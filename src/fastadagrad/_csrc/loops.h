@@ -79,4 +79,5 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(clip_rows_f32), FA_FN(clip_rows_f64),
     FA_FN(keras_clip_rows_f32), FA_FN(keras_clip_rows_f64),
     FA_FN(clip_into_f32), FA_FN(clip_into_f64),
+    FA_FN(dense_mixed_sr),
 };

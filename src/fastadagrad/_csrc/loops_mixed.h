@@ -12,22 +12,177 @@
 #define FA_STORE_F16(x) FA_FN(f32_to_f16)(x)
 #define FA_LOAD_BF16(x) FA_FN(bf16_to_f32)(x)
 #define FA_STORE_BF16(x) FA_FN(f32_to_bf16)(x)
+/* stochastic rounding of a param store: FA_SR(FA_MX_PSTORE)(f, random bits) */
+#define FA_SR_(x) x##_SR
+#define FA_SR(x) FA_SR_(x)
+#define FA_STORE_F16_SR(x, r) FA_FN(f32_to_f16_sr)((x), (r))
+#define FA_STORE_BF16_SR(x, r) FA_FN(f32_to_bf16_sr)((x), (r))
+/* The same on rows of m elements through a float32 buffer `buf` (half.h's row conversions):
+   FA_ROWS(FA_MX_GLOAD)(m, buf, src) is a float32 pointer to the row (src itself when it is
+   float32), FA_ROWS(FA_MX_ASTORE)(m, dst, buf) writes it back (nothing to do for float32). */
+#define FA_ROWS_(x) x##_ROWS
+#define FA_ROWS(x) FA_ROWS_(x)
+#define FA_LOAD_F32_ROWS(m, buf, src) ((float *)(src))
+#define FA_STORE_F32_ROWS(m, dst, buf) ((void)0)
+#define FA_LOAD_F16_ROWS(m, buf, src) (FA_FN(widen_f16)((m), (buf), (src)), (buf))
+#define FA_STORE_F16_ROWS(m, dst, buf) FA_FN(narrow_f16)((m), (dst), (buf))
+#define FA_LOAD_BF16_ROWS(m, buf, src) (FA_FN(widen_bf16)((m), (buf), (src)), (buf))
+#define FA_STORE_BF16_ROWS(m, dst, buf) FA_FN(narrow_bf16)((m), (dst), (buf))
 
-#include "loops_mixed_typed.h"
+#if defined(__AVX2__)
+/* Eight elements at a time (half.h): FA_V8(FA_MX_GLOAD)(ptr) loads eight elements of that
+   storage type as float32 lanes, FA_V8(FA_MX_ASTORE)(ptr, v) stores them rounded. */
+#define FA_V8_(x) x##_V8
+#define FA_V8(x) FA_V8_(x)
+#define FA_LOAD_F32_V8 FA_FN(ld8_f32)
+#define FA_STORE_F32_V8 FA_FN(st8_f32)
+#define FA_LOAD_F16_V8 FA_FN(ld8_f16)
+#define FA_STORE_F16_V8 FA_FN(st8_f16)
+#define FA_LOAD_BF16_V8 FA_FN(ld8_bf16)
+#define FA_STORE_BF16_V8 FA_FN(st8_bf16)
 
-/* Every supported (param, grad, accum) storage combination, X(P, G, A, suffix): the loops are
- * defined, and the two switches below dispatch, from this one list. */
-#define FA_MX_COMBOS(X) \
-    X(F16, F16, F16, f16_gf16_af16) \
-    X(F16, F16, F32, f16_gf16_af32) \
-    X(F16, F32, F16, f16_gf32_af16) \
-    X(F16, F32, F32, f16_gf32_af32) \
-    X(BF16, BF16, BF16, bf16_gbf16_abf16) \
-    X(BF16, BF16, F32, bf16_gbf16_af32) \
-    X(BF16, F32, BF16, bf16_gf32_abf16) \
-    X(BF16, F32, F32, bf16_gf32_af32)
+/* The float32 coefficients in every lane. */
+typedef struct {
+    __m256 sign, clr, wd, dwd, eps_in, eps_out;
+} FA_FN(coef8_t);
 
-FA_MX_COMBOS(FA_MX_LOOPS)
+static inline FA_FN(coef8_t) FA_FN(coef8)(const FA_FN(coef_t_f32) *c)
+{
+    FA_FN(coef8_t) v;
+    v.sign = _mm256_set1_ps(c->sign);
+    v.clr = _mm256_set1_ps(c->clr);
+    v.wd = _mm256_set1_ps(c->wd);
+    v.dwd = _mm256_set1_ps(c->dwd);
+    v.eps_in = _mm256_set1_ps(c->eps_in);
+    v.eps_out = _mm256_set1_ps(c->eps_out);
+    return v;
+}
+
+/* loops_typed.h's element step (element_f32) on eight lanes: the same operations in the same
+   order, each rounded in float32 (IEEE: the same bits as the scalar step, lane by lane). */
+static FA_ALWAYS_INLINE __m256 FA_FN(element_f32x8)(__m256 p, __m256 g, __m256 *a,
+                                                    const FA_FN(coef8_t) *c, int decay,
+                                                    int decoupled, int zero_mask)
+{
+    __m256 acc, upd;
+    g = _mm256_mul_ps(g, c->sign);
+    if (decay)
+        g = _mm256_add_ps(g, _mm256_mul_ps(c->wd, p));
+    if (decoupled)
+        p = _mm256_sub_ps(p, _mm256_mul_ps(_mm256_mul_ps(p, c->dwd), c->clr));
+    acc = _mm256_add_ps(*a, _mm256_mul_ps(g, g));
+    *a = acc;
+    upd = _mm256_sub_ps(p, _mm256_div_ps(_mm256_mul_ps(c->clr, g),
+                                         _mm256_add_ps(_mm256_sqrt_ps(_mm256_add_ps(acc, c->eps_in)),
+                                                       c->eps_out)));
+    if (zero_mask)
+        upd = _mm256_blendv_ps(upd, p, _mm256_cmp_ps(acc, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    return upd;
+}
+#endif
+
+/* One instantiation of loops_mixed_typed.h: param type P (F16|BF16), grad G, accum A (P|F32). */
+#define FA_MX_INSTANTIATE_ "loops_mixed_typed.h"
+
+#define FA_MX_PT uint16_t
+#define FA_MX_PLOAD FA_LOAD_F16
+#define FA_MX_PSTORE FA_STORE_F16
+#  define FA_MX_GT uint16_t
+#  define FA_MX_GLOAD FA_LOAD_F16
+#    define FA_MX_AT uint16_t
+#    define FA_MX_ALOAD FA_LOAD_F16
+#    define FA_MX_ASTORE FA_STORE_F16
+#    define FA_MX_SFX f16_gf16_af16
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#    define FA_MX_AT float
+#    define FA_MX_ALOAD FA_LOAD_F32
+#    define FA_MX_ASTORE FA_STORE_F32
+#    define FA_MX_SFX f16_gf16_af32
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#  undef FA_MX_GT
+#  undef FA_MX_GLOAD
+#  define FA_MX_GT float
+#  define FA_MX_GLOAD FA_LOAD_F32
+#    define FA_MX_AT uint16_t
+#    define FA_MX_ALOAD FA_LOAD_F16
+#    define FA_MX_ASTORE FA_STORE_F16
+#    define FA_MX_SFX f16_gf32_af16
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#    define FA_MX_AT float
+#    define FA_MX_ALOAD FA_LOAD_F32
+#    define FA_MX_ASTORE FA_STORE_F32
+#    define FA_MX_SFX f16_gf32_af32
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#  undef FA_MX_GT
+#  undef FA_MX_GLOAD
+#undef FA_MX_PLOAD
+#undef FA_MX_PSTORE
+
+#define FA_MX_PLOAD FA_LOAD_BF16
+#define FA_MX_PSTORE FA_STORE_BF16
+#  define FA_MX_GT uint16_t
+#  define FA_MX_GLOAD FA_LOAD_BF16
+#    define FA_MX_AT uint16_t
+#    define FA_MX_ALOAD FA_LOAD_BF16
+#    define FA_MX_ASTORE FA_STORE_BF16
+#    define FA_MX_SFX bf16_gbf16_abf16
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#    define FA_MX_AT float
+#    define FA_MX_ALOAD FA_LOAD_F32
+#    define FA_MX_ASTORE FA_STORE_F32
+#    define FA_MX_SFX bf16_gbf16_af32
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#  undef FA_MX_GT
+#  undef FA_MX_GLOAD
+#  define FA_MX_GT float
+#  define FA_MX_GLOAD FA_LOAD_F32
+#    define FA_MX_AT uint16_t
+#    define FA_MX_ALOAD FA_LOAD_BF16
+#    define FA_MX_ASTORE FA_STORE_BF16
+#    define FA_MX_SFX bf16_gf32_abf16
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#    define FA_MX_AT float
+#    define FA_MX_ALOAD FA_LOAD_F32
+#    define FA_MX_ASTORE FA_STORE_F32
+#    define FA_MX_SFX bf16_gf32_af32
+#    include FA_MX_INSTANTIATE_
+#    undef FA_MX_AT
+#    undef FA_MX_ALOAD
+#    undef FA_MX_ASTORE
+#    undef FA_MX_SFX
+#  undef FA_MX_GT
+#  undef FA_MX_GLOAD
+#undef FA_MX_PLOAD
+#undef FA_MX_PSTORE
+#undef FA_MX_PT
 
 /* The combination code of (param, grad, accum) types, for the switches below. */
 #define FA_MX_KEY(p, g, a) (((p) << 4) | ((g) << 2) | (a))
@@ -39,9 +194,15 @@ static void FA_FN(dense_mixed)(fa_ssize_t n, void *param, const void *grad, void
 {
     switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
 #define FA_MX_DENSE(P, G, A, sfx) \
-    case FA_MX_KEY(FA_DT_##P, FA_DT_##G, FA_DT_##A): \
-        FA_FN(dense_##sfx)(n, param, grad, accum, master, o); break;
-    FA_MX_COMBOS(FA_MX_DENSE)
+    case FA_MX_KEY(P, G, A): FA_FN(dense_##sfx)(n, param, grad, accum, master, o); break;
+    FA_MX_DENSE(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
+    FA_MX_DENSE(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
+    FA_MX_DENSE(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
+    FA_MX_DENSE(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
+    FA_MX_DENSE(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
+    FA_MX_DENSE(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
+    FA_MX_DENSE(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
+    FA_MX_DENSE(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
 #undef FA_MX_DENSE
     default: break;
     }
@@ -54,29 +215,43 @@ static void FA_FN(strided_mixed)(fa_ssize_t n, void *param, fa_ssize_t sp, const
 {
     switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
 #define FA_MX_STRIDED(P, G, A, sfx) \
-    case FA_MX_KEY(FA_DT_##P, FA_DT_##G, FA_DT_##A): \
+    case FA_MX_KEY(P, G, A): \
         FA_FN(strided_##sfx)(n, param, sp, grad, sg, accum, sa, master, sm, o); break;
-    FA_MX_COMBOS(FA_MX_STRIDED)
+    FA_MX_STRIDED(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
+    FA_MX_STRIDED(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
+    FA_MX_STRIDED(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
+    FA_MX_STRIDED(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
+    FA_MX_STRIDED(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
+    FA_MX_STRIDED(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
+    FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
+    FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
 #undef FA_MX_STRIDED
     default: break;
     }
 }
 
+/* dense_mixed with the param's store rounded stochastically (key k; scalar loops). */
+static void FA_FN(dense_mixed_sr)(fa_ssize_t n, void *param, const void *grad, void *accum,
+                                  float *master, const MixedTypes *t, const DenseOpts *o,
+                                  const SrKey *k)
+{
+    switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
+#define FA_MX_DENSE_SR(P, G, A, sfx) \
+    case FA_MX_KEY(P, G, A): FA_FN(dense_sr_##sfx)(n, param, grad, accum, master, o, k); break;
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
+    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
+    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
+#undef FA_MX_DENSE_SR
+    default: break;
+    }
+}
+
 /* Widen n storage elements of type `type` to float32 (the sparse path's gradient rows). */
-static void FA_FN(widen_f16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(f16_to_f32)(src[i]);
-}
-
-static void FA_FN(widen_bf16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(bf16_to_f32)(src[i]);
-}
-
 static void FA_FN(to_float)(fa_ssize_t n, float *dst, const void *src, int type)
 {
     if (type == FA_DT_F16)

@@ -21,7 +21,7 @@ import numpy as np
 
 from fastadagrad import _backend, _validation
 from fastadagrad._mixed_precision import check_mixed_dtypes, is_low_precision
-from fastadagrad.optimizer import _clip, _grads, _rules, _state
+from fastadagrad.optimizer import _clip, _grads, _master, _rules, _state
 from fastadagrad.optimizer._group import ArrayList, ParamGroup
 from fastadagrad.optimizer._options import CONVENTIONS, GroupOptions, group_options
 from fastadagrad.optimizer._packing import pack
@@ -48,6 +48,7 @@ class AdaGrad:
     nonfinite: "propagate" (the formula; default), "skip" (a grad with NaN/inf anywhere undoes
     the whole step: params, accumulators and step counters untouched; step() returns False)
     or "raise" (ValueError naming the array, nothing written).
+    master=True: float32 master weights for the float16/bfloat16 params (_master.py).
     """
 
     def __init__(self, params: Params, *, lr: float | None = None, eps: float | None = None,
@@ -57,7 +58,8 @@ class AdaGrad:
                  nonfinite: str = "propagate", packed: bool = False,
                  rowwise: bool = False, duplicates: str = "sum", rule: str = "adagrad",
                  l1: float = 0.0, l2: float = 0.0, clipnorm: float | None = None,
-                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
+                 global_clipnorm: float | None = None, clipvalue: float | None = None,
+                 master: bool = False) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"`convention` must be one of {[c for c in CONVENTIONS if c]} or None, "
                              f"got {convention!r}")
@@ -89,6 +91,7 @@ class AdaGrad:
         self.defaults.checked("")
         self._structure, self._keys, raw_groups = parse_params(params)
         self.groups = self._build_groups(raw_groups)
+        self.master = _master.master_weights(self, master, rowwise)
         if self.rule != "adagrad":
             _rules.init_states(self)
         self.skipped_steps = 0
@@ -183,7 +186,8 @@ class AdaGrad:
         steps = []
         for group, grads_g, ptrs, sp in zip(self.groups, per_group, pointers, sparse):
             opts = group.opts_at(group.step + 1)
-            items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp else (p, g, a, None, None)
+            items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp
+                     else (p, g, a, None, None, group.masters[i])
                      for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums))]
             steps.append((group, None if sp else ptrs, grads_g, opts, opts.clr, items))
         backend.apply_steps(steps)
@@ -253,6 +257,8 @@ class AdaGrad:
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
         """Every param and accumulator of every group, named: no grad may share their memory."""
         named = [(n, p) for grp in self.groups for n, p in zip(grp.names, grp.params)]
+        named += [(f"the master weights of {n}", m) for grp in self.groups
+                  for n, m in zip(grp.names, grp.masters) if m is not None]
         return named + [(f"the accumulator of {n}", a) for grp in self.groups
                         for n, a in zip(grp.names, grp.accums)]
 

@@ -33,6 +33,9 @@ def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
                              f" -> {describe(layout(p))}); its accumulator no longer "
                              "matches it: build a new optimizer")
         if isinstance(g, SparseGrad) or group.rowwise:
+            if group.masters[i] is not None:
+                raise ValueError(f"`{gname}` is sparse, but `{name}` has float32 master "
+                                 "weights (master=True takes dense grads only)")
             if not isinstance(g, SparseGrad):   # all the rows of a rowwise param
                 _validation.check_array(gname, g, writable=False)
                 g = SparseGrad(np.arange(p.shape[0] if p.ndim else 0), g)

@@ -47,6 +47,7 @@ class ParamGroup:
                            for p in params]
         self.rowwise = options.rowwise
         self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
+        self.masters: list[np.ndarray | None] = [None] * len(params)  # AdaGrad(master=True)
         # per backend: its pointer group over the params (None: that backend has none, or the
         # arrays do not fit one), and over the packed arenas
         self.pointers: dict[Any, Any] = {}

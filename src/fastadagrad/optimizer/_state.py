@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from fastadagrad import _validation
-from fastadagrad.optimizer import _rules
+from fastadagrad.optimizer import _master, _rules
 from fastadagrad.optimizer._options import GROUP_OPTIONS
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ def state_dict(opt: AdaGrad) -> dict[str, Any]:
             d[f"group{gi}.{k}"] = v
         for i, a in enumerate(g.accums):
             d[f"group{gi}.accum{i}"] = a.copy()
+    d.update(_master.saved_masters(opt))
     return d
 
 
@@ -64,7 +65,7 @@ def load_state_dict(opt: AdaGrad, state: Mapping[str, Any]) -> None:
     nonfinite = get("nonfinite")
     if nonfinite not in NONFINITE:
         raise ValueError(f"state `nonfinite` must be one of {NONFINITE}, got {nonfinite!r}")
-    extra_copies = _rules.check_state(opt, state)
+    extra_copies = _rules.check_state(opt, state) + _master.master_state(opt, state)
     # All checked: now write.
     for target, saved in extra_copies:
         np.copyto(target, saved)
