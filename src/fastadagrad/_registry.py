@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -211,12 +211,11 @@ def _sparse_mixed_inputs(rowwise: bool
 
 
 def _sparse_mixed_kernel(rowwise: bool) -> Kernel:
-    return Kernel(
+    """_sparse_kernel (the same functions and outputs) on low-precision tables."""
+    return replace(
+        _sparse_kernel(rowwise),
         name="sparse_adagrad_update (low-precision table" + (", row-wise)" if rowwise else ")"),
-        fast=_kernels.sparse_adagrad_update if _kernels is not None else None,
-        slow=reference.sparse_adagrad_update,
         make_inputs=_sparse_mixed_inputs(rowwise),
-        outputs=("table", "accum"),
         options=_sparse_options(rowwise, extras=False)
         + [dict(o, step=o["step"] % 2**20 + 1, seed=o["seed"]) for o in _stochastic_options()],
         formula="the float32 sparse step on the touched rows, one rounding per store",

@@ -195,31 +195,17 @@ FA_HALF_ROWS(bf16)
 #undef FA_HALF_ROWS
 
 #else   /* generic x86-64 / other architectures: the scalar bit operations */
-static void FA_FN(widen_f16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(f16_to_f32)(src[i]);
+/* FA_HALF_ROW(name, D, S, conv): dst[i] = conv(src[i]) for i < n, D *dst, const S *src. */
+#define FA_HALF_ROW(name, D, S, conv)                                                           \
+static void FA_FN(name)(fa_ssize_t n, D *dst, const S *src)                                     \
+{                                                                                               \
+    fa_ssize_t i;                                                                               \
+    for (i = 0; i < n; i++)                                                                     \
+        dst[i] = FA_FN(conv)(src[i]);                                                           \
 }
-
-static void FA_FN(widen_bf16)(fa_ssize_t n, float *dst, const uint16_t *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(bf16_to_f32)(src[i]);
-}
-
-static void FA_FN(narrow_f16)(fa_ssize_t n, uint16_t *dst, const float *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(f32_to_f16)(src[i]);
-}
-
-static void FA_FN(narrow_bf16)(fa_ssize_t n, uint16_t *dst, const float *src)
-{
-    fa_ssize_t i;
-    for (i = 0; i < n; i++)
-        dst[i] = FA_FN(f32_to_bf16)(src[i]);
-}
+FA_HALF_ROW(widen_f16, float, uint16_t, f16_to_f32)
+FA_HALF_ROW(widen_bf16, float, uint16_t, bf16_to_f32)
+FA_HALF_ROW(narrow_f16, uint16_t, float, f32_to_f16)
+FA_HALF_ROW(narrow_bf16, uint16_t, float, f32_to_bf16)
+#undef FA_HALF_ROW
 #endif

@@ -81,111 +81,26 @@ static FA_ALWAYS_INLINE __m256 FA_FN(element_f32x8)(__m256 p, __m256 g, __m256 *
 }
 #endif
 
-/* One instantiation of loops_mixed_typed.h: param type P (F16|BF16), grad G, accum A (P|F32). */
-#define FA_MX_INSTANTIATE_ "loops_mixed_typed.h"
+#include "loops_mixed_typed.h"
 
-#define FA_MX_PT uint16_t
-#define FA_MX_PLOAD FA_LOAD_F16
-#define FA_MX_PSTORE FA_STORE_F16
-#  define FA_MX_GT uint16_t
-#  define FA_MX_GLOAD FA_LOAD_F16
-#    define FA_MX_AT uint16_t
-#    define FA_MX_ALOAD FA_LOAD_F16
-#    define FA_MX_ASTORE FA_STORE_F16
-#    define FA_MX_SFX f16_gf16_af16
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#    define FA_MX_AT float
-#    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_ASTORE FA_STORE_F32
-#    define FA_MX_SFX f16_gf16_af32
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#  undef FA_MX_GT
-#  undef FA_MX_GLOAD
-#  define FA_MX_GT float
-#  define FA_MX_GLOAD FA_LOAD_F32
-#    define FA_MX_AT uint16_t
-#    define FA_MX_ALOAD FA_LOAD_F16
-#    define FA_MX_ASTORE FA_STORE_F16
-#    define FA_MX_SFX f16_gf32_af16
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#    define FA_MX_AT float
-#    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_ASTORE FA_STORE_F32
-#    define FA_MX_SFX f16_gf32_af32
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#  undef FA_MX_GT
-#  undef FA_MX_GLOAD
-#undef FA_MX_PLOAD
-#undef FA_MX_PSTORE
+/* Every supported (param, grad, accum) storage combination, X(P, G, A, suffix): the loops are
+ * defined (FA_MX_LOOPS), and the three switches below dispatch, from this one list. */
+#define FA_MX_COMBOS(X) \
+    X(F16, F16, F16, f16_gf16_af16) \
+    X(F16, F16, F32, f16_gf16_af32) \
+    X(F16, F32, F16, f16_gf32_af16) \
+    X(F16, F32, F32, f16_gf32_af32) \
+    X(BF16, BF16, BF16, bf16_gbf16_abf16) \
+    X(BF16, BF16, F32, bf16_gbf16_af32) \
+    X(BF16, F32, BF16, bf16_gf32_abf16) \
+    X(BF16, F32, F32, bf16_gf32_af32)
 
-#define FA_MX_PLOAD FA_LOAD_BF16
-#define FA_MX_PSTORE FA_STORE_BF16
-#  define FA_MX_GT uint16_t
-#  define FA_MX_GLOAD FA_LOAD_BF16
-#    define FA_MX_AT uint16_t
-#    define FA_MX_ALOAD FA_LOAD_BF16
-#    define FA_MX_ASTORE FA_STORE_BF16
-#    define FA_MX_SFX bf16_gbf16_abf16
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#    define FA_MX_AT float
-#    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_ASTORE FA_STORE_F32
-#    define FA_MX_SFX bf16_gbf16_af32
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#  undef FA_MX_GT
-#  undef FA_MX_GLOAD
-#  define FA_MX_GT float
-#  define FA_MX_GLOAD FA_LOAD_F32
-#    define FA_MX_AT uint16_t
-#    define FA_MX_ALOAD FA_LOAD_BF16
-#    define FA_MX_ASTORE FA_STORE_BF16
-#    define FA_MX_SFX bf16_gf32_abf16
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#    define FA_MX_AT float
-#    define FA_MX_ALOAD FA_LOAD_F32
-#    define FA_MX_ASTORE FA_STORE_F32
-#    define FA_MX_SFX bf16_gf32_af32
-#    include FA_MX_INSTANTIATE_
-#    undef FA_MX_AT
-#    undef FA_MX_ALOAD
-#    undef FA_MX_ASTORE
-#    undef FA_MX_SFX
-#  undef FA_MX_GT
-#  undef FA_MX_GLOAD
-#undef FA_MX_PLOAD
-#undef FA_MX_PSTORE
-#undef FA_MX_PT
+FA_MX_COMBOS(FA_MX_LOOPS)
 
 /* The combination code of (param, grad, accum) types, for the switches below. */
 #define FA_MX_KEY(p, g, a) (((p) << 4) | ((g) << 2) | (a))
+/* The case of one combination: FA_MX_CASE_OF(P, G, A) */
+#define FA_MX_CASE_OF(P, G, A) case FA_MX_KEY(FA_DT_##P, FA_DT_##G, FA_DT_##A)
 
 /* Contiguous mixed step: n elements of the combination `t` (unsupported combinations, which
  * the validators never let through, do nothing). */
@@ -194,15 +109,8 @@ static void FA_FN(dense_mixed)(fa_ssize_t n, void *param, const void *grad, void
 {
     switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
 #define FA_MX_DENSE(P, G, A, sfx) \
-    case FA_MX_KEY(P, G, A): FA_FN(dense_##sfx)(n, param, grad, accum, master, o); break;
-    FA_MX_DENSE(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
-    FA_MX_DENSE(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
-    FA_MX_DENSE(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
-    FA_MX_DENSE(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
-    FA_MX_DENSE(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
-    FA_MX_DENSE(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
-    FA_MX_DENSE(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
-    FA_MX_DENSE(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
+    FA_MX_CASE_OF(P, G, A): FA_FN(dense_##sfx)(n, param, grad, accum, master, o); break;
+    FA_MX_COMBOS(FA_MX_DENSE)
 #undef FA_MX_DENSE
     default: break;
     }
@@ -215,16 +123,9 @@ static void FA_FN(strided_mixed)(fa_ssize_t n, void *param, fa_ssize_t sp, const
 {
     switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
 #define FA_MX_STRIDED(P, G, A, sfx) \
-    case FA_MX_KEY(P, G, A): \
+    FA_MX_CASE_OF(P, G, A): \
         FA_FN(strided_##sfx)(n, param, sp, grad, sg, accum, sa, master, sm, o); break;
-    FA_MX_STRIDED(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
-    FA_MX_STRIDED(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
-    FA_MX_STRIDED(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
-    FA_MX_STRIDED(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
-    FA_MX_STRIDED(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
-    FA_MX_STRIDED(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
-    FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
-    FA_MX_STRIDED(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
+    FA_MX_COMBOS(FA_MX_STRIDED)
 #undef FA_MX_STRIDED
     default: break;
     }
@@ -237,15 +138,8 @@ static void FA_FN(dense_mixed_sr)(fa_ssize_t n, void *param, const void *grad, v
 {
     switch (FA_MX_KEY(t->param, t->grad, t->accum)) {
 #define FA_MX_DENSE_SR(P, G, A, sfx) \
-    case FA_MX_KEY(P, G, A): FA_FN(dense_sr_##sfx)(n, param, grad, accum, master, o, k); break;
-    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F16, f16_gf16_af16)
-    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F16, FA_DT_F32, f16_gf16_af32)
-    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F16, f16_gf32_af16)
-    FA_MX_DENSE_SR(FA_DT_F16, FA_DT_F32, FA_DT_F32, f16_gf32_af32)
-    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_BF16, bf16_gbf16_abf16)
-    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_BF16, FA_DT_F32, bf16_gbf16_af32)
-    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_BF16, bf16_gf32_abf16)
-    FA_MX_DENSE_SR(FA_DT_BF16, FA_DT_F32, FA_DT_F32, bf16_gf32_af32)
+    FA_MX_CASE_OF(P, G, A): FA_FN(dense_sr_##sfx)(n, param, grad, accum, master, o, k); break;
+    FA_MX_COMBOS(FA_MX_DENSE_SR)
 #undef FA_MX_DENSE_SR
     default: break;
     }
