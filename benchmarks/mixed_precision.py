@@ -16,24 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
 import fastadagrad
-from fastadagrad import kernels
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from fastadagrad import bench, kernels
 
 
 def cases(n: int, rng: np.random.Generator) -> dict[str, tuple[object, int]]:
@@ -98,7 +86,7 @@ def main() -> None:
     if args.threads:
         fastadagrad.set_num_threads(args.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"{_cpu()}, ISA path {fastadagrad.get_isa()}, {fastadagrad.get_num_threads()} threads, "
+    print(f"{bench.cpu_model()}, ISA path {fastadagrad.get_isa()}, {fastadagrad.get_num_threads()} threads, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     for size in args.sizes.split(","):
         measure(int(float(size)), args.repeats)
