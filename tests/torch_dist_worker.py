@@ -295,6 +295,14 @@ def run(rank: int, mode: str, port: int, tmp: str) -> None:
                 print(f"OK {engine} on {WORLD} processes", flush=True)
     finally:
         dist.destroy_process_group()
+    # Every check passed: leave without interpreter finalization. Gloo's worker threads can
+    # still hold work objects (FSDP2's mesh keeps its groups referenced) and abort the process
+    # while Python tears down ("terminate called without an active exception", SIGABRT after
+    # all OK lines; pytorch/pytorch PR #179291 describes this teardown). mp.spawn counts an
+    # exit code of 0 as success; a failed check above still raises through mp.spawn.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
