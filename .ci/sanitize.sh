@@ -58,7 +58,12 @@ echo "sanitize: pytest on ${#tests[@]} files"
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
     python -m pytest -q -p no:cacheprovider -x "${tests[@]}" -k "not torch" 2>&1) \
-    | tee "$log" || status=1
+    | tee "$log" || {
+        rc=${PIPESTATUS[0]}
+        echo "sanitize: pytest exited with status $rc$( [ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")"
+        grep -E "^(FAILED|ERROR) |Fatal Python error|Segmentation fault" "$log" | head -n 20 || true
+        status=1
+    }
 # the sanitized build must be the one that ran
 (cd "$copy" && env PYTHONPATH="$copy/src" LD_PRELOAD="$asan $ubsan" ASAN_OPTIONS=detect_leaks=0 \
     python -c "import fastadagrad, sys; f = fastadagrad.__file__; \
