@@ -47,7 +47,11 @@ tests=(tests/test_equivalence.py tests/test_validation.py tests/test_properties.
        tests/test_safety.py tests/test_aliasing_property.py)
 
 log="$work/pytest.log"
-reports="$work/reports"   # the sanitizers write here (pytest captures fd 2, so not to stderr)
+reports="$work/reports"   # log_path of both runtimes (UBSan, preloaded next to ASan, was seen
+                          # writing to stderr instead: hence the grep of the log below)
+# --capture=sys: pytest captures Python's sys.stderr only, so a report the sanitizer runtimes
+# write to fd 2 reaches the log even when the process then exits (with fd capture it went to
+# pytest's temporary file and was lost: "exit status 1" and nothing else).
 mkdir -p "$reports"
 status=0
 # The compiled backend only: the NumPy backend runs no compiled code. test_equivalence runs every
@@ -57,11 +61,11 @@ echo "sanitize: pytest on ${#tests[@]} files"
     FASTADAGRAD_REQUIRE_COMPILED=1 LD_PRELOAD="$asan $ubsan" \
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan" \
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
-    python -m pytest -q -p no:cacheprovider -x "${tests[@]}" -k "not torch" 2>&1) \
+    python -m pytest -q -p no:cacheprovider --capture=sys -x "${tests[@]}" -k "not torch" 2>&1) \
     | tee "$log" || {
         rc=${PIPESTATUS[0]}
         echo "sanitize: pytest exited with status $rc$( [ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")"
-        grep -E "^(FAILED|ERROR) |Fatal Python error|Segmentation fault" "$log" | head -n 20 || true
+        grep -E "^(FAILED|ERROR) |Fatal Python error|Segmentation fault|runtime error:" "$log" | head -n 20 || true
         status=1
     }
 # the sanitized build must be the one that ran

@@ -317,3 +317,28 @@ def test_every_row_width_on_every_isa(compiled, restore_isa, d, rowwise, dtype):
             fastadagrad.sparse_adagrad_update(t, a, idx, grads, **opts)
             assert_same_bits(t, ref_t, f"table {isa} d={d} {opts}")
             assert_same_bits(a, ref_a, f"accum {isa} d={d} {opts}")
+
+
+def misaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of `a` whose data starts one byte past an element boundary."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    out = raw[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_misaligned_grads_are_read_through_an_aligned_copy(dtype, rowwise):
+    """The C loops load whole elements: a C-contiguous but misaligned `grads` view (legal in
+    NumPy) is copied before them (UBSan found the direct load), with the aligned call's bytes."""
+    table, accum, idx, grads = make(dtype=dtype, rowwise=rowwise)
+    from fastadagrad import _validation
+    _, _, g = _validation.check_sparse(table, accum, idx, misaligned(grads), 0.1, 1e-10,
+                                       "outside", False, 0.0)
+    assert g.flags.aligned and g.flags.c_contiguous and np.array_equal(g, grads)
+    expect_t, expect_a = both(table, accum, idx, grads, lr=0.1)
+    got_t, got_a = both(table, accum, idx, misaligned(grads), lr=0.1)
+    assert_same_bits(got_t, expect_t, "table")
+    assert_same_bits(got_a, expect_a, "accum")

@@ -231,7 +231,7 @@ def check_indices(indices: Any, n_rows: int) -> np.ndarray:
 def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps: Any,
                  eps_placement: Any, maximize: Any, weight_decay: Any
                  ) -> tuple[DenseOptions, np.ndarray, np.ndarray]:
-    """Every check of `sparse_adagrad_update`; returns (options, int64 indices, C-contiguous
+    """Every check of `sparse_adagrad_update`; returns (options, int64 indices, C-contiguous aligned
     grads). Raises TypeError/ValueError naming the argument."""
     mixed = is_low_precision(table) or is_low_precision(accum) or is_low_precision(grads)
     if mixed:   # float16/bfloat16 table: _mixed_precision.py
@@ -264,8 +264,10 @@ def check_sparse(table: Any, accum: Any, indices: Any, grads: Any, lr: Any, eps:
                          "(one row per index)")
     opts = check_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize)  # clr = lr
     check_no_overlap({"table": table, "accum": accum, "grads": grads, "indices": indices})
-    # read-only input: a copy is harmless (mixed precision: widened to float32, exact)
-    g = np.ascontiguousarray(grads, dtype=np.float32 if mixed else table.dtype)
+    # read-only input: a copy is harmless (mixed precision: widened to float32, exact); the C
+    # loops load whole elements, so a misaligned C-contiguous view is copied too
+    g = np.require(grads, dtype=np.float32 if mixed else table.dtype,
+                   requirements=("C_CONTIGUOUS", "ALIGNED"))
     return opts, idx, g
 
 
