@@ -501,8 +501,9 @@ def apply_steps(list steps):
     `(counter, group, grads, opts, clr, items)`, one ArrayGroup call (`group`, when not None
     and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
     None: dense, else a sparse step with `grad` the values and that duplicates rule; a dense
-    item may carry a 6th element, the float32 master weights or None), then
-    `counter.step += 1`. Compiled code from
+    item may carry a 6th element, the float32 master weights or None; an item whose `param`
+    is a list is a batch `(params, grads, accums, None, None, masters)` of one dtype
+    combination: one update_multi_validated call), then `counter.step += 1`. Compiled code from
     the first write to the last count (no Python bytecode, where pending signals are handled),
     so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
     for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
@@ -512,7 +513,9 @@ def apply_steps(list steps):
         if table is None or table.step(grads, opts, clr, False) != -1:
             for item in items:
                 p, g, a, idx, dup = item[:5]
-                if idx is None:
+                if type(p) is list:
+                    update_multi_validated(p, g, a, item[5], opts)
+                elif idx is None:
                     update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
                 else:
                     sparse_dup_validated(p, a, idx, g, opts, dup)
@@ -827,6 +830,7 @@ include "_family.pxi"
 include "_clipnorm.pxi"
 include "_clip.pxi"
 include "_mixed.pxi"
+include "_mixed_multi.pxi"
 
 
 # ----------------------------------------------------------------------------- C-level API
