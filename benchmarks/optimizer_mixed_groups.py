@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -53,7 +54,8 @@ def main() -> None:
         if name == "array by array":
             opt.groups[0].step_items = per_array_items(opt.groups[0])  # type: ignore[method-assign]
         opts[name] = opt
-    steps: dict[str, Callable[[], Any]] = {f"opt.step, {k}": (lambda o=o: o.step(grads)) for k, o in opts.items()}
+    steps: dict[str, Callable[[], Any]] = {f"opt.step, {k}": partial(o.step, grads)
+                                           for k, o in opts.items()}
     # the writes alone (what the change is about; validation above is the same for both):
     # backend.apply_steps on already validated grads
     backend = _backend.current()
@@ -61,7 +63,7 @@ def main() -> None:
         group = opt.groups[0]
         item_list = group.step_items(grads, {})
         step = (_Counter(), None, grads, group.opts_at(1), group.opts_at(1).clr, item_list)
-        steps[f"writes only, {name}"] = (lambda s=step: backend.apply_steps([s]))
+        steps[f"writes only, {name}"] = partial(backend.apply_steps, [step])
     inner = 20
     times: dict[str, list[float]] = {k: [] for k in steps}
     for fn in steps.values():
