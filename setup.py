@@ -126,7 +126,7 @@ def extensions():
                     depends=[os.path.join(SRC, name) for name in (
                         "_sparse.pxi", "_duplicates.pxi", "_family.pxi", "_clipnorm.pxi",
                         "_clip.pxi",
-                        "_mixed.pxi", "_c_api.pxi", "fastadagrad.h")]
+                        "_mixed.pxi", "_mixed_multi.pxi", "_c_api.pxi", "fastadagrad.h")]
                     + sorted(glob.glob(os.path.join(CSRC, "*.h"))))
     # The Cython directives are defined once, in kernels.pyx's `# cython:` header line.
     return cythonize([ext])

@@ -20,7 +20,9 @@ PYX = textwrap.dedent('''
     from libc.stdint cimport int64_t
     from fastadagrad.kernels cimport (DenseOpts, adagrad_options, adagrad_dense_f32,
         adagrad_dense_f64, adagrad_multi_f32, adagrad_first_nonfinite_f32, adagrad_sparse_f32,
-        adagrad_dense_mixed, MixedTypes, FA_DT_BF16, FA_DT_F16, FA_DT_F32)
+        adagrad_dense_mixed, adagrad_dense_mixed_sr, MixedTypes, FA_DT_BF16, FA_DT_F16,
+        FA_DT_F32)
+    from libc.stdint cimport uint64_t
 
     def mixed16(unsigned short[::1] p, const float[::1] g, float[::1] a, float[::1] m,
                 bint bf16, bint use_master, double lr):
@@ -33,6 +35,19 @@ PYX = textwrap.dedent('''
         with nogil:
             adagrad_dense_mixed(p.shape[0], &p[0], &g[0], &a[0], &m[0] if use_master else NULL,
                                 &t, &o)
+
+    def mixed16_sr(unsigned short[::1] p, const float[::1] g, float[::1] a, float[::1] m,
+                   bint bf16, bint use_master, double lr, double lr_decay, uint64_t seed,
+                   long long step, int64_t index0):
+        cdef DenseOpts o
+        cdef MixedTypes t
+        t.param = FA_DT_BF16 if bf16 else FA_DT_F16
+        t.grad = FA_DT_F32
+        t.accum = FA_DT_F32
+        adagrad_options(&o, lr, 1e-10, False, 0.0, lr_decay, step, False)
+        with nogil:
+            adagrad_dense_mixed_sr(p.shape[0], &p[0], &g[0], &a[0],
+                                   &m[0] if use_master else NULL, &t, &o, seed, step, index0)
 
     def dense32(float[::1] p, const float[::1] g, float[::1] a, double lr, double eps,
                 bint inside, double wd, double lr_decay, long long step, bint maximize):
@@ -176,3 +191,45 @@ def test_mixed_precision_from_cython(compiled, embedder, bf16, use_master):
     assert p.tobytes() == p2.tobytes() and a.tobytes() == a2.tobytes()
     assert m.tobytes() == m2.tobytes()
     assert p.tobytes() != p0.tobytes()   # it really ran
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("use_master", [False, True])
+@pytest.mark.parametrize("seed, step", [(0, 1), (12345, 7), (2**64 - 1, 2**40 + 3)])
+def test_stochastic_mixed_from_cython(compiled, embedder, restore_threads, restore_isa, bf16,
+                                      use_master, seed, step):
+    """adagrad_dense_mixed_sr: the bytes of adagrad_update(..., stochastic_rounding=True,
+    seed=, step=) on every ISA path and 1 and 2 threads; a call on the two halves of the param
+    with index0 = 0 and n // 2 gives the bytes of the whole call."""
+    dtype = half_dtype(bf16)
+    decay = 0.01 if step < 100 else 0.0   # a huge step with decay would leave nothing to round
+    rng = np.random.default_rng(seed % 1000 + step % 1000)
+    n = 70_001
+    m0 = (rng.standard_normal(n) * 3).astype(np.float32)
+    p0 = m0.astype(dtype)
+    g = rng.standard_normal(n).astype(np.float32)
+    a0 = np.abs(rng.standard_normal(n)).astype(np.float32)
+    want_p, want_a, want_m = p0.copy(), a0.copy(), m0.copy()
+    fastadagrad.adagrad_update(want_p, g, want_a, lr=0.1, lr_decay=decay, step=step,
+                               master=want_m if use_master else None, stochastic_rounding=True,
+                               seed=seed)
+    nearest = p0.copy()
+    fastadagrad.adagrad_update(nearest, g, a0.copy(), lr=0.1, lr_decay=decay, step=step,
+                               master=m0.copy() if use_master else None)
+    assert want_p.tobytes() != nearest.tobytes()   # the stochastic store really differs
+    h = n // 2
+    for isa in compiled.isa_available():
+        compiled.set_isa(isa)
+        for threads in (1, 2):
+            fastadagrad.set_num_threads(threads)
+            p, a, m = p0.copy(), a0.copy(), m0.copy()
+            embedder.mixed16_sr(p.view(np.uint16), g, a, m, bf16, use_master, 0.1, decay, seed,
+                                step, 0)
+            assert p.tobytes() == want_p.tobytes(), (isa, threads)
+            assert a.tobytes() == want_a.tobytes() and m.tobytes() == (
+                want_m if use_master else m0).tobytes()
+            p, a, m = p0.copy(), a0.copy(), m0.copy()
+            for lo, hi in ((0, h), (h, n)):
+                embedder.mixed16_sr(p[lo:hi].view(np.uint16), g[lo:hi], a[lo:hi], m[lo:hi],
+                                    bf16, use_master, 0.1, decay, seed, step, lo)
+            assert p.tobytes() == want_p.tobytes(), (isa, threads, "halves")

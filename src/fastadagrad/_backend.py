@@ -59,6 +59,8 @@ class Backend:
     - update_validated(param, grad, accum, opts, master=None): one dense step, any layout;
       update_clip_validated(param, grad, accum, opts, clip): the same with every grad element
       clipped to [-clip, clip] (clipvalue).
+    - update_multi_validated(params, grads, accums, masters, opts): dense steps of many arrays
+      of one dtype combination (one compiled call over those the C loops can address).
     - sparse_dup_validated(table, accum, idx, grads, opts, duplicates, clip=0.0): the sparse
       step (clip > 0: every occurrence clipped first).
     - apply_steps(steps): the optimizer's writes of one step, every group, and its counts
@@ -76,6 +78,7 @@ class Backend:
     sparse_adagrad_update: Fn
     update_validated: Fn
     update_clip_validated: Fn
+    update_multi_validated: Fn
     sparse_dup_validated: Fn
     apply_steps: Fn
     family_validated: Fn
@@ -105,6 +108,7 @@ class NumpyBackend(Backend):
         self.update_validated = reference.update_validated
         self.update_clip_validated = reference.update_clip_validated
         self.update_mixed_validated = reference.update_mixed_validated
+        self.update_multi_validated = reference.update_multi_validated
         self.sparse_dup_validated = reference.sparse_dup_validated
         self.sparse_mixed_step = reference.sparse_mixed_step
         self.family_validated = reference_family.family_validated
@@ -128,7 +132,7 @@ class CompiledBackend(Backend):
     def __init__(self, kernels: Any) -> None:
         self.kernels = kernels
         for name in ("adagrad_update", "sparse_adagrad_update", "update_validated",
-                     "update_clip_validated",
+                     "update_clip_validated", "update_multi_validated",
                      "sparse_dup_validated", "apply_steps", "family_validated",
                      "family_sparse_validated", "sum_of_squares", "family_fast"):
             setattr(self, name, getattr(kernels, name))

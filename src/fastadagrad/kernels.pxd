@@ -21,7 +21,7 @@
 # indices are in range, and the hyper-parameters. They never raise and hold no GIL: call them
 # inside `with nogil:` from any thread.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from fastadagrad._kernel_table cimport DenseOpts, FA_DT_BF16, FA_DT_F16, FA_DT_F32, MixedTypes
 
@@ -72,3 +72,18 @@ cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, P
 cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void* accum,
                               float* master, const MixedTypes* types,
                               const DenseOpts* opts) noexcept nogil
+
+# adagrad_dense_mixed with the param's store rounded stochastically (FBGEMM's
+# stochastic_rounding): the bytes of adagrad_update(..., stochastic_rounding=True, seed=seed,
+# step=step) on the same n elements. The random bits of element j (0 <= j < n) are keyed by
+# (seed, step, index0 + j) (README "Mixed precision": the counter hash), so pass index0 = 0 for
+# a whole C-contiguous param, or the C-order index of param[0] within a larger param (e.g.
+# row * D for a row of an (N, D) table) to get the bits that param's own call would use.
+# `step` keys the random bits only: pass the same step to adagrad_options for the rate.
+# Neither seed nor step is range-checked (any 64-bit seed; step as a 64-bit two's complement
+# value); only the param's store is stochastic (a float16/bfloat16 accum rounds to nearest
+# even). Unsupported type combinations do nothing. The loop is scalar, split over the worker
+# pool like the others (the bits depend on element indices only: any thread count, same bytes).
+cdef void adagrad_dense_mixed_sr(Py_ssize_t n, void* param, const void* grad, void* accum,
+                                 float* master, const MixedTypes* types, const DenseOpts* opts,
+                                 uint64_t seed, long long step, int64_t index0) noexcept nogil

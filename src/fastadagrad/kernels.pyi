@@ -42,6 +42,10 @@ def update_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any], accum: npt
 def update_mixed_validated(param: npt.NDArray[Any], grad: npt.NDArray[Any],
                            accum: npt.NDArray[Any], opts: DenseOptions,
                            master: npt.NDArray[np.float32] | None = ...) -> None: ...
+def update_multi_validated(params: list[npt.NDArray[Any]], grads: list[npt.NDArray[Any]],
+                           accums: list[npt.NDArray[Any]],
+                           masters: list[npt.NDArray[np.float32] | None],
+                           opts: DenseOptions) -> None: ...
 def sparse_adagrad_update(table: npt.NDArray[np.floating[Any]], accum: npt.NDArray[np.floating[Any]],
                           indices: npt.NDArray[np.integer[Any]], grads: npt.NDArray[np.floating[Any]],
                           *, lr: float = ..., eps: float = ..., eps_placement: str = ...,

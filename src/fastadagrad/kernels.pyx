@@ -501,8 +501,9 @@ def apply_steps(list steps):
     `(counter, group, grads, opts, clr, items)`, one ArrayGroup call (`group`, when not None
     and its gate passes) or one call per item `(param, grad, accum, idx, duplicates)` (`idx`
     None: dense, else a sparse step with `grad` the values and that duplicates rule; a dense
-    item may carry a 6th element, the float32 master weights or None), then
-    `counter.step += 1`. Compiled code from
+    item may carry a 6th element, the float32 master weights or None; an item whose `param`
+    is a list is a batch `(params, grads, accums, None, None, masters)` of one dtype
+    combination: one update_multi_validated call), then `counter.step += 1`. Compiled code from
     the first write to the last count (no Python bytecode, where pending signals are handled),
     so a KeyboardInterrupt arrives before or after the whole step, never inside it (except
     for unaligned/byte-swapped arrays, which the NumPy twin updates)."""
@@ -512,7 +513,9 @@ def apply_steps(list steps):
         if table is None or table.step(grads, opts, clr, False) != -1:
             for item in items:
                 p, g, a, idx, dup = item[:5]
-                if idx is None:
+                if type(p) is list:
+                    update_multi_validated(p, g, a, item[5], opts)
+                elif idx is None:
                     update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
                 else:
                     sparse_dup_validated(p, a, idx, g, opts, dup)
@@ -827,6 +830,7 @@ include "_family.pxi"
 include "_clipnorm.pxi"
 include "_clip.pxi"
 include "_mixed.pxi"
+include "_mixed_multi.pxi"
 
 
 # ----------------------------------------------------------------------------- C-level API
@@ -899,6 +903,33 @@ cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void*
                               const DenseOpts* opts) noexcept nogil:
     mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
                        <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts)
+
+
+from libc.stdint cimport uint32_t
+
+
+cdef inline uint32_t _sr_hash(uint32_t x) noexcept nogil:
+    """_stochastic._h: the 32-bit finaliser of the stochastic-rounding keys (wrapping)."""
+    x ^= x >> 16
+    x *= 0x7feb352du
+    x ^= x >> 15
+    x *= 0x846ca68bu
+    return x ^ (x >> 16)
+
+
+cdef void adagrad_dense_mixed_sr(Py_ssize_t n, void* param, const void* grad, void* accum,
+                                 float* master, const MixedTypes* types, const DenseOpts* opts,
+                                 uint64_t seed, long long step, int64_t index0) noexcept nogil:
+    cdef SrKey key
+    cdef uint64_t st = <uint64_t>step
+    # _stochastic.keys(seed, step), then the counter of the call's first element
+    key.k0 = _sr_hash(<uint32_t>seed ^ _sr_hash(<uint32_t>(seed >> 32) ^ _sr_hash(
+        <uint32_t>st ^ _sr_hash(<uint32_t>(st >> 32) ^ 0x5eedu))))
+    key.k1 = _sr_hash(key.k0 ^ 0x9e3779b9u)
+    key.index0 = index0
+    mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
+                       <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts,
+                       &key)
 
 
 include "_c_api.pxi"

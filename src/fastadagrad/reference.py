@@ -190,15 +190,28 @@ def apply_steps(steps: list[tuple[Any, Any, list[Any], DenseOptions, float, list
     grads, opts, clr, items)` one call per item `(param, grad, accum, idx, duplicates[,
     master])` (`idx` None: dense, else the sparse step with `grad` the values; `master`: the
     float32 master weights of a float16/bfloat16 param), then `counter.step += 1`. The
-    compiled module's pointer group (the second field) plays no part here."""
+    compiled module's pointer group (the second field) plays no part here. An item whose
+    `param` is a list is a batch of one dtype combination (update_multi_validated)."""
     for counter, _group, _grads, opts, _clr, items in steps:
         for item in items:
             p, g, a, idx, dup = item[:5]
-            if idx is None:
+            if type(p) is list:
+                update_multi_validated(p, g, a, item[5], opts)
+            elif idx is None:
                 update_validated(p, g, a, opts, item[5] if len(item) > 5 else None)
             else:
                 sparse_dup_validated(p, a, idx, g, opts, dup)
         counter.step += 1
+
+
+def update_multi_validated(params: list[np.ndarray], grads: list[np.ndarray],
+                           accums: list[np.ndarray], masters: list[np.ndarray | None],
+                           opts: DenseOptions) -> None:
+    """The twin of kernels.update_multi_validated (validated arrays of one dtype combination,
+    stepped in one compiled call there): the same step, array by array (elementwise: the same
+    operations on every element, so the same bytes)."""
+    for p, g, a, m in zip(params, grads, accums, masters):
+        update_validated(p, g, a, opts, m)
 
 
 ROWWISE_LANES = 8

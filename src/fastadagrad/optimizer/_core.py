@@ -186,10 +186,8 @@ class AdaGrad:
         steps = []
         for group, grads_g, ptrs, sp in zip(self.groups, per_group, pointers, sparse):
             opts = group.opts_at(group.step + 1)
-            items = [(p, sp[i][1], a, sp[i][0], sp[i][2]) if i in sp
-                     else (p, g, a, None, None, group.masters[i])
-                     for i, (p, g, a) in enumerate(zip(group.params, grads_g, group.accums))]
-            steps.append((group, None if sp else ptrs, grads_g, opts, opts.clr, items))
+            steps.append((group, None if sp else ptrs, grads_g, opts, opts.clr,
+                          group.step_items(grads_g, sp)))
         backend.apply_steps(steps)
         self.last_step_skipped = False
         return True

@@ -65,6 +65,24 @@ class ParamGroup:
         """The kernels' options at `step` (the precomputed ones with that step's rate)."""
         return self.kernel_opts._replace(clr=self.options.clr(step))
 
+    def step_items(self, grads: list[Any], sparse: dict[int, tuple[np.ndarray, np.ndarray, str]]
+                   ) -> list[tuple[Any, ...]]:
+        """apply_steps' items for one validated step: an item per sparse grad `(param, values,
+        accum, indices, duplicates)`, then ONE batch `(params, grads, accums, None, None,
+        masters)` per dtype combination (param, grad, accum dtype, master or not) of the dense
+        grads: a group that mixes dtypes is stepped in one compiled call per combination."""
+        items: list[tuple[Any, ...]] = [(self.params[i], values, self.accums[i], idx, dup)
+                                        for i, (idx, values, dup) in sparse.items()]
+        batches: dict[tuple[Any, ...], tuple[list[Any], ...]] = {}
+        for i, (p, g, a, m) in enumerate(zip(self.params, grads, self.accums, self.masters)):
+            if i in sparse:
+                continue
+            batch = batches.setdefault((p.dtype, g.dtype, a.dtype, m is not None),
+                                       ([], [], [], []))
+            for column, x in zip(batch, (p, g, a, m)):
+                column.append(x)
+        return items + [(ps, gs, accs, None, None, ms) for ps, gs, accs, ms in batches.values()]
+
     def build_pointers(self, guard: ArrayList) -> None:
         """Every backend's pointer groups; `guard`: every array of the optimizer (no grad may
         touch one). Built once, at construction, from the arrays as they are then."""

@@ -1,0 +1,161 @@
+"""AdaGrad groups that mix dtypes (issue 15 §2): one compiled call per (param, grad, accum
+dtype, master or not) combination, equal byte for byte to per-array adagrad_update calls and to
+the NumPy backend, on every ISA path and 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastadagrad
+from fastadagrad import reference
+from fastadagrad._backend import _kernels
+from _helpers import assert_same_bits
+
+ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed (the bfloat16 tests need it)")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+ISAS = _kernels.isa_available() if _kernels is not None else ()
+OPTIONS = dict(lr=0.05, lr_decay=0.01, weight_decay=0.001)
+
+# (param dtype, grad dtype, shape, layout); sizes are odd so the pool's chunks start mid-array,
+# and every combination but float64 holds more than PARALLEL_MIN_ELEMENTS (32,768) elements
+SPECS = [(F32, F32, (33_011,), "C"), (F64, F64, (9_001,), "C"), (F32, F32, (333,), "C"),
+         (F16, F16, (21_007,), "C"), (F16, F32, (40_001,), "C"), (F16, F16, (3, 1001), "F"),
+         (BF16, BF16, (18_003,), "C"), (BF16, F32, (35_011,), "C"), (BF16, BF16, (7,), "C"),
+         (BF16, BF16, (401, 37), "F"), (BF16, F32, (2_000,), "strided"),
+         (F16, F16, (13_000,), "C")]
+# the distinct (param, grad, accum, master) combinations of SPECS (accums are float32 for the
+# half params; F-contiguous and strided arrays belong to their dtypes' combination)
+COMBINATIONS = len({(p, g) for p, g, _, _ in SPECS})
+
+
+def make(rng, p_dtype, shape, layout):
+    x = (rng.standard_normal(shape) * 2).astype(p_dtype)
+    if layout == "F":
+        return np.asfortranarray(x)
+    if layout == "strided":
+        return np.zeros((shape[0], 2), p_dtype)[:, 0]   # filled by the caller
+    return x
+
+
+def build(seed):
+    rng = np.random.default_rng(seed)
+    params = []
+    for p_dtype, _, shape, layout in SPECS:
+        x = make(rng, p_dtype, shape, layout)
+        x[...] = (rng.standard_normal(shape) * 2).astype(p_dtype)
+        params.append(x)
+    grads = [[np.asarray(rng.standard_normal(shape), order="F" if layout == "F" else "C")
+              .astype(g_dtype, order="K") for _, g_dtype, shape, layout in SPECS]
+             for _ in range(3)]
+    return params, grads
+
+
+def reference_run(params, grads, master):
+    """Per-array adagrad_update calls (the compiled function API)."""
+    ps = [p.copy(order="K") for p in params]
+    accs = [np.zeros(p.shape, F32 if p.dtype in (F16, BF16) else p.dtype) for p in ps]
+    ms = [p.astype(F32) if master and p.dtype in (F16, BF16) else None for p in ps]
+    for step, gs in enumerate(grads, 1):
+        for p, g, a, m in zip(ps, gs, accs, ms):
+            fastadagrad.adagrad_update(p, g, a, step=step, master=m, **OPTIONS)
+    return ps, accs, ms
+
+
+def optimizer_run(params, grads, master, backend):
+    ps = [p.copy(order="K") for p in params]
+    ps[10] = np.zeros((ps[10].shape[0], 2), BF16)[:, 0]   # keep the strided param strided
+    ps[10][...] = params[10]
+    with fastadagrad.backend(backend):
+        opt = fastadagrad.AdaGrad(ps, master=master, **OPTIONS)
+        for gs in grads:
+            assert opt.step(gs)
+    return ps, opt.accumulators[0], opt.groups[0].masters
+
+
+@pytest.fixture
+def parallel_pool():
+    """Every call above the size threshold runs in parallel (no adaptive serial choice)."""
+    _kernels._set_adaptive(False)
+    yield
+    _kernels._set_adaptive(True)
+
+
+@pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
+@pytest.mark.parametrize("master", [False, True])
+def test_grouped_step_equals_per_array_calls_and_numpy(restore_isa, restore_threads,
+                                                        parallel_pool, master):
+    params, grads = build(1)
+    want = optimizer_run(params, grads, master, "numpy")
+    for isa in ISAS:
+        _kernels.set_isa(isa)
+        for threads in (1, 2):
+            fastadagrad.set_num_threads(threads)
+            for got in (optimizer_run(params, grads, master, "cython"),
+                        reference_run(params, grads, master)):
+                for kind, xs, ys in zip(("param", "accum", "master"), got, want):
+                    for i, (x, y) in enumerate(zip(xs, ys)):
+                        if y is None:
+                            assert x is None
+                        else:
+                            assert_same_bits(x, y, f"{kind} {i} {SPECS[i][:2]} {isa} {threads}")
+    assert not np.array_equal(want[0][3], params[3])   # it really ran
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cython"] if _kernels is not None else []))
+@pytest.mark.parametrize("master", [False, True])
+def test_one_call_per_dtype_combination(monkeypatch, backend, master):
+    """apply_steps hands every combination's arrays to update_multi_validated in ONE call."""
+    module = _kernels if backend == "cython" else reference
+    real = module.update_multi_validated
+    calls: list[list[np.dtype]] = []
+
+    def spy(params, grads, accums, masters, opts):
+        calls.append([p.dtype for p in params])
+        real(params, grads, accums, masters, opts)
+
+    monkeypatch.setattr(module, "update_multi_validated", spy)
+    params, grads = build(2)
+    got = optimizer_run(params, grads[:1], master, backend)
+    assert len(calls) == COMBINATIONS
+    assert sorted(len(c) for c in calls) == sorted(
+        sum(1 for p, g, _, _ in SPECS if (p, g) == key) for key in {(p, g) for p, g, _, _ in SPECS})
+    monkeypatch.undo()
+    want = optimizer_run(params, grads[:1], master, "numpy")
+    for x, y in zip(got[0], want[0]):
+        assert_same_bits(x, y, "param")
+
+
+@pytest.mark.skipif(_kernels is None or not _kernels.threads_enabled(),
+                    reason="compiled extension with its thread pool not built")
+def test_one_pool_dispatch_per_combination(restore_threads, parallel_pool):
+    """Four bfloat16 and four float16 arrays of 10,000 elements (each below the parallel
+    threshold, together above it): a step dispatches the pool once per combination."""
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(10_000).astype(d) for d in [BF16] * 4 + [F16] * 4]
+    grads = [rng.standard_normal(10_000).astype(F32) for _ in params]
+    fastadagrad.set_num_threads(2)
+    with fastadagrad.backend("cython"):
+        opt = fastadagrad.AdaGrad(params, lr=0.1)
+        before = _kernels._pool_stats()["parallel"]
+        opt.step(grads)
+        assert _kernels._pool_stats()["parallel"] - before == 2
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cython"] if _kernels is not None else []))
+def test_a_bad_grad_in_a_mixed_group_writes_nothing(backend):
+    params, grads = build(4)
+    with fastadagrad.backend(backend):
+        opt = fastadagrad.AdaGrad(params, master=True, **OPTIONS)
+        before = [x.copy() for x in params] + [a.copy() for a in opt.accumulators[0]]
+        bad = list(grads[0])
+        bad[-1] = bad[-1].astype(F64)   # a float16 param takes float16 or float32 grads
+        with pytest.raises(TypeError, match="grads"):
+            opt.step(bad)
+        after = list(params) + list(opt.accumulators[0])
+        for x, y in zip(after, before):
+            assert_same_bits(x, y, "untouched")
+        assert opt.groups[0].step == 0
