@@ -52,6 +52,14 @@ except ImportError as exc:  # not built, or built but not loadable (e.g. a missi
 Fn = Callable[..., Any]
 
 
+# The entry points both backends define under the same name and arguments (the compiled
+# module's functions; the twin's in reference / reference_family). apply_steps and family_fast
+# are added per backend: the twin wraps the first and has no gate for the second.
+ENTRY_POINTS = ("adagrad_update", "sparse_adagrad_update", "update_validated",
+                "update_clip_validated", "update_multi_validated", "sparse_dup_validated",
+                "family_validated", "family_sparse_validated", "sum_of_squares")
+
+
 class Backend:
     """The entry points every backend provides, each taking validated arguments unless noted.
 
@@ -85,7 +93,8 @@ class Backend:
     family_sparse_validated: Fn
     sum_of_squares: Fn
 
-    def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+    def array_group(self, params: list[Any], accums: list[Any],
+                    guard: list[Any] | None = None) -> Any:
         return None
 
     def family_fast(self, *args: Any) -> bool:
@@ -103,17 +112,12 @@ class NumpyBackend(Backend):
     compiled = False
 
     def __init__(self) -> None:
-        self.adagrad_update = reference.adagrad_update
-        self.sparse_adagrad_update = reference.sparse_adagrad_update
-        self.update_validated = reference.update_validated
-        self.update_clip_validated = reference.update_clip_validated
+        for name in ENTRY_POINTS:
+            module = reference if hasattr(reference, name) else reference_family
+            setattr(self, name, getattr(module, name))
+        # what the compiled module calls back for float16/bfloat16 memory its loops skip
         self.update_mixed_validated = reference.update_mixed_validated
-        self.update_multi_validated = reference.update_multi_validated
-        self.sparse_dup_validated = reference.sparse_dup_validated
         self.sparse_mixed_step = reference.sparse_mixed_step
-        self.family_validated = reference_family.family_validated
-        self.family_sparse_validated = reference_family.family_sparse_validated
-        self.sum_of_squares = reference_family.sum_of_squares
 
     @staticmethod
     def apply_steps(steps: list[Any]) -> None:
@@ -131,13 +135,11 @@ class CompiledBackend(Backend):
 
     def __init__(self, kernels: Any) -> None:
         self.kernels = kernels
-        for name in ("adagrad_update", "sparse_adagrad_update", "update_validated",
-                     "update_clip_validated", "update_multi_validated",
-                     "sparse_dup_validated", "apply_steps", "family_validated",
-                     "family_sparse_validated", "sum_of_squares", "family_fast"):
+        for name in ENTRY_POINTS + ("apply_steps", "family_fast"):
             setattr(self, name, getattr(kernels, name))
 
-    def array_group(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+    def array_group(self, params: list[Any], accums: list[Any],
+                    guard: list[Any] | None = None) -> Any:
         return self.kernels.ArrayGroup(params, accums, guard)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastadagrad import _backend, _rules
+from fastadagrad.optimizer import _clip
 from fastadagrad.optimizer._structure import SparseGrad, grad_name
 
 if TYPE_CHECKING:
@@ -106,8 +107,6 @@ def step(opt: AdaGrad, grads: Any) -> bool:
 def _clipped(opt: AdaGrad, plans: list[Any]) -> list[Any]:
     """The optimizer's clipping folded into each plan's FamilyOptions: the rule sees the
     clipped gradient (norms over the dense grads and the sparse values as passed)."""
-    from fastadagrad.optimizer import _clip
-
     if opt.clipnorm is None and opt.global_clipnorm is None and not opt.clipvalue:
         return plans
     flat = _clip.scales(opt, [[plan[4] for plan in plans]])[0]

@@ -16,6 +16,9 @@ from fastadagrad.torch import _compat
 from fastadagrad.torch._views import TABLE_DTYPES, accelerated, as_float, state_views
 
 _MAX_TABLES = 64  # cached tables per group (one per distinct subset of params with grads)
+# The pointer groups are the compiled backend's (whichever backend is selected: the adapter
+# checks at each step which one runs); without the extension there are none.
+_COMPILED = _backend.named("cython")
 # The NumPy view of a grad is reused while p.grad is the same tensor at the same address (it
 # saves ~1 us per param and step); only for params up to this size, and up to GRAD_CACHE_BYTES
 # per group, since the cache keeps the last grads alive after zero_grad(set_to_none=True).
@@ -125,9 +128,9 @@ class GroupPlan:
         self.tables: dict[tuple[int, ...], Any] = {}
         self.all_table: Any = None
         if (records and self.one_dtype and all(r.tableable for r in records)
-                and not self.sequential and _backend._kernels is not None):
-            self.all_table = _backend._kernels.ArrayGroup([r.param_view for r in records],
-                                                          [r.sum_view for r in records])
+                and not self.sequential and _COMPILED.compiled):
+            self.all_table = _COMPILED.array_group([r.param_view for r in records],
+                                                   [r.sum_view for r in records])
         self.key: Any = None
         self.opts: DenseOptions | None = None
         self.lr = self.lr_decay = 0.0
@@ -180,7 +183,7 @@ class GroupPlan:
         if t is None:
             if len(self.tables) >= _MAX_TABLES:
                 self.tables.clear()
-            t = _backend._kernels.ArrayGroup([r.param_view for r in records],
-                                             [r.sum_view for r in records])
+            t = _COMPILED.array_group([r.param_view for r in records],
+                                      [r.sum_view for r in records])
             self.tables[key] = t
         return t
