@@ -102,7 +102,7 @@ def select_cases(quick: bool, sizes: Sequence[int] | None) -> list[BenchCase]:
 def measure(work: Any, case: BenchCase, dtype: np.dtype, *, quick: bool,
             torch: Any) -> dict[str, Any]:
     """Interleaved medians of the NumPy backend, fastadagrad, the probe and torch on `work`."""
-    min_time, samples = (0.005, 3) if quick else (0.05, 7)
+    min_time, samples = (0.005, 3) if quick else (0.02, 7)
     row: dict[str, Any] = {}
     fns = {"numpy": work.numpy, "fast": work.fast}
     if work.probe is not None:
