@@ -40,7 +40,8 @@
 #define FA_STORE_F16_V8 FA_FN(st8_f16)
 #define FA_LOAD_BF16_V8 FA_FN(ld8_bf16)
 #define FA_STORE_BF16_V8 FA_FN(st8_bf16)
-/* FA_V16(FA_MX_ASTORE)(ptr, v0, v1): sixteen elements stored rounded (v0 the first eight) */
+/* FA_V16(FA_MX_ASTORE)(ptr, v0, v1, quiet_known): sixteen elements stored rounded (v0 the
+   first eight; quiet_known: every NaN among them is already quiet, half.h) */
 #define FA_STORE_F32_V16 FA_FN(st16_f32)
 #define FA_STORE_F16_V16 FA_FN(st16_f16)
 #define FA_STORE_BF16_V16 FA_FN(st16_bf16)

@@ -45,7 +45,9 @@
                              zero_mask); \
     if (has_master) \
         _mm256_storeu_ps(master + (j), p);
-/* sixteen elements per iteration (bfloat16 stores pack sixteen at once), then eight */
+/* sixteen elements per iteration (bfloat16 stores pack sixteen at once), then eight. Every
+   NaN a store sees is quiet (a float operation's result: acc is a sum, p a difference),
+   except a param kept by the zero mask (it may be the loaded, signalling, param). */
 #define FA_MX_BLOCKS(P, G, A) \
     const FA_FN(coef8_t) v = FA_FN(coef8)(&c); \
     __m256 p0, p1, a0, a1; \
@@ -59,8 +61,8 @@
         } \
         FA_MX_STEP8(P, G, A, i, p0, a0) \
         FA_MX_STEP8(P, G, A, i + 8, p1, a1) \
-        FA_STORE_##A##_V16(accum + i, a0, a1); \
-        FA_STORE_##P##_V16(param + i, p0, p1); \
+        FA_STORE_##A##_V16(accum + i, a0, a1, 1); \
+        FA_STORE_##P##_V16(param + i, p0, p1, !zero_mask); \
     } \
     for (; i + 8 <= n; i += 8) { \
         FA_MX_STEP8(P, G, A, i, p0, a0) \
