@@ -509,3 +509,65 @@ def test_avx_units_convert_in_vector_registers(compiled):
         bf16 = [body for name, body in unit.items() if "bf16" in name and "dense" in name]
         assert bf16, f"{isa}: no bfloat16 dense loop found"
         assert any(any(re.search(r"vpsrld\s.*%ymm", line) for line in body) for body in bf16)
+
+
+def bf16_edge_bits():
+    """float32 bit patterns at the corners of the bfloat16 store: NaN payloads whose
+    round-to-nearest-even increment would carry into the exponent or the sign (0x7fff8001,
+    0xffffffff), NaNs with only low payload bits (0x7f800001: must not become inf), ties below
+    and at the largest finite value (rounding to inf), ties on subnormals, signed zeros."""
+    corners = [0x7F800000, 0x7F800001, 0x7F808000, 0x7FBF8001, 0x7FBFFFFF, 0x7FC00000,
+               0x7FFF7FFF, 0x7FFF8000, 0x7FFF8001, 0x7FFFFFFF, 0x7F7F7FFF, 0x7F7F8000,
+               0x7F7F8001, 0x7F7EFFFF, 0x7F7E8000, 0x00008000, 0x00018000, 0x00007FFF,
+               0x00010000, 0x0000FFFF, 0x00000001, 0x00000000, 0x3F808000, 0x3F818000,
+               0x3F7FFFFF, 0x3F7F8000]
+    bits = np.array(corners, dtype=np.uint32)
+    return np.concatenate([bits, bits | np.uint32(0x80000000)])
+
+
+def test_bfloat16_store_edge_bits_every_isa(compiled, restore_isa):
+    """The vector bfloat16 store gives the scalar function's exact bits (NaN payloads
+    included: (u >> 16) | 0x40) on every ISA path, wherever the element falls (16-wide,
+    8-wide and scalar tail): param = round(master) with lr = 0."""
+    bits = bf16_edge_bits()
+    for n in (bits.size, 16 * 7 + 8 + 5):
+        master0 = np.resize(bits, n).view(np.float32)
+        u = master0.view(np.uint32)
+        nan = np.isnan(master0)
+        with np.errstate(all="ignore"):
+            expected = master0.astype(BF16).view(np.uint16)
+        expected = np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), expected)
+        for isa in ISAS:
+            compiled.set_isa(isa)
+            master = master0.copy()
+            param = np.zeros(n, BF16)
+            fastadagrad.adagrad_update(param, np.ones(n, np.float32), np.ones(n, np.float32),
+                                       lr=0.0, master=master)
+            got = param.view(np.uint16)
+            wrong = np.nonzero(got != expected)[0]
+            assert wrong.size == 0, (f"{isa} n={n}: {[hex(int(u[i])) for i in wrong[:5]]} -> "
+                                     f"{[hex(int(got[i])) for i in wrong[:5]]}, expected "
+                                     f"{[hex(int(expected[i])) for i in wrong[:5]]}")
+
+
+def test_bfloat16_signalling_nan_params_every_switch(compiled, restore_isa):
+    """Signalling-NaN bfloat16 params (kept unquieted by the zero mask when the accumulator
+    stays 0) and payload NaNs through every switch: the same bits on every ISA path as the
+    generic (scalar-definition) path."""
+    from test_equivalence import all_option_switches
+    pbits = np.array([0x7F81, 0xFF81, 0x7FBF, 0x7FC1, 0x7FFF, 0x3F80, 0x0001, 0x8000],
+                     dtype=np.uint16)
+    n = 16 * 5 + 8 + 3
+    param0 = np.resize(pbits, n).view(BF16)
+    grad0 = np.resize(np.array([0.0, 0.0, 1.0, -0.0], np.float32), n)
+    accum0 = np.zeros(n, np.float32)
+    for opts in all_option_switches():
+        results = {}
+        for isa in ISAS:
+            compiled.set_isa(isa)
+            p, g, a = param0.copy(), grad0.copy(), accum0.copy()
+            compiled.update_validated(p, g, a, opts, None)
+            results[isa] = (p.view(np.uint16).copy(), a.view(np.uint32).copy())
+        for isa, (p, a) in results.items():
+            assert np.array_equal(p, results["generic"][0]), f"{isa} param {opts}"
+            assert np.array_equal(a, results["generic"][1]), f"{isa} accum {opts}"

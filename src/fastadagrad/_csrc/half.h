@@ -153,24 +153,64 @@ static inline void FA_FN(st8_f16)(uint16_t *p, __m256 f)
     _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* bfloat16 -> float32: the eight halves of a 16-byte load broadcast to both 128-bit lanes, each
+   moved into the top half of its 32-bit lane by one byte shuffle (zeros below). */
 static inline __m256 FA_FN(ld8_bf16)(const uint16_t *p)
 {
-    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+    const __m256i to_top = _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 2, 3, -1, -1, 4, 5, -1, -1, 6, 7,
+                                            -1, -1, 8, 9, -1, -1, 10, 11, -1, -1, 12, 13, -1, -1,
+                                            14, 15);
+    __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(b, to_top));
+}
+
+/* f32_to_bf16 on eight lanes, the same bits in fewer operations (one Zen 3 core runs the mixed
+   loop compute-bound: every integer operation competes with vsqrtps/vdivps for the vector
+   pipes): u + 0x7fff + lsb, with lsb (bit 16) as a compare mask (u + 0x7fff - mask, no shift);
+   a NaN lane takes u | 0x400000 instead (bit 22, the quiet bit), blended before the one shift:
+   (u >> 16) | 0x40 as in the scalar function. quiet_known (a constant): every NaN of f is
+   already quiet (f is the result of a float operation, which on x86 returns quiet NaNs), so
+   u | 0x400000 is u and the OR is skipped. Returns the bfloat16 bits in 32-bit lanes. */
+static FA_ALWAYS_INLINE __m256i FA_FN(bf16x8_bits)(__m256 f, int quiet_known)
+{
+    const __m256i bit16 = _mm256_set1_epi32(0x10000);
+    __m256i u = _mm256_castps_si256(f);
+    __m256i odd = _mm256_cmpeq_epi32(_mm256_and_si256(u, bit16), bit16);     /* -1: lsb set */
+    __m256i rne = _mm256_sub_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+    __m256i quiet = quiet_known ? u : _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+    return _mm256_srli_epi32(_mm256_blendv_epi8(rne, quiet, nan), 16);        /* <= 0xffff */
 }
 
 static inline void FA_FN(st8_bf16)(uint16_t *p, __m256 f)
 {
-    __m256i u = _mm256_castps_si256(f);
-    __m256i hi = _mm256_srli_epi32(u, 16);
-    __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
-    __m256i rne = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
-                                                     lsb), 16);
-    __m256i quiet = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
-    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
-    __m256i r = _mm256_blendv_epi8(rne, quiet, nan);          /* every lane <= 0xffff */
+    __m256i r = FA_FN(bf16x8_bits)(f, 0);
     _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r),
                                                     _mm256_extracti128_si256(r, 1)));
+}
+
+/* Sixteen lanes (f0: elements 0-7, f1: 8-15) in one 32-byte store: one pack and one
+   cross-lane permute per sixteen elements instead of an extract and a pack per eight.
+   quiet_known as in bf16x8_bits (the float16 and float32 stores ignore it). */
+static FA_ALWAYS_INLINE void FA_FN(st16_bf16)(uint16_t *p, __m256 f0, __m256 f1, int quiet_known)
+{
+    __m256i r = _mm256_packus_epi32(FA_FN(bf16x8_bits)(f0, quiet_known),
+                                    FA_FN(bf16x8_bits)(f1, quiet_known));
+    _mm256_storeu_si256((__m256i *)p, _mm256_permute4x64_epi64(r, 0xd8));
+}
+
+static inline void FA_FN(st16_f16)(uint16_t *p, __m256 f0, __m256 f1, int quiet_known)
+{
+    (void)quiet_known;
+    FA_FN(st8_f16)(p, f0);
+    FA_FN(st8_f16)(p + 8, f1);
+}
+
+static inline void FA_FN(st16_f32)(float *p, __m256 f0, __m256 f1, int quiet_known)
+{
+    (void)quiet_known;
+    _mm256_storeu_ps(p, f0);
+    _mm256_storeu_ps(p + 8, f1);
 }
 
 #define FA_HALF_ROWS(T)                                                                         \

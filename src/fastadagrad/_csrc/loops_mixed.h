@@ -40,6 +40,23 @@
 #define FA_STORE_F16_V8 FA_FN(st8_f16)
 #define FA_LOAD_BF16_V8 FA_FN(ld8_bf16)
 #define FA_STORE_BF16_V8 FA_FN(st8_bf16)
+/* FA_V16(FA_MX_ASTORE)(ptr, v0, v1, quiet_known): sixteen elements stored rounded (v0 the
+   first eight; quiet_known: every NaN among them is already quiet, half.h) */
+#define FA_STORE_F32_V16 FA_FN(st16_f32)
+#define FA_STORE_F16_V16 FA_FN(st16_f16)
+#define FA_STORE_BF16_V16 FA_FN(st16_bf16)
+
+/* Software prefetch of the 32 elements at p (itemsize 2 or 4: one or two 64-byte lines),
+   FA_MX_AHEAD elements ahead of the loop (1024: 2 KiB of a half-precision stream). */
+#ifndef FA_MX_AHEAD
+#define FA_MX_AHEAD 1024
+#endif
+static inline void FA_FN(mx_prefetch32)(const void *p, size_t itemsize)
+{
+    FA_PREFETCH(p);
+    if (itemsize == 4)
+        FA_PREFETCH((const char *)p + 64);
+}
 
 /* The float32 coefficients in every lane. */
 typedef struct {

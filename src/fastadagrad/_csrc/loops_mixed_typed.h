@@ -27,23 +27,47 @@
  * widened into float32 buffers, the float32 loop on them (float32 operands in place: the
  * accumulator, the master copy), the results narrowed back: each loop stays simple enough for
  * gcc to vectorise for SSE2. Every element takes the same operations either way (the bytes are
- * the same). FA_MX_BLOCKS(P, G, A) is that blocked part of loop_<sfx>. */
+ * the same). FA_MX_BLOCKS(P, G, A) is that blocked part of loop_<sfx>. The AVX2 loop also
+ * prefetches FA_MX_AHEAD elements ahead (loops_mixed.h): with half-precision operands one core
+ * is nearly compute-bound out of cache, and the hardware prefetcher alone left 5-10% of the
+ * bandwidth unused (benchmarks/mixed_precision.py). */
 #ifndef FA_MX_BLOCK
 #define FA_MX_BLOCK 512
 #endif
 
 #if defined(__AVX2__)
+/* eight elements from j: p the new param (stored to master when there is one), a the new
+   float32 accumulator, both left in registers for the stores */
+#define FA_MX_STEP8(P, G, A, j, p, a) \
+    p = has_master ? _mm256_loadu_ps(master + (j)) : FA_LOAD_##P##_V8(param + (j)); \
+    a = FA_LOAD_##A##_V8(accum + (j)); \
+    p = FA_FN(element_f32x8)(p, FA_LOAD_##G##_V8(grad + (j)), &a, &v, decay, decoupled, \
+                             zero_mask); \
+    if (has_master) \
+        _mm256_storeu_ps(master + (j), p);
+/* sixteen elements per iteration (bfloat16 stores pack sixteen at once), then eight. Every
+   NaN a store sees is quiet (a float operation's result: acc is a sum, p a difference),
+   except a param kept by the zero mask (it may be the loaded, signalling, param). */
 #define FA_MX_BLOCKS(P, G, A) \
     const FA_FN(coef8_t) v = FA_FN(coef8)(&c); \
+    __m256 p0, p1, a0, a1; \
+    for (; i + 16 <= n; i += 16) { \
+        if ((i & 31) == 0 && i + FA_MX_AHEAD < n) { \
+            FA_FN(mx_prefetch32)(param + i + FA_MX_AHEAD, sizeof *param); \
+            FA_FN(mx_prefetch32)(grad + i + FA_MX_AHEAD, sizeof *grad); \
+            FA_FN(mx_prefetch32)(accum + i + FA_MX_AHEAD, sizeof *accum); \
+            if (has_master) \
+                FA_FN(mx_prefetch32)(master + i + FA_MX_AHEAD, sizeof *master); \
+        } \
+        FA_MX_STEP8(P, G, A, i, p0, a0) \
+        FA_MX_STEP8(P, G, A, i + 8, p1, a1) \
+        FA_STORE_##A##_V16(accum + i, a0, a1, 1); \
+        FA_STORE_##P##_V16(param + i, p0, p1, !zero_mask); \
+    } \
     for (; i + 8 <= n; i += 8) { \
-        __m256 p = has_master ? _mm256_loadu_ps(master + i) : FA_LOAD_##P##_V8(param + i); \
-        __m256 a = FA_LOAD_##A##_V8(accum + i); \
-        p = FA_FN(element_f32x8)(p, FA_LOAD_##G##_V8(grad + i), &a, &v, decay, decoupled, \
-                                 zero_mask); \
-        FA_STORE_##A##_V8(accum + i, a); \
-        if (has_master) \
-            _mm256_storeu_ps(master + i, p); \
-        FA_STORE_##P##_V8(param + i, p); \
+        FA_MX_STEP8(P, G, A, i, p0, a0) \
+        FA_STORE_##A##_V8(accum + i, a0); \
+        FA_STORE_##P##_V8(param + i, p0); \
     }
 #else
 #define FA_MX_BLOCKS(P, G, A) \
