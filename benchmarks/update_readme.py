@@ -6,7 +6,8 @@ and docs/performance.png from one run of the benchmark:
 
 It runs exactly what `python -m fastadagrad bench --plot docs/performance.png` runs, then what
 `python -m fastadagrad bench --peers` runs (the installed peers as columns; `--no-peers` skips
-it), and pastes the tables they print (as Markdown) with the machine they were measured on.
+it) and what `python -m fastadagrad bench --busy` runs (`--no-busy` skips it), and pastes the
+tables they print (as Markdown) with the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -39,7 +40,30 @@ def peers_section(res: dict | None, quick: bool) -> list[str]:
         bench_peers.report(res, markdown=True), ""]
 
 
-def section(result: dict, plot_path: str, quick: bool, peers: dict | None = None) -> str:
+def busy_section(res: dict | None, quick: bool) -> list[str]:
+    """The "On a busy machine" part: `bench --busy` as a Markdown table, or nothing."""
+    if res is None:
+        return []
+    command = "python -m fastadagrad bench --busy" + (" --quick" if quick else "")
+    counts = sorted({r["competitors"] for r in res["rows"]})
+    cases = list(dict.fromkeys(r["case"] for r in res["rows"]))
+    cell = {(r["case"], r["competitors"]): f"{r['ratio']:.2f} ({r['p95_ratio']:.2f})"
+            for r in res["rows"]}
+    table = ["| case | " + " | ".join(f"{c} competitor{'s' if c != 1 else ''}" for c in counts)
+             + " |", "|---|" + "---:|" * len(counts)]
+    table += ["| " + c + " | " + " | ".join(cell.get((c, k), "-") for k in counts) + " |"
+              for c in cases]
+    return [
+        "", "### On a busy machine", "",
+        f"`{command}`, run right after: the default thread count ({res['threads']}) against one "
+        "thread while 0, 1 and 2 CPU-bound processes that the benchmark starts itself compete for "
+        "the cores; cell = default time / 1-thread time, medians (95th percentiles in brackets): "
+        "below 1 the second thread helps, above 1 it hurts. How the pool decides: *Threads and "
+        "ISA paths* above.", "", *table, ""]
+
+
+def section(result: dict, plot_path: str, quick: bool, peers: dict | None = None,
+            busy: dict | None = None) -> str:
     h = result["header"]
     command = "python -m fastadagrad bench" + (" --quick" if quick else "")
     return "\n".join([
@@ -66,6 +90,7 @@ def section(result: dict, plot_path: str, quick: bool, peers: dict | None = None
         "",
         f"![G elements/s against array size]({plot_path})",
         *peers_section(peers, quick),
+        *busy_section(busy, quick),
         END,
     ])
 
@@ -74,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-peers", action="store_true", help="without the `bench --peers` table")
+    ap.add_argument("--no-busy", action="store_true", help="without the `bench --busy` table")
     args = ap.parse_args(argv)
     plot_rel = "docs/performance.png"
     result = bench.run(quick=args.quick, echo=lambda line: print(line, file=sys.stderr))
@@ -84,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_peers:
         from fastadagrad import bench_peers
         peers = bench_peers.collect(quick=args.quick)
+    busy = None
+    if not args.no_busy:
+        from fastadagrad import bench_busy
+        sizes = [n for n in bench_busy.DEFAULT_SIZES if not args.quick or n < 64_000_000]
+        busy = bench_busy.run([0, 1, 2], sizes, seconds=0.5 if args.quick else 2.0,
+                              echo=lambda line: print(line, file=sys.stderr))
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     bench.plot(result, os.path.join(ROOT, plot_rel))
     readme = os.path.join(ROOT, "README.md")
@@ -92,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     with open(readme, "w") as f:
-        f.write(head + section(result, plot_rel, args.quick, peers) + tail)
+        f.write(head + section(result, plot_rel, args.quick, peers, busy) + tail)
     print(f"updated {readme} and {plot_rel}")
     return 0
 
