@@ -178,11 +178,11 @@ static float fa_median(const float *x, long long count) {
  * (workers awake and polling), not on its first, cold calls; a call of FA_BURST_NS or more is
  * judged on its own (a wake-up is small next to it), so a try is one call. Its cost is bounded
  * by FA_BURST_NS per FA_EXPLORE_NS of wall time (2%) plus one call, and by one call of the
- * slower mode per FA_EXPLORE_CALLS calls. */
+ * slower mode per FA_EXPLORE_CALLS calls of the chosen one. */
 #define FA_BURST 5
 #define FA_BURST_NS 1000000LL
 static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
-    int best, other;
+    int best, other, long_call;
     if (!fa_adaptive)
         return 1;
     double call_ns;
@@ -201,10 +201,13 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
     explore = (long long)(32.0 * call_ns);
     if (explore < FA_EXPLORE_NS)
         explore = FA_EXPLORE_NS;
-    if (h->since < FA_EXPLORE_CALLS)
+    long_call = call_ns >= (double)FA_BURST_NS;
+    if (h->since < FA_EXPLORE_CALLS * FA_BURST)
         h->since++;
-    if (now - h->at[other] > explore && h->since >= FA_EXPLORE_CALLS) {
-        int long_call = call_ns >= (double)FA_BURST_NS;
+    /* at most one call in 33 is a re-try: a burst of FA_BURST calls needs 32 x FA_BURST calls
+     * of the chosen mode first (a busy machine's slow re-tries stay out of the 95th percentile) */
+    if (now - h->at[other] > explore
+            && h->since >= FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) {
         h->burst = long_call ? 0 : FA_BURST - 1;
         h->burst_until = long_call ? 0 : now + FA_BURST_NS;
         h->burst_mode = other;
