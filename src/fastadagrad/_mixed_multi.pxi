@@ -60,9 +60,12 @@ cdef void multi_mixed_update(Py_ssize_t k, char** params, char** grads, char** a
                         total)
 
 
-cdef inline bint _addressable(cnp.ndarray x, int flags) noexcept:
-    """Aligned, native and contiguous in `flags`' order: the C loops can address x."""
-    return cnp.PyArray_CHKFLAGS(x, flags) and cnp.PyArray_ISNOTSWAPPED(x)
+cdef inline bint _all_plain(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object m,
+                            int flags) noexcept:
+    """param, grad, accum (and master, unless None) all have `flags` and native byte order."""
+    return (_plain_contiguous(p, flags) and _plain_contiguous(g, flags)
+            and _plain_contiguous(a, flags)
+            and (m is None or _plain_contiguous(<cnp.ndarray>m, flags)))
 
 
 cdef bint _fits_multi(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object m, int tp, int tg,
@@ -71,22 +74,14 @@ cdef bint _fits_multi(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object m, int
     count, and param, grad, accum (and float32 master) all C-contiguous or all F-contiguous,
     aligned and native."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
-    cdef cnp.ndarray mm
     if not (cnp.PyArray_TYPE(p) == tp and cnp.PyArray_TYPE(g) == tg
             and cnp.PyArray_TYPE(a) == ta and cnp.PyArray_SIZE(g) == n
             and cnp.PyArray_SIZE(a) == n):
         return False
-    if m is not None:
-        mm = m
-        if not (cnp.PyArray_TYPE(mm) == cnp.NPY_FLOAT and cnp.PyArray_SIZE(mm) == n):
-            return False
-        return ((_addressable(p, _C_FLAGS) and _addressable(g, _C_FLAGS)
-                 and _addressable(a, _C_FLAGS) and _addressable(mm, _C_FLAGS))
-                or (_addressable(p, _F_FLAGS) and _addressable(g, _F_FLAGS)
-                    and _addressable(a, _F_FLAGS) and _addressable(mm, _F_FLAGS)))
-    return ((_addressable(p, _C_FLAGS) and _addressable(g, _C_FLAGS) and _addressable(a, _C_FLAGS))
-            or (_addressable(p, _F_FLAGS) and _addressable(g, _F_FLAGS)
-                and _addressable(a, _F_FLAGS)))
+    if m is not None and not (cnp.PyArray_TYPE(<cnp.ndarray>m) == cnp.NPY_FLOAT
+                              and cnp.PyArray_SIZE(<cnp.ndarray>m) == n):
+        return False
+    return _all_plain(p, g, a, m, _C_FLAGS) or _all_plain(p, g, a, m, _F_FLAGS)
 
 
 cdef int _code(str name, cnp.ndarray x) except -2:
