@@ -6,6 +6,7 @@ the behaviour is backend-independent; a rejected call must leave every array bit
 from __future__ import annotations
 
 import enum
+import re
 import signal
 import sys
 import threading
@@ -110,7 +111,10 @@ def test_indices_changed_by_another_thread_never_reach_the_rows(backend):
             try:
                 fastadagrad.sparse_adagrad_update(table, accum, idx, grads)
             except ValueError as exc:
-                assert f"`indices[{k}]` = 1099511627776 is out of range" in str(exc)
+                # the value may be torn (a byte-wise copy racing the writer): any value the
+                # message names must be out of range, for index k, and nothing written
+                found = re.search(rf"`indices\[{k}\]` = (\d+) is out of range", str(exc))
+                assert found and int(found.group(1)) >= len(table), str(exc)
     finally:
         stop.set()
         t.join()
