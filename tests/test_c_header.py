@@ -87,7 +87,7 @@ def _c_args(options: dict) -> tuple:  # type: ignore[type-arg]
 
 def test_the_table_is_the_header_version(c_embed) -> None:  # type: ignore[no-untyped-def]
     version, size, header_size = c_embed.abi()
-    assert version == _kernels._c_api_addresses()["abi_version"] == 1
+    assert version == _kernels._c_api_addresses()["abi_version"] == 2
     assert size == header_size   # built from this very header
 
 
@@ -175,8 +175,8 @@ def test_an_extension_built_for_a_newer_version_gets_a_clean_import_error(c_dir)
             print("imported")
     """), cwd=str(c_dir))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.startswith("ImportError: this extension needs fastadagrad C API version 2"), out.stdout
-    assert "provides version 1" in out.stdout and "upgrade fastadagrad" in out.stdout
+    assert out.stdout.startswith("ImportError: this extension needs fastadagrad C API version 3"), out.stdout
+    assert "provides version 2" in out.stdout and "upgrade fastadagrad" in out.stdout
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
@@ -192,4 +192,24 @@ def test_mixed_precision_from_c_equals_python_api(compiled, c_embed, bf16) -> No
     p, a = param.copy(), accum.copy()
     c_embed.mixed16(p.view(np.uint16), grad, a, bf16, 0.1)
     assert not np.array_equal(p.view(np.uint16), param.view(np.uint16))
+    assert p.tobytes() == p_ref.tobytes() and a.tobytes() == a_ref.tobytes()
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("seed, step", [(0, 1), (2**64 - 1, 2**40 + 3)])
+def test_stochastic_mixed_from_c_equals_python_api(compiled, c_embed, bf16, seed, step) -> None:  # type: ignore[no-untyped-def]
+    """dense_mixed_sr (version 2) through the header: the bytes of adagrad_update(...,
+    stochastic_rounding=True, seed=, step=), which differ from the nearest-even store."""
+    dtype = half_dtype(bf16)
+    rng = np.random.default_rng(12)
+    param = (rng.standard_normal(1003) * 3).astype(dtype)
+    grad = rng.standard_normal(1003).astype(np.float32)
+    accum = np.full(1003, 0.1, np.float32)
+    p_ref, a_ref, nearest = param.copy(), accum.copy(), param.copy()
+    fastadagrad.adagrad_update(p_ref, grad, a_ref, lr=0.1, step=step, stochastic_rounding=True,
+                               seed=seed)
+    fastadagrad.adagrad_update(nearest, grad, accum.copy(), lr=0.1, step=step)
+    assert p_ref.tobytes() != nearest.tobytes()
+    p, a = param.copy(), accum.copy()
+    c_embed.mixed16_sr(p.view(np.uint16), grad, a, bf16, 0.1, seed, step)
     assert p.tobytes() == p_ref.tobytes() and a.tobytes() == a_ref.tobytes()

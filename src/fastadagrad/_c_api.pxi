@@ -3,7 +3,7 @@
 # Included by kernels.pyx after those functions. Fields are only ever appended (see the header).
 
 from cpython.pycapsule cimport PyCapsule_New
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from *:
     """
@@ -32,6 +32,8 @@ cdef extern from *:
                                  const double*, const DenseOpts*) noexcept nogil
         void (*dense_mixed)(Py_ssize_t, void*, const void*, void*, float*, const MixedTypes*,
                             const DenseOpts*) noexcept nogil
+        void (*dense_mixed_sr)(Py_ssize_t, void*, const void*, void*, float*, const MixedTypes*,
+                               const DenseOpts*, uint64_t, long long, int64_t) noexcept nogil
 
 cdef FastAdagradAPI _c_api
 _c_api.abi_version = FASTADAGRAD_ABI_VERSION
@@ -46,6 +48,7 @@ _c_api.first_nonfinite_f64 = adagrad_first_nonfinite_f64
 _c_api.sparse_f32 = adagrad_sparse_f32
 _c_api.sparse_f64 = adagrad_sparse_f64
 _c_api.dense_mixed = adagrad_dense_mixed
+_c_api.dense_mixed_sr = adagrad_dense_mixed_sr
 
 #: The C API table for fastadagrad/fastadagrad.h (fastadagrad_import() reads it).
 _C_API = PyCapsule_New(<void*>&_c_api, FASTADAGRAD_CAPSULE_NAME, NULL)
@@ -62,5 +65,5 @@ def _c_api_addresses():
         "first_nonfinite_f32": <size_t>_c_api.first_nonfinite_f32,
         "first_nonfinite_f64": <size_t>_c_api.first_nonfinite_f64,
         "sparse_f32": <size_t>_c_api.sparse_f32, "sparse_f64": <size_t>_c_api.sparse_f64,
-        "dense_mixed": <size_t>_c_api.dense_mixed,
+        "dense_mixed": <size_t>_c_api.dense_mixed, "dense_mixed_sr": <size_t>_c_api.dense_mixed_sr,
     }

@@ -2,7 +2,7 @@
 # their single C definition: _csrc/kernel_table.h (see that file). Code that cimports this (or
 # kernels.pxd) must have fastadagrad.get_include() on its C include path.
 
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef struct DenseOpts:
@@ -185,3 +185,4 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil
     const KernelTable* fa_kernel_table(const char* isa) noexcept nogil
+    void fa_sr_keys(uint64_t seed, int64_t step, SrKey* key) noexcept nogil

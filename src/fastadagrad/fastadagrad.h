@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 /* The version of the table this header declares. */
-#define FASTADAGRAD_ABI_VERSION 1u
+#define FASTADAGRAD_ABI_VERSION 2u
 /* The capsule holding a `const FastAdagradAPI *`, attribute _C_API of fastadagrad.kernels. */
 #define FASTADAGRAD_CAPSULE_NAME "fastadagrad.kernels._C_API"
 
@@ -100,6 +100,19 @@ typedef struct FastAdagradAPI {
      * options() sets them. */
     void (*dense_mixed)(Py_ssize_t n, void *param, const void *grad, void *accum, float *master,
                         const MixedTypes *types, const DenseOpts *opts);
+
+    /* ---- version 2 ---- */
+
+    /* dense_mixed with the param's store rounded stochastically (FBGEMM's stochastic_rounding):
+     * the bytes of adagrad_update(..., stochastic_rounding=True, seed=seed, step=step). The
+     * random bits of element j are keyed by (seed, step, index0 + j): index0 = 0 for a whole
+     * C-contiguous param, or the C-order index of param[0] in a larger param (row * D for a row
+     * of an (N, D) table). `step` keys the bits only: pass the same step to options() for the
+     * rate. Only the param's store is stochastic (a float16/bfloat16 accum rounds to nearest
+     * even). Same thread split and bytes for every thread count and ISA path. */
+    void (*dense_mixed_sr)(Py_ssize_t n, void *param, const void *grad, void *accum,
+                           float *master, const MixedTypes *types, const DenseOpts *opts,
+                           uint64_t seed, long long step, int64_t index0);
 
     /* ---- later versions append their fields here ---- */
 } FastAdagradAPI;

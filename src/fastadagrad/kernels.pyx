@@ -23,7 +23,7 @@ from libc.math cimport isfinite
 from fastadagrad._kernel_table cimport (FA_CLIP_BLOCK, DenseOpts, FamilyOpts, KernelTable, SrKey,
                                         fa_cpu_supports,
                                         fa_isa_compiled,
-                                        fa_kernel_table)
+                                        fa_kernel_table, fa_sr_keys)
 
 from fastadagrad import _clipping, _cpus, _validation
 
@@ -905,28 +905,12 @@ cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void*
                        <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts)
 
 
-from libc.stdint cimport uint32_t
-
-
-cdef inline uint32_t _sr_hash(uint32_t x) noexcept nogil:
-    """_stochastic._h: the 32-bit finaliser of the stochastic-rounding keys (wrapping)."""
-    x ^= x >> 16
-    x *= 0x7feb352du
-    x ^= x >> 15
-    x *= 0x846ca68bu
-    return x ^ (x >> 16)
-
-
 cdef void adagrad_dense_mixed_sr(Py_ssize_t n, void* param, const void* grad, void* accum,
                                  float* master, const MixedTypes* types, const DenseOpts* opts,
                                  uint64_t seed, long long step, int64_t index0) noexcept nogil:
     cdef SrKey key
-    cdef uint64_t st = <uint64_t>step
-    # _stochastic.keys(seed, step), then the counter of the call's first element
-    key.k0 = _sr_hash(<uint32_t>seed ^ _sr_hash(<uint32_t>(seed >> 32) ^ _sr_hash(
-        <uint32_t>st ^ _sr_hash(<uint32_t>(st >> 32) ^ 0x5eedu))))
-    key.k1 = _sr_hash(key.k0 ^ 0x9e3779b9u)
-    key.index0 = index0
+    fa_sr_keys(seed, step, &key)    # _stochastic.keys(seed, step)
+    key.index0 = index0             # the counter of the call's first element
     mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
                        <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts,
                        &key)

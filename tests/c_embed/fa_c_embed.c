@@ -151,6 +151,33 @@ static PyObject *mixed16(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* mixed16_sr(param, grad (float32), accum (float32), bf16, lr, seed, step): one mixed step
+ * with the param's store rounded stochastically (dense_mixed_sr, index0 = 0). */
+static PyObject *mixed16_sr(PyObject *self, PyObject *args)
+{
+    PyObject *po, *go, *ao;
+    int bf16;
+    double lr;
+    unsigned long long seed;
+    long long step;
+    Py_buffer p, g, a;
+    MixedTypes types;
+    DenseOpts opts;
+    if (!PyArg_ParseTuple(args, "OOOpdKL", &po, &go, &ao, &bf16, &lr, &seed, &step))
+        return NULL;
+    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
+    if (get_buffer(go, &g, 0) < 0) { PyBuffer_Release(&p); return NULL; }
+    if (get_buffer(ao, &a, 1) < 0) { PyBuffer_Release(&p); PyBuffer_Release(&g); return NULL; }
+    types.param = bf16 ? FA_DT_BF16 : FA_DT_F16;
+    types.grad = FA_DT_F32;
+    types.accum = FA_DT_F32;
+    FastAdagrad_API->options(&opts, lr, 1e-10, 0, 0.0, 0.0, step, 0);
+    FastAdagrad_API->dense_mixed_sr(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts,
+                                    (uint64_t)seed, step, 0);
+    PyBuffer_Release(&p); PyBuffer_Release(&g); PyBuffer_Release(&a);
+    Py_RETURN_NONE;
+}
+
 static PyObject *abi(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue("(IIn)", (unsigned int)FastAdagrad_API->abi_version,
@@ -162,6 +189,7 @@ static PyMethodDef methods[] = {
     {"multi", multi, METH_VARARGS, NULL},
     {"sparse", sparse, METH_VARARGS, NULL},
     {"mixed16", mixed16, METH_VARARGS, NULL},
+    {"mixed16_sr", mixed16_sr, METH_VARARGS, NULL},
     {"abi", abi, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -131,6 +131,9 @@ extern const char *const fa_isa_compiled[];
 int fa_cpu_supports(const char *isa);
 /* The table of ISA level `isa` if it is compiled in and this CPU supports it, else NULL. */
 const KernelTable *fa_kernel_table(const char *isa);
+/* key->k0, key->k1 of one stochastic-rounding call from (seed, step): _stochastic.keys (the
+   definition) in C, built on half.h's hash32 (isa_generic.c); key->index0 is left alone. */
+void fa_sr_keys(uint64_t seed, int64_t step, SrKey *key);
 
 #ifdef __cplusplus
 }
