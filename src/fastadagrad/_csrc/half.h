@@ -222,7 +222,7 @@ static void FA_FN(widen_##T)(fa_ssize_t n, float *dst, const uint16_t *src)     
     for (; i < n; i++)                                                                          \
         dst[i] = FA_FN(T##_to_f32)(src[i]);                                                     \
 }                                                                                               \
-static void FA_FN(narrow_##T)(fa_ssize_t n, uint16_t *dst, const float *src)                   \
+FA_MAYBE_UNUSED static void FA_FN(narrow_##T)(fa_ssize_t n, uint16_t *dst, const float *src)   \
 {                                                                                               \
     fa_ssize_t i = 0;                                                                           \
     for (; i + 8 <= n; i += 8)                                                                  \

@@ -16,9 +16,11 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FA_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FA_MAYBE_UNUSED __attribute__((unused))   /* a helper one ISA unit's loops do not call */
 #define FA_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
 #else
 #define FA_ALWAYS_INLINE inline
+#define FA_MAYBE_UNUSED
 #define FA_PREFETCH(p) ((void)0)
 #endif
 

@@ -73,6 +73,7 @@
 #define FA_MX_BLOCKS(P, G, A) \
     float pbuf[FA_MX_BLOCK], gbuf[FA_MX_BLOCK], abuf[FA_MX_BLOCK]; \
     fa_ssize_t m; \
+    (void)gbuf; (void)abuf;   /* unused when grad / accum are float32 (read in place) */ \
     for (; i + 8 <= n; i += m) { \
         float *p, *a; \
         const float *g; \
