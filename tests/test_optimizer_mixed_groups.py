@@ -159,3 +159,127 @@ def test_a_bad_grad_in_a_mixed_group_writes_nothing(backend):
         for x, y in zip(after, before):
             assert_same_bits(x, y, "untouched")
         assert opt.groups[0].step == 0
+
+
+# ----------------------------------------------------------------------------- the C gate
+# A group of plain (contiguous, aligned, native) arrays that mixes dtypes has a C gate
+# (kernels.MixedGroupGate): grads that pass it skip the Python validation. What it refuses is
+# validated in Python, which names the problem; so the compiled backend (gate) and the NumPy
+# backend (Python validation only) must agree on every input.
+PLAIN = [i for i, spec in enumerate(SPECS) if spec[3] != "strided"]
+
+
+def plain_build(seed):
+    params, grads = build(seed)
+    return [params[i] for i in PLAIN], [[gs[i] for i in PLAIN] for gs in grads]
+
+
+@pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
+@pytest.mark.parametrize("master", [False, True])
+def test_the_gate_replaces_the_python_validation(monkeypatch, master):
+    """Plain arrays: the compiled optimizer's steps never call the Python validator and give
+    the NumPy backend's bytes (which validates in Python)."""
+    from fastadagrad.optimizer import _grads
+
+    params, grads = plain_build(5)
+    with fastadagrad.backend("numpy"):
+        want_opt = fastadagrad.AdaGrad([p.copy(order="K") for p in params], master=master,
+                                       **OPTIONS)
+        for gs in grads:
+            want_opt.step(gs)
+
+    def no_python_validation(*args):
+        raise AssertionError("the C gate should have accepted these grads")
+
+    monkeypatch.setattr(_grads, "validate_group", no_python_validation)
+    with fastadagrad.backend("cython"):
+        ps = [p.copy(order="K") for p in params]
+        opt = fastadagrad.AdaGrad(ps, master=master, **OPTIONS)
+        assert type(opt.groups[0].gates[fastadagrad._backend.current()]).__name__ == \
+            "MixedGroupGate"
+        for gs in grads:
+            assert opt.step(gs)
+    for x, y in zip(ps + opt.accumulators[0], [p for p in want_opt.groups[0].params]
+                    + want_opt.accumulators[0]):
+        assert_same_bits(x, y, "gate path vs NumPy backend")
+    assert opt.groups[0].step == 3
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+def _hostile_steps():
+    """(name, function(opt, params, grads) -> the grads to step with): grads the gate must
+    refuse, each either refused by the Python validation or (layouts it does not take)
+    applied by it."""
+    def swap(g):
+        return g.astype(g.dtype.newbyteorder(">"))
+
+    def misaligned(g):
+        buf = np.zeros(g.nbytes + 1, np.uint8)[1:].view(g.dtype).reshape(g.shape)
+        buf[...] = g
+        return buf
+
+    def replace(i, fn):
+        def make(opt, params, grads):
+            gs = list(grads)
+            gs[i] = fn(opt, gs[i])
+            return gs
+        return make
+
+    half = next(i for i, p in enumerate(PLAIN) if SPECS[p][0] == BF16)   # bf16, bf16 grad
+    f32 = next(i for i, p in enumerate(PLAIN) if SPECS[p][0] == F32)
+    fort = next(i for i, p in enumerate(PLAIN) if SPECS[p][3] == "F")
+    return [
+        ("float64 grad of a bfloat16 param", replace(half, lambda o, g: g.astype(F64))),
+        ("float16 grad of a float32 param", replace(f32, lambda o, g: g.astype(F16))),
+        ("a grad of another shape", replace(half, lambda o, g: g[:-1])),
+        ("a C-order grad of an F-order param", replace(fort, lambda o, g: np.ascontiguousarray(g))),
+        ("an ndarray subclass", replace(half, lambda o, g: g.view(_Sub))),
+        ("a byte-swapped grad", replace(f32, lambda o, g: swap(g))),
+        ("a misaligned grad", replace(f32, lambda o, g: misaligned(g))),
+        ("a list", replace(half, lambda o, g: g.tolist())),
+        ("the accumulator as grad", replace(f32, lambda o, g: o.accumulators[0][f32])),
+        ("another param as grad", replace(half, lambda o, g: o.groups[0].params[half - 1]
+                                          if o.groups[0].params[half - 1].shape == g.shape
+                                          else o.groups[0].params[half])),
+        ("a master weight as grad", replace(half, lambda o, g: o.groups[0].masters[half]
+                                            if o.groups[0].masters[half] is not None
+                                            else g.astype(F32))),
+        ("one grad too few", lambda o, ps, gs: gs[:-1]),
+    ]
+
+
+@pytest.mark.skipif(_kernels is None, reason="compiled extension not built")
+@pytest.mark.parametrize("case", range(len(_hostile_steps())),
+                         ids=[name for name, _ in _hostile_steps()])
+@pytest.mark.parametrize("master", [False, True])
+def test_what_the_gate_refuses_goes_to_the_python_validation(case, master):
+    """Each hostile grad list: the compiled backend (gate first) and the NumPy backend raise
+    the same error and leave every array untouched, or apply the same bytes."""
+    name, make = _hostile_steps()[case]
+    params, grads = plain_build(6)
+    outcomes = []
+    for backend in ("cython", "numpy"):
+        with fastadagrad.backend(backend):
+            ps = [p.copy(order="K") for p in params]
+            opt = fastadagrad.AdaGrad(ps, master=master, **OPTIONS)
+            opt.step(grads[0])
+            states = ps + opt.accumulators[0] + [m for m in opt.groups[0].masters if m is not None]
+            before = [x.copy() for x in states]
+            try:
+                opt.step(make(opt, ps, grads[1]))
+            except (TypeError, ValueError) as exc:
+                for x, y in zip(states, before):
+                    assert_same_bits(x, y, f"{name}: untouched after a refused step")
+                outcomes.append((type(exc), str(exc).replace(hex(id(0)), "")))
+            else:
+                outcomes.append([x.copy() for x in states])
+    got, want = outcomes
+    if isinstance(want, tuple):
+        assert got == want, name
+    else:
+        assert not isinstance(got, tuple), (name, got)
+        for x, y in zip(got, want):
+            assert_same_bits(x, y, name)

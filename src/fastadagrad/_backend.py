@@ -76,6 +76,8 @@ class Backend:
       KeyboardInterrupt lands before the first write or after the last count.
     - array_group(params, accums, guard): the compiled pointer group of an optimizer group
       (one C call per step, with its own C-level gate), or None when this backend has none.
+    - mixed_group_gate(params, accums, guard): the C-level gate alone, for a group that mixes
+      dtypes (its grads then skip the Python validation), or None.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
       clipping norm; family_fast(...): the compiled family gate (False: not taken).
     """
@@ -95,6 +97,9 @@ class Backend:
 
     def array_group(self, params: list[Any], accums: list[Any],
                     guard: list[Any] | None = None) -> Any:
+        return None
+
+    def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
         return None
 
     def family_fast(self, *args: Any) -> bool:
@@ -141,6 +146,9 @@ class CompiledBackend(Backend):
     def array_group(self, params: list[Any], accums: list[Any],
                     guard: list[Any] | None = None) -> Any:
         return self.kernels.ArrayGroup(params, accums, guard)
+
+    def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+        return self.kernels.MixedGroupGate(params, accums, guard)
 
 
 class _InterruptsDeferred:

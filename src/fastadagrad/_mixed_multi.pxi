@@ -183,3 +183,68 @@ cdef void _multi_any(Py_ssize_t n, void** params, void** grads, void** accums, v
     else:
         multi_mixed_update(n, <char**>params, <char**>grads, <char**>accums, <float**>masters,
                            offsets, t, o)
+
+
+cdef class MixedGroupGate:
+    """The C gate of an optimizer group that mixes dtypes (float16/bfloat16 params among
+    float32/float64 ones; ArrayGroup gates the single-dtype groups): gate(grads) is True when
+    every grad is an exact, aligned, native-order ndarray of its param's shape and dtype (or
+    float32 for a float16/bfloat16 param), contiguous in its param's order (C, else F), touching
+    no guarded array, and every param and accumulator still has the dtype, shape, contiguity
+    and data pointer it was built with. Then the Python validation, which names what is wrong,
+    has nothing to refuse, and the optimizer skips it. It writes nothing and holds no state of
+    a step."""
+
+    cdef Py_ssize_t k
+    cdef list _params, _accums, _guard   # references keep the memory alive
+    cdef _Guard guard
+    cdef void** pdata
+    cdef void** adata
+    cdef int* ptype
+
+    def __cinit__(self, list params, list accums, list guard):
+        cdef Py_ssize_t i
+        self.k = len(params)
+        self._params = list(params)
+        self._accums = list(accums)
+        self._guard = list(guard)
+        self.guard = _Guard(self._guard)
+        self.pdata = <void**>PyMem_Malloc((self.k + 1) * sizeof(void*))
+        self.adata = <void**>PyMem_Malloc((self.k + 1) * sizeof(void*))
+        self.ptype = <int*>PyMem_Malloc((self.k + 1) * sizeof(int))
+        if not (self.pdata and self.adata and self.ptype):
+            raise MemoryError()
+        for i in range(self.k):
+            self.pdata[i] = cnp.PyArray_DATA(<cnp.ndarray>params[i])
+            self.adata[i] = cnp.PyArray_DATA(<cnp.ndarray>accums[i])
+            self.ptype[i] = cnp.PyArray_TYPE(<cnp.ndarray>params[i])
+
+    def __dealloc__(self):
+        PyMem_Free(self.pdata)
+        PyMem_Free(self.adata)
+        PyMem_Free(self.ptype)
+
+    def gate(self, list grads):
+        """True if `grads` (one per param) pass; nothing is written either way."""
+        cdef Py_ssize_t i
+        cdef cnp.ndarray p, a, g
+        cdef object item
+        cdef int tp, tg, layout
+        if len(grads) != self.k:
+            return False
+        for i in range(self.k):
+            item = grads[i]
+            if not cnp.PyArray_CheckExact(item):
+                return False
+            g, p, a = item, self._params[i], self._accums[i]
+            tp, tg = cnp.PyArray_TYPE(p), cnp.PyArray_TYPE(g)
+            if not (tp == self.ptype[i] and cnp.PyArray_DATA(p) == self.pdata[i]
+                    and cnp.PyArray_DATA(a) == self.adata[i]
+                    and (tg == tp or (tg == cnp.NPY_FLOAT and tp != cnp.NPY_DOUBLE))
+                    and _same_shape(p, g) and _same_shape(p, a)):
+                return False
+            layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
+            if not (_plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
+                    and _plain_contiguous(a, layout | _W_FLAGS) and not self.guard.hits(g)):
+                return False
+        return True

@@ -672,39 +672,76 @@ cdef int _range_has_nonfinite(Py_ssize_t k, floating** grads, const Py_ssize_t* 
     return 0
 
 
+cdef class _Guard:
+    """The byte ranges of arrays no grad may touch (an optimizer's params, accumulators and
+    master weights), sorted by start with the running maximum of their ends: one binary search
+    per grad. Holds no reference: its owner keeps the arrays alive."""
+
+    cdef Py_ssize_t n
+    cdef Py_ssize_t* lo
+    cdef Py_ssize_t* reach
+
+    def __cinit__(self, list arrays):
+        cdef Py_ssize_t i, reach = 0
+        spans = sorted(_validation.byte_bounds(x) for x in arrays if x.size)
+        self.n = len(spans)
+        self.lo = <Py_ssize_t*>PyMem_Malloc((self.n + 1) * sizeof(Py_ssize_t))
+        self.reach = <Py_ssize_t*>PyMem_Malloc((self.n + 1) * sizeof(Py_ssize_t))
+        if not (self.lo and self.reach):
+            raise MemoryError()
+        for i, (lo, hi) in enumerate(spans):
+            reach = max(reach, hi)
+            self.lo[i] = lo
+            self.reach[i] = reach
+
+    def __dealloc__(self):
+        PyMem_Free(self.lo)
+        PyMem_Free(self.reach)
+
+    cdef bint hits(self, cnp.ndarray g) noexcept:
+        """Does g's byte range (g contiguous) intersect a guarded array's range?"""
+        cdef Py_ssize_t lo = <Py_ssize_t>cnp.PyArray_DATA(g)
+        cdef Py_ssize_t hi = lo + cnp.PyArray_NBYTES(g), a = 0, b = self.n, mid
+        if hi <= lo:
+            return False
+        while a < b:   # first guarded range starting at or after hi
+            mid = (a + b) // 2
+            if self.lo[mid] < hi:
+                a = mid + 1
+            else:
+                b = mid
+        return a > 0 and self.reach[a - 1] > lo
+
+
 cdef class ArrayGroup:
     """The pointers of one parameter group: params and accumulators (fixed at creation)
     and the grads of the current step, with element offsets, ready for one C call.
 
     `guard` (default: these params and accumulators) lists every array a grad must not share
-    memory with; the optimizer passes all params and accumulators of all its groups."""
+    memory with; the optimizer passes all params, accumulators and master weights."""
 
-    cdef Py_ssize_t k, nguard
+    cdef Py_ssize_t k
     cdef int typenum
     cdef void** params
     cdef void** accums
     cdef void** grads
     cdef Py_ssize_t* offsets
-    cdef Py_ssize_t* guard_lo     # guarded byte ranges sorted by start ...
-    cdef Py_ssize_t* guard_reach  # ... and the running maximum of their ends
+    cdef _Guard guard
     cdef list _params, _accums, _guard  # references keep the memory alive
 
     def __cinit__(self, list params, list accums, guard=None):
-        cdef Py_ssize_t i, k = len(params), reach = 0
+        cdef Py_ssize_t i, k = len(params)
         cdef cnp.ndarray p, a
         self.k = k
         self._params = list(params)
         self._accums = list(accums)
         self._guard = list(params) + list(accums) if guard is None else list(guard)
-        self.nguard = len(self._guard)
+        self.guard = _Guard(self._guard)
         self.params = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.accums = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.grads = <void**>PyMem_Malloc((k + 1) * sizeof(void*))
         self.offsets = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
-        self.guard_lo = <Py_ssize_t*>PyMem_Malloc((self.nguard + 1) * sizeof(Py_ssize_t))
-        self.guard_reach = <Py_ssize_t*>PyMem_Malloc((self.nguard + 1) * sizeof(Py_ssize_t))
-        if not (self.params and self.accums and self.grads and self.offsets and self.guard_lo
-                and self.guard_reach):
+        if not (self.params and self.accums and self.grads and self.offsets):
             raise MemoryError()
         self.typenum = cnp.NPY_FLOAT
         self.offsets[0] = 0
@@ -715,33 +752,12 @@ cdef class ArrayGroup:
             self.params[i] = cnp.PyArray_DATA(p)
             self.accums[i] = cnp.PyArray_DATA(a)
             self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(p)
-        spans = sorted(_validation.byte_bounds(x) for x in self._guard if x.size)
-        self.nguard = len(spans)
-        for i, (lo, hi) in enumerate(spans):
-            reach = max(reach, hi)
-            self.guard_lo[i] = lo
-            self.guard_reach[i] = reach
 
     def __dealloc__(self):
         PyMem_Free(self.params)
         PyMem_Free(self.accums)
         PyMem_Free(self.grads)
         PyMem_Free(self.offsets)
-        PyMem_Free(self.guard_lo)
-        PyMem_Free(self.guard_reach)
-
-    cdef bint _hits_guard(self, Py_ssize_t lo, Py_ssize_t hi) noexcept:
-        """Does the byte range [lo, hi) intersect a guarded array's range (binary search)?"""
-        cdef Py_ssize_t a = 0, b = self.nguard, mid
-        if hi <= lo:
-            return False
-        while a < b:   # first guarded range starting at or after hi
-            mid = (a + b) // 2
-            if self.guard_lo[mid] < hi:
-                a = mid + 1
-            else:
-                b = mid
-        return a > 0 and self.guard_reach[a - 1] > lo
 
     cdef bint _gate(self, list grads) noexcept:
         """All grads are exact, contiguous, aligned, native ndarrays of the params' dtype and
@@ -749,7 +765,7 @@ cdef class ArrayGroup:
         dtype, element count and data pointer the table was built with (a param changed in
         place, e.g. `p.dtype = ...`, is refused here), and are writable, contiguous (so they
         cover exactly the same bytes) and of one shape. Fills the grad pointers."""
-        cdef Py_ssize_t i, lo
+        cdef Py_ssize_t i
         cdef cnp.ndarray p, a, g
         cdef object item
         if len(grads) != self.k:
@@ -766,8 +782,7 @@ cdef class ArrayGroup:
                     and cnp.PyArray_DATA(p) == self.params[i]
                     and cnp.PyArray_DATA(a) == self.accums[i]):
                 return False
-            lo = <Py_ssize_t>cnp.PyArray_DATA(g)
-            if self._hits_guard(lo, lo + cnp.PyArray_NBYTES(g)):
+            if self.guard.hits(g):
                 return False
             self.grads[i] = cnp.PyArray_DATA(g)
         return True

@@ -92,6 +92,10 @@ class AdaGrad:
         self._structure, self._keys, raw_groups = parse_params(params)
         self.groups = self._build_groups(raw_groups)
         self.master = _master.master_weights(self, master, rowwise)
+        guard = [x for g in self.groups for x in g.params + g.accums
+                 + [m for m in g.masters if m is not None]]
+        for g in self.groups:
+            g.build_pointers(guard)
         if self.rule != "adagrad":
             _rules.init_states(self)
         self.skipped_steps = 0
@@ -117,11 +121,7 @@ class AdaGrad:
             checked.append((arrays, names, options))
         _grads.check_disjoint([(n, p) for arrays, names, _ in checked
                                for n, p in zip(names, arrays)])
-        groups = [ParamGroup(a, n, o, self.packed) for a, n, o in checked]
-        guard = [x for g in groups for x in g.params + g.accums]
-        for g in groups:
-            g.build_pointers(guard)
-        return groups
+        return [ParamGroup(a, n, o, self.packed) for a, n, o in checked]
 
     def _split_grads(self, grads: Any) -> list[list[Any]]:
         """Grads in the structure of params -> one list per group (counts checked)."""
@@ -171,11 +171,12 @@ class AdaGrad:
 
     def _step_general(self, per_group: list[list[Any]], check: bool,
                       backend: _backend.Backend) -> bool:
-        """Validate all groups (in C when every group's grads pass its pointer group's gate,
+        """Validate all groups (in C when every group's grads pass its C gate,
         else in Python, which names the bad argument), scan all, then one backend call writes
         every group and counts the step."""
         pointers = [g.pointers.get(backend) for g in self.groups]
-        if all(t is not None and t.gate(g) for t, g in zip(pointers, per_group)):
+        gates = [g.gates.get(backend) for g in self.groups]
+        if all(t is not None and t.gate(g) for t, g in zip(gates, per_group)):
             sparse: list[_grads.SparseItems] = [{} for _ in self.groups]
         else:
             sparse = [self._validate_group(group, grads_g)

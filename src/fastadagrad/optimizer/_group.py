@@ -49,9 +49,11 @@ class ParamGroup:
         self.extra: list[list[np.ndarray]] = []  # AdaGrad(rule=...): the rule's other states
         self.masters: list[np.ndarray | None] = [None] * len(params)  # AdaGrad(master=True)
         # per backend: its pointer group over the params (None: that backend has none, or the
-        # arrays do not fit one), and over the packed arenas
+        # arrays do not fit one), over the packed arenas, and the C gate of the grads (the
+        # pointer group's, or a gate of a group that mixes dtypes; None: validate in Python)
         self.pointers: dict[Any, Any] = {}
         self.flat_pointers: dict[Any, Any] = {}
+        self.gates: dict[Any, Any] = {}
         self.set_options(options)
 
     def set_options(self, options: GroupOptions) -> None:
@@ -84,16 +86,20 @@ class ParamGroup:
         return items + [(ps, gs, accs, None, None, ms) for ps, gs, accs, ms in batches.values()]
 
     def build_pointers(self, guard: ArrayList) -> None:
-        """Every backend's pointer groups; `guard`: every array of the optimizer (no grad may
-        touch one). Built once, at construction, from the arrays as they are then."""
-        fits = (all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
-                    and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
-                and len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
-                and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params)
-                and not self.rowwise)
+        """Every backend's pointer groups and gates; `guard`: every array of the optimizer
+        (params, accumulators, master weights: no grad may touch one). Built once, at
+        construction, from the arrays as they are then."""
+        plain = (all((p.flags.c_contiguous or p.flags.f_contiguous) and p.flags.aligned
+                     and p.dtype.isnative and type(p) is np.ndarray for p in self.params)
+                 and not self.rowwise)
+        fits = (plain and len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
+                and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params))
         for backend in _backend.available():
-            self.pointers[backend] = (backend.array_group(self.params, self.accums, guard)
-                                      if fits else None)
+            group = backend.array_group(self.params, self.accums, guard) if fits else None
+            self.pointers[backend] = group
+            self.gates[backend] = (group if group is not None else
+                                   backend.mixed_group_gate(self.params, self.accums, guard)
+                                   if plain else None)
             if self.flat is not None:
                 self.flat_pointers[backend] = backend.array_group(
                     [self.flat[0]], [self.flat[1]], guard)

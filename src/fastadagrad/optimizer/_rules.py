@@ -52,8 +52,9 @@ def init_states(opt: AdaGrad) -> None:
     """Per param, the rule's other state arrays (dual averaging: the gradient sum, zeros)."""
     spec = _rules.RULES[opt.rule]
     for g in opt.groups:
-        g.pointers.clear()    # the plain AdaGrad pointer groups do not apply
+        g.pointers.clear()    # the plain AdaGrad pointer groups and gates do not apply
         g.flat_pointers.clear()
+        g.gates.clear()
         g.extra = [[np.zeros_like(p) for _ in spec.states[:-1]] for p in g.params]
 
 
