@@ -283,3 +283,21 @@ def test_what_the_gate_refuses_goes_to_the_python_validation(case, master):
         assert not isinstance(got, tuple), (name, got)
         for x, y in zip(got, want):
             assert_same_bits(x, y, name)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cython"] if _kernels is not None else []))
+def test_a_grad_aliasing_another_groups_master_weights_is_refused(backend):
+    """A float32 group (compiled: ArrayGroup's gate) whose grad is the master weights of a
+    bfloat16 param in another group: refused, naming both, nothing written."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal(64).astype(F32)
+    h = rng.standard_normal(64).astype(BF16)
+    with fastadagrad.backend(backend):
+        opt = fastadagrad.AdaGrad([{"params": [w]}, {"params": [h]}], master=True, lr=0.1)
+        master = opt.groups[1].masters[0]
+        before = [w.copy(), h.copy(), master.copy()]
+        with pytest.raises(ValueError, match=r"`grads\[0\]\[0\]` and `the master weights of "
+                                             r"params\[1\]\['params'\]\[0\]` overlap"):
+            opt.step([[master], [np.ones(64, F32)]])
+        for x, y in zip([w, h, master], before):
+            assert_same_bits(x, y, "untouched")
