@@ -78,6 +78,19 @@ cdef inline int _storage(cnp.ndarray x) noexcept:
     return -1
 
 
+cdef int _code(str name, cnp.ndarray x) except -2:
+    """FA_DT_* of a validated float16/bfloat16/float32 array: C-level once bfloat16 is known;
+    else identified by _mixed_precision, and a native bfloat16 registered (accepted as
+    ml_dtypes' bfloat16: the C gates take it from now on)."""
+    global _bf16_typenum
+    cdef int code = _storage(x)
+    if code < 0:
+        code = _mixed_precision.storage_code(name, x.dtype)
+        if code == FA_DT_BF16 and x.dtype.isnative:
+            _bf16_typenum = cnp.PyArray_TYPE(x)
+    return code
+
+
 cdef bint _mixed_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object lr, object eps,
                       object eps_placement, object weight_decay, object lr_decay, object step,
                       object maximize):
@@ -135,12 +148,9 @@ def update_mixed_validated(param, grad, accum, opts, master=None):
     cdef float* mptr = NULL
     cdef Py_ssize_t n = param.size, sp, sg, sa, sm = 0
     _set_opts(&o, opts)
-    t.param = _mixed_precision.storage_code("param", param.dtype)
-    t.grad = _mixed_precision.storage_code("grad", grad.dtype)
-    t.accum = _mixed_precision.storage_code("accum", accum.dtype)
-    global _bf16_typenum
-    if t.param == FA_DT_BF16 and param.dtype.isnative:
-        _bf16_typenum = param.dtype.num   # accepted as ml_dtypes' bfloat16: the gate may take it
+    t.param = _code("param", param)
+    t.grad = _code("grad", grad)
+    t.accum = _code("accum", accum)
     if n == 0:
         return
     arrays = [param, grad, accum] + ([] if master is None else [master])

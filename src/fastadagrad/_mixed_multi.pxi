@@ -84,19 +84,6 @@ cdef bint _fits_multi(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, object m, int
     return _all_plain(p, g, a, m, _C_FLAGS) or _all_plain(p, g, a, m, _F_FLAGS)
 
 
-cdef int _code(str name, cnp.ndarray x) except -2:
-    """FA_DT_* of a validated float16/bfloat16/float32 array (C-level once bfloat16 is known;
-    the first bfloat16 array is identified by _mixed_precision and registered, as
-    update_mixed_validated does)."""
-    global _bf16_typenum
-    cdef int code = _storage(x)
-    if code < 0:
-        code = _mixed_precision.storage_code(name, x.dtype)
-        if code == FA_DT_BF16 and x.dtype.isnative:
-            _bf16_typenum = cnp.PyArray_TYPE(x)
-    return code
-
-
 cdef class _PointerTable:
     """k + 1 entries of each pointer table and the offsets, freed with the object."""
     cdef void** params
