@@ -301,3 +301,35 @@ def test_a_grad_aliasing_another_groups_master_weights_is_refused(backend):
             opt.step([[master], [np.ones(64, F32)]])
         for x, y in zip([w, h, master], before):
             assert_same_bits(x, y, "untouched")
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cython"] if _kernels is not None else []))
+def test_grad_dtypes_changing_between_steps(monkeypatch, backend):
+    """The step's batches are kept while the grads' dtypes stay the same: steps whose grads
+    switch between the param's dtype and float32 (and back) are batched by their own dtypes
+    (one call per combination of that step) and equal per-array calls."""
+    module = _kernels if backend == "cython" else reference
+    real = module.update_multi_validated
+    calls: list[tuple[np.dtype, np.dtype]] = []
+
+    def spy(params, grads, accums, masters, opts):
+        calls.append((params[0].dtype, grads[0].dtype))
+        assert all(g.dtype == grads[0].dtype for g in grads)   # one combination per call
+        real(params, grads, accums, masters, opts)
+
+    monkeypatch.setattr(module, "update_multi_validated", spy)
+    params, grads = plain_build(8)
+    half = [i for i, p in enumerate(params) if p.dtype in (F16, BF16)]
+    steps = [grads[0], [g.astype(F32) if i in half else g for i, g in enumerate(grads[1])],
+             grads[2]]
+    want, _, _ = reference_run(params, steps, False)
+    with fastadagrad.backend(backend):
+        ps = [p.copy(order="K") for p in params]
+        opt = fastadagrad.AdaGrad(ps, **OPTIONS)
+        for gs in steps:
+            calls.clear()
+            assert opt.step(gs)
+            assert sorted(calls, key=str) == sorted(
+                {(p.dtype, g.dtype) for p, g in zip(params, gs)}, key=str)
+    for x, y in zip(ps, want):
+        assert_same_bits(x, y, "param")

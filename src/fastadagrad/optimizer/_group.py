@@ -54,6 +54,8 @@ class ParamGroup:
         self.pointers: dict[Any, Any] = {}
         self.flat_pointers: dict[Any, Any] = {}
         self.gates: dict[Any, Any] = {}
+        self._batches: list[tuple[list[Any], ...]] = []   # step_items' cache (see _batch)
+        self._batches_for: list[Any] | None = None
         self.set_options(options)
 
     def set_options(self, options: GroupOptions) -> None:
@@ -75,15 +77,29 @@ class ParamGroup:
         grads: a group that mixes dtypes is stepped in one compiled call per combination."""
         items: list[tuple[Any, ...]] = [(self.params[i], values, self.accums[i], idx, dup)
                                         for i, (idx, values, dup) in sparse.items()]
+        if sparse:
+            batches = self._batch(grads, sparse)
+        else:
+            grad_dtypes = [g.dtype for g in grads]
+            if grad_dtypes != self._batches_for:
+                self._batches, self._batches_for = self._batch(grads, sparse), grad_dtypes
+            batches = self._batches
+        return items + [(ps, [grads[i] for i in at], accs, None, None, ms)
+                        for at, ps, accs, ms in batches]
+
+    def _batch(self, grads: list[Any], sparse: dict[int, Any]) -> list[tuple[list[Any], ...]]:
+        """(grad positions, params, accums, masters) of each dtype combination of the dense
+        grads; kept while the grads' dtypes stay the same (params, accumulators and masters
+        never change), so a training loop's step only gathers its grads."""
         batches: dict[tuple[Any, ...], tuple[list[Any], ...]] = {}
         for i, (p, g, a, m) in enumerate(zip(self.params, grads, self.accums, self.masters)):
             if i in sparse:
                 continue
             batch = batches.setdefault((p.dtype, g.dtype, a.dtype, m is not None),
                                        ([], [], [], []))
-            for column, x in zip(batch, (p, g, a, m)):
+            for column, x in zip(batch, (i, p, a, m)):
                 column.append(x)
-        return items + [(ps, gs, accs, None, None, ms) for ps, gs, accs, ms in batches.values()]
+        return list(batches.values())
 
     def build_pointers(self, guard: ArrayList) -> None:
         """Every backend's pointer groups and gates; `guard`: every array of the optimizer
