@@ -47,8 +47,8 @@ def busy_section(res: dict | None, quick: bool) -> list[str]:
     command = "python -m fastadagrad bench --busy" + (" --quick" if quick else "")
     counts = sorted({r["competitors"] for r in res["rows"]})
     cases = list(dict.fromkeys(r["case"] for r in res["rows"]))
-    cell = {(r["case"], r["competitors"]): f"{r['ratio']:.2f} ({r['p95_ratio']:.2f})"
-            for r in res["rows"]}
+    cell = {(r["case"], r["competitors"]): f"{r['ratio']:.2f} ({r['p95_ratio']:.2f}; "
+            f"{r['slow_1']:.1%} / {r['slow_default']:.1%})" for r in res["rows"]}
     table = ["| case | " + " | ".join(f"{c} competitor{'s' if c != 1 else ''}" for c in counts)
              + " |", "|---|" + "---:|" * len(counts)]
     table += ["| " + c + " | " + " | ".join(cell.get((c, k), "-") for k in counts) + " |"
@@ -58,8 +58,12 @@ def busy_section(res: dict | None, quick: bool) -> list[str]:
         f"`{command}`, run right after: the default thread count ({res['threads']}) against one "
         "thread while 0, 1 and 2 CPU-bound processes that the benchmark starts itself compete for "
         "the cores; cell = default time / 1-thread time, medians (95th percentiles in brackets): "
-        "below 1 the second thread helps, above 1 it hurts. How the pool decides: *Threads and "
-        "ISA paths* above.", "", *table, ""]
+        "below 1 the second thread helps, above 1 it hurts; then the share of samples slower than "
+        "twice the 1-thread median, 1 thread / default (with competitors on every core this "
+        "process is descheduled in a few percent of its samples whatever its thread count; near "
+        "5% each 95th percentile falls on either side of that from run to run, and the shares "
+        "compare the tails better). How the pool decides: *Threads and ISA paths* above.", "",
+        *table, ""]
 
 
 def section(result: dict, plot_path: str, quick: bool, peers: dict | None = None,

@@ -123,6 +123,7 @@ def test_bench_busy_smoke_and_competitors_always_stopped(tmp_path, monkeypatch):
     assert [(r["competitors"], r["case"]) for r in rows] == [
         (c, f"dense {n:.0e} float32") for c in (0, 1) for n in (1_000, 50_000)]
     assert all(r["median_1"] > 0 and r["median_default"] > 0 for r in rows)
+    assert all(0 <= r["slow_1"] <= 1 and 0 <= r["slow_default"] <= 1 for r in rows)
     started: list = []
     with pytest.raises(KeyboardInterrupt):
         with bench_busy.Competitors(2) as comp:

@@ -145,6 +145,8 @@ typedef struct {
     int since;                   /* calls of the chosen mode since the last try */
     int burst, burst_mode;       /* calls left in the current try of the other mode ... */
     long long burst_until;       /* ... and until when it lasts at least */
+    int backoff;                 /* tries that confirmed the chosen mode in a row (capped) */
+    int judging;                 /* a try ended: the next decision judges it */
 } fa_history_t;
 static fa_history_t fa_history[FA_KINDS][FA_SIZES];
 static int fa_adaptive = 1;
@@ -173,14 +175,31 @@ static float fa_median(const float *x, long long count) {
     return v[n / 2];
 }
 
-/* 1: run in parallel, 0: serially (both modes sampled at least 3 times first). A try of the
+/* 1: run in parallel, 0: serially (parallel sampled FA_HIST times first, serial 3 times: the
+ * first parallel calls start or wake the workers, and a median of 3 taken over them sent the
+ * 1e5-element step of a quiet machine to serial in one run in four). A try of the
  * other mode is a burst of at least FA_BURST calls and FA_BURST_NS, so that it is judged warm
  * (workers awake and polling), not on its first, cold calls; a call of FA_BURST_NS or more is
  * judged on its own (a wake-up is small next to it), so a try is one call. Its cost is bounded
  * by FA_BURST_NS per FA_EXPLORE_NS of wall time (2%) plus one call, and by one call of the
- * slower mode per FA_EXPLORE_CALLS calls of the chosen one. */
+ * slower mode per FA_EXPLORE_CALLS calls of the chosen one.
+ * Back-off: each try that leaves the choice as it was doubles both intervals (up to
+ * 2^FA_BACKOFF_MAX: 1.6 s and 1,024 calls, 5,120 for short calls); a try that changes it, or
+ * a switch made by the chosen mode's own samples, resets them. On a steadily busy machine the
+ * parallel re-tries (the calls that wait for a descheduled worker) then become too rare to
+ * reach the 95th percentile (with 2 competitors on 2 cores they reached it in one run in two);
+ * when the load goes, parallel comes back within ~2 s. */
 #define FA_BURST 5
 #define FA_BURST_NS 1000000LL
+#define FA_BACKOFF_MAX 5
+/* Parallel only when its median beats serial's by 10%. On a machine whose other cores are
+ * taken the caller does nearly all chunks itself, so the two medians tie, while a parallel
+ * call can wait milliseconds for a worker descheduled inside its chunk (1e6 elements, 2
+ * competitors: parallel's 95th percentile 4 ms against serial's 0.5 ms); a tie went to
+ * parallel before (a quarter of the calls). (Also refusing parallel when one of its last 5
+ * calls took 2x serial's median was tried: it kept a quiet machine's 1e5 and 6.4e7 steps
+ * serial, whose re-tries are rare or one call each.) */
+#define FA_PARALLEL_GAIN 0.9f
 static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
     int best, other, long_call;
     if (!fa_adaptive)
@@ -191,27 +210,38 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
         h->burst--;
         return h->burst_mode;
     }
-    if (h->count[1] < 3)
+    if (h->count[1] < FA_HIST)   /* all of the first parallel calls: the first is cold */
         return 1;
     if (h->count[0] < 3)
         return 0;
-    best = fa_median(h->ns[1], h->count[1]) <= fa_median(h->ns[0], h->count[0]);
+    best = fa_median(h->ns[1], h->count[1]) < FA_PARALLEL_GAIN * fa_median(h->ns[0], h->count[0]);
     other = !best;
+    if (h->judging) {   /* the try just ended: did it leave the choice as it was? */
+        h->judging = 0;
+        if (best != h->burst_mode)
+            h->backoff += h->backoff < FA_BACKOFF_MAX;
+        else
+            h->backoff = 0;
+    } else if (best == h->burst_mode) {   /* the chosen mode's own samples switched it */
+        h->backoff = 0;
+    }
     call_ns = (double)fa_median(h->ns[best], h->count[best]) * (double)elements;
     explore = (long long)(32.0 * call_ns);
     if (explore < FA_EXPLORE_NS)
         explore = FA_EXPLORE_NS;
+    explore <<= h->backoff;
     long_call = call_ns >= (double)FA_BURST_NS;
-    if (h->since < FA_EXPLORE_CALLS * FA_BURST)
+    if (h->since < (FA_EXPLORE_CALLS * FA_BURST) << FA_BACKOFF_MAX)
         h->since++;
     /* at most one call in 33 is a re-try: a burst of FA_BURST calls needs 32 x FA_BURST calls
      * of the chosen mode first (a busy machine's slow re-tries stay out of the 95th percentile) */
     if (now - h->at[other] > explore
-            && h->since >= FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) {
+            && h->since >= (FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) << h->backoff) {
         h->burst = long_call ? 0 : FA_BURST - 1;
         h->burst_until = long_call ? 0 : now + FA_BURST_NS;
         h->burst_mode = other;
         h->since = 0;
+        h->judging = 1;
         return other;
     }
     return best;
