@@ -13,10 +13,10 @@
  * (which hands its core to the late worker). No barrier ever spins for milliseconds.
  *
  * Busy machines: extra threads only pay when the cores are free. The pool times every call
- * and, per call site and size class, keeps running whichever of serial and parallel has been
- * faster lately (the median of the last 5 calls of each), re-trying the other for about
- * 1 ms (at least 5 calls) every 50 ms. On a quiet machine calls are parallel; on a busy one they fall back to serial when
- * that is faster, and return to parallel when the load goes.
+ * and, per call site and size class, runs parallel while its recent median beats serial's by
+ * 10%, re-trying the mode not chosen now and then (fa_choose: the intervals back off while
+ * the re-tries confirm the choice). On a quiet machine calls are parallel; on a busy one they
+ * fall back to serial, and return to parallel when the load goes.
  *
  * Which thread computes a chunk never changes a result: callers must make every item's result
  * independent of the chunk boundaries (fastadagrad: element-wise formulas, 16-element multiples;
