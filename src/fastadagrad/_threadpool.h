@@ -189,7 +189,9 @@ static float fa_median(const float *x, long long count) {
  * parallel re-tries (the calls that may wait for a descheduled worker) become rare: with 2
  * competitors on 2 cores, 1e6 elements, the default's share of calls slower than twice the
  * 1-thread median fell to the 1-thread share (without back-off: 3.0-7.2% against 2.2-4.0%).
- * When the load goes, parallel comes back within ~2 s. */
+ * When the load goes, parallel comes back within ~2 s. Calls of 1 ms or more do not back off:
+ * their re-try is one call in 33, and 32x their interval (20 s for a 20 ms call) left a stale
+ * median in charge (1.6e7 elements, 2 competitors: the default at 1.28x one thread). */
 #define FA_BURST 5
 #define FA_BURST_NS 1000000LL
 #define FA_BACKOFF_MAX 5
@@ -202,7 +204,7 @@ static float fa_median(const float *x, long long count) {
  * serial, whose re-tries are rare or one call each.) */
 #define FA_PARALLEL_GAIN 0.9f
 static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
-    int best, other, long_call;
+    int best, other, long_call, shift;
     if (!fa_adaptive)
         return 1;
     double call_ns;
@@ -230,14 +232,15 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
     explore = (long long)(32.0 * call_ns);
     if (explore < FA_EXPLORE_NS)
         explore = FA_EXPLORE_NS;
-    explore <<= h->backoff;
     long_call = call_ns >= (double)FA_BURST_NS;
+    shift = long_call ? 0 : h->backoff;   /* long calls: see FA_BACKOFF_MAX */
+    explore <<= shift;
     if (h->since < (FA_EXPLORE_CALLS * FA_BURST) << FA_BACKOFF_MAX)
         h->since++;
     /* at most one call in 33 is a re-try: a burst of FA_BURST calls needs 32 x FA_BURST calls
      * of the chosen mode first (a busy machine's slow re-tries stay out of the 95th percentile) */
     if (now - h->at[other] > explore
-            && h->since >= (FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) << h->backoff) {
+            && h->since >= (FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) << shift) {
         h->burst = long_call ? 0 : FA_BURST - 1;
         h->burst_until = long_call ? 0 : now + FA_BURST_NS;
         h->burst_mode = other;
