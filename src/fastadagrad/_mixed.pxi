@@ -78,6 +78,11 @@ cdef inline int _storage(cnp.ndarray x) noexcept:
     return -1
 
 
+cdef inline Py_ssize_t _itemsize(int code) noexcept nogil:
+    """Bytes per element of storage type `code` (FA_DT_F32: 4; float16/bfloat16: 2)."""
+    return 4 if code == FA_DT_F32 else 2
+
+
 cdef int _code(str name, cnp.ndarray x) except -2:
     """FA_DT_* of a validated float16/bfloat16/float32 array: C-level once bfloat16 is known;
     else identified by _mixed_precision, and a native bfloat16 registered (accepted as

@@ -49,8 +49,8 @@ cdef void multi_mixed_update(Py_ssize_t k, char** params, char** grads, char** a
     job.masters = masters
     job.offsets = offsets
     job.ps = 2
-    job.gs = 4 if t.grad == FA_DT_F32 else 2
-    job.as_ = 4 if t.accum == FA_DT_F32 else 2
+    job.gs = _itemsize(t.grad)
+    job.as_ = _itemsize(t.accum)
     job.t = t
     job.o = o
     if nt == 1:
@@ -216,7 +216,7 @@ cdef class MixedGroupGate:
         cdef Py_ssize_t i
         cdef cnp.ndarray p, a, g
         cdef object item
-        cdef int tp, tg, layout
+        cdef int tp, tg
         if len(grads) != self.k:
             return False
         for i in range(self.k):
@@ -228,10 +228,6 @@ cdef class MixedGroupGate:
             if not (tp == self.ptype[i] and cnp.PyArray_DATA(p) == self.pdata[i]
                     and cnp.PyArray_DATA(a) == self.adata[i]
                     and (tg == tp or (tg == cnp.NPY_FLOAT and tp != cnp.NPY_DOUBLE))
-                    and _same_shape(p, g) and _same_shape(p, a)):
-                return False
-            layout = _C_FLAGS if _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
-            if not (_plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
-                    and _plain_contiguous(a, layout | _W_FLAGS) and not self.guard.hits(g)):
+                    and _same_layout(p, g, a, True) and not self.guard.hits(g)):
                 return False
         return True

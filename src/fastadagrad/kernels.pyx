@@ -257,17 +257,24 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
     return True
 
 
+cdef inline bint _same_layout(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a,
+                              bint fortran_ok) noexcept:
+    """One shape, aligned, native byte order, contiguous in one order (C, or F when
+    `fortran_ok` and `p` is not C-contiguous), `p` and `a` writable: the layout part of the
+    C-level gates (dtypes are each gate's own rule)."""
+    cdef int layout = _C_FLAGS if not fortran_ok or _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
+    return (_same_shape(p, g) and _same_shape(p, a)
+            and _plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
+            and _plain_contiguous(a, layout | _W_FLAGS))
+
+
 cdef inline bint _contiguous_gate(cnp.ndarray p, cnp.ndarray g, cnp.ndarray a, int typenum,
                                   bint fortran_ok) noexcept:
     """The C-level fast-path condition of a three-operand step (adagrad_update, ArrayGroup,
-    bandwidth_probe): all three of dtype `typenum` and one shape, aligned, native byte order,
-    contiguous in one order (C, or F when `fortran_ok` and `p` is not C-contiguous), `p` and
-    `a` writable. Overlap is each caller's own check (disjoint ranges, or a table's guard)."""
-    cdef int layout = _C_FLAGS if not fortran_ok or _plain_contiguous(p, _C_FLAGS) else _F_FLAGS
+    bandwidth_probe): all three of dtype `typenum` and _same_layout. Overlap is each caller's
+    own check (disjoint ranges, or a table's guard)."""
     return (cnp.PyArray_TYPE(p) == typenum and cnp.PyArray_TYPE(g) == typenum
-            and cnp.PyArray_TYPE(a) == typenum and _same_shape(p, g) and _same_shape(p, a)
-            and _plain_contiguous(p, layout | _W_FLAGS) and _plain_contiguous(g, layout)
-            and _plain_contiguous(a, layout | _W_FLAGS))
+            and cnp.PyArray_TYPE(a) == typenum and _same_layout(p, g, a, fortran_ok))
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b, Py_ssize_t nbytes) noexcept:
@@ -916,8 +923,8 @@ cdef Py_ssize_t adagrad_sparse_f64(double* table, double* accum, bint rowwise, P
 cdef void adagrad_dense_mixed(Py_ssize_t n, void* param, const void* grad, void* accum,
                               float* master, const MixedTypes* types,
                               const DenseOpts* opts) noexcept nogil:
-    mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
-                       <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts)
+    mixed_dense_update(n, <char*>param, 2, <const char*>grad, _itemsize(types.grad),
+                       <char*>accum, _itemsize(types.accum), master, types, opts)
 
 
 cdef void adagrad_dense_mixed_sr(Py_ssize_t n, void* param, const void* grad, void* accum,
@@ -926,9 +933,8 @@ cdef void adagrad_dense_mixed_sr(Py_ssize_t n, void* param, const void* grad, vo
     cdef SrKey key
     fa_sr_keys(seed, step, &key)    # _stochastic.keys(seed, step)
     key.index0 = index0             # the counter of the call's first element
-    mixed_dense_update(n, <char*>param, 2, <const char*>grad, 4 if types.grad == FA_DT_F32 else 2,
-                       <char*>accum, 4 if types.accum == FA_DT_F32 else 2, master, types, opts,
-                       &key)
+    mixed_dense_update(n, <char*>param, 2, <const char*>grad, _itemsize(types.grad),
+                       <char*>accum, _itemsize(types.accum), master, types, opts, &key)
 
 
 include "_c_api.pxi"
