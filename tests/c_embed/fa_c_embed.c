@@ -128,42 +128,23 @@ static PyObject *sparse(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(unique);
 }
 
-/* mixed16(param (2-byte storage), grad (float32), accum (float32), bf16, lr): one mixed step. */
+/* mixed16(param (2-byte storage), grad (float32), accum (float32), bf16, lr[, seed, step]): one
+ * mixed step (dense_mixed); with seed and step, the param's store rounded stochastically
+ * (dense_mixed_sr, index0 = 0). */
 static PyObject *mixed16(PyObject *self, PyObject *args)
 {
-    PyObject *po, *go, *ao;
+    PyObject *po, *go, *ao, *seed_o = NULL;
     int bf16;
     double lr;
+    long long step = 1;
+    unsigned long long seed = 0;
     Py_buffer p, g, a;
     MixedTypes types;
     DenseOpts opts;
-    if (!PyArg_ParseTuple(args, "OOOpd", &po, &go, &ao, &bf16, &lr))
+    if (!PyArg_ParseTuple(args, "OOOpd|OL", &po, &go, &ao, &bf16, &lr, &seed_o, &step))
         return NULL;
-    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
-    if (get_buffer(go, &g, 0) < 0) { PyBuffer_Release(&p); return NULL; }
-    if (get_buffer(ao, &a, 1) < 0) { PyBuffer_Release(&p); PyBuffer_Release(&g); return NULL; }
-    types.param = bf16 ? FA_DT_BF16 : FA_DT_F16;
-    types.grad = FA_DT_F32;
-    types.accum = FA_DT_F32;
-    FastAdagrad_API->options(&opts, lr, 1e-10, 0, 0.0, 0.0, 1, 0);
-    FastAdagrad_API->dense_mixed(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts);
-    PyBuffer_Release(&p); PyBuffer_Release(&g); PyBuffer_Release(&a);
-    Py_RETURN_NONE;
-}
-
-/* mixed16_sr(param, grad (float32), accum (float32), bf16, lr, seed, step): one mixed step
- * with the param's store rounded stochastically (dense_mixed_sr, index0 = 0). */
-static PyObject *mixed16_sr(PyObject *self, PyObject *args)
-{
-    PyObject *po, *go, *ao;
-    int bf16;
-    double lr;
-    unsigned long long seed;
-    long long step;
-    Py_buffer p, g, a;
-    MixedTypes types;
-    DenseOpts opts;
-    if (!PyArg_ParseTuple(args, "OOOpdKL", &po, &go, &ao, &bf16, &lr, &seed, &step))
+    if (seed_o && (seed = PyLong_AsUnsignedLongLong(seed_o)) == (unsigned long long)-1
+            && PyErr_Occurred())
         return NULL;
     if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
     if (get_buffer(go, &g, 0) < 0) { PyBuffer_Release(&p); return NULL; }
@@ -172,8 +153,11 @@ static PyObject *mixed16_sr(PyObject *self, PyObject *args)
     types.grad = FA_DT_F32;
     types.accum = FA_DT_F32;
     FastAdagrad_API->options(&opts, lr, 1e-10, 0, 0.0, 0.0, step, 0);
-    FastAdagrad_API->dense_mixed_sr(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts,
-                                    (uint64_t)seed, step, 0);
+    if (seed_o)
+        FastAdagrad_API->dense_mixed_sr(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts,
+                                        (uint64_t)seed, step, 0);
+    else
+        FastAdagrad_API->dense_mixed(p.len / 2, p.buf, g.buf, a.buf, NULL, &types, &opts);
     PyBuffer_Release(&p); PyBuffer_Release(&g); PyBuffer_Release(&a);
     Py_RETURN_NONE;
 }
@@ -189,7 +173,6 @@ static PyMethodDef methods[] = {
     {"multi", multi, METH_VARARGS, NULL},
     {"sparse", sparse, METH_VARARGS, NULL},
     {"mixed16", mixed16, METH_VARARGS, NULL},
-    {"mixed16_sr", mixed16_sr, METH_VARARGS, NULL},
     {"abi", abi, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
