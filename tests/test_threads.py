@@ -173,6 +173,34 @@ def test_fork_child_after_parallel_use(compiled, restore_threads, always_paralle
     assert after == (1 if compiled.threads_enabled() else 0)
 
 
+def test_serial_parallel_history_is_kept_per_loop(compiled, restore_threads):
+    """The pool's serial/parallel choice is judged on each loop's own times: interleaved calls
+    of one size through different loops (float32, float64, float16, float16 with master
+    weights, the bandwidth probe) record their samples in separate histories. One shared
+    history judged a bfloat16 step by a float32 step's times and sent it serial."""
+    if not compiled.threads_enabled():
+        pytest.skip("built without the worker pool: every call is serial, no history")
+    fastadagrad.set_num_threads(2)
+    compiled._set_adaptive(True)   # clears the histories
+    n = 300_000
+    f32, f64, f16 = ([np.ones(n, t) for _ in range(3)] for t in (np.float32, np.float64, np.float16))
+    acc16, master = np.ones(n, np.float32), np.ones(n, np.float32)
+    calls = {"float32": 4, "float64": 1, "float16": 3, "float16+master": 2, "probe": 5}
+    for k in range(5):
+        if k < calls["float32"]:
+            fastadagrad.adagrad_update(*f32, lr=0.1)
+        if k < calls["float64"]:
+            fastadagrad.adagrad_update(*f64, lr=0.1)
+        if k < calls["float16"]:
+            fastadagrad.adagrad_update(f16[0], f16[1], acc16, lr=0.1)
+        if k < calls["float16+master"]:
+            fastadagrad.adagrad_update(f16[0], f16[1], acc16, master=master, lr=0.1)
+        compiled.bandwidth_probe(*f32)
+    history = compiled._pool_history(n)
+    assert sorted(s + p for s, p in history.values()) == sorted(calls.values())
+    assert compiled._pool_history(4 * n) == {s: (0, 0) for s in history}   # another size class
+
+
 def test_threadpoolctl_limits_fastadagrad(compiled, restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
     fastadagrad.set_num_threads(2)

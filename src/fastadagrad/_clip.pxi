@@ -43,7 +43,8 @@ cdef void _clip_dense(Py_ssize_t n, void* p, const void* g, void* a, const Dense
     if nt == 1:
         _clip_dense_chunk(&job, 0, n)
     else:
-        fa_parallel_for(n, _grain(n, nt), _clip_dense_chunk, &job, nt, FA_KIND_DENSE, n)
+        fa_parallel_for(n, _grain(n, nt), _clip_dense_chunk, &job, nt,
+                        fa_site(FA_KIND_CLIP, not f32), n)
 
 
 cdef void _run_clip_contiguous(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray accum,
@@ -251,7 +252,8 @@ cdef Py_ssize_t clip_sum_update(floating* table, floating* s1, floating* s2, Py_
         if nt <= 1:
             _clip_sum_part(&job, 0, 1)
         else:
-            _run_parts(_clip_sum_part, &job, nt, FA_KIND_SPARSE, b * d)
+            _run_parts(_clip_sum_part, &job, nt,
+                       fa_site(FA_KIND_SPARSE_CLIP, floating is double), b * d)
     free(work)
     free(urow)
     free(rows)

@@ -63,7 +63,7 @@ def sum_of_squares(x):
         if nt <= 1:
             _sumsq_blocks(&job, 0, nb)
         else:
-            fa_parallel_for(nb, 1, _sumsq_blocks, &job, nt, FA_KIND_SCAN, n)
+            fa_parallel_for(nb, 1, _sumsq_blocks, &job, nt, fa_site(FA_KIND_NORM, is_f32), n)
         for b in range(nb):
             total = total + part[b]
     free(part)

@@ -34,14 +34,14 @@ cdef void _parts_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
         j.fn(j.ctx, t, j.nt)
 
 
-cdef void _run_parts(_part_fn fn, void* ctx, Py_ssize_t nt, int kind,
+cdef void _run_parts(_part_fn fn, void* ctx, Py_ssize_t nt, int site,
                      Py_ssize_t elements) noexcept nogil:
     """fn(ctx, t, nt) for every t in [0, nt), on up to nt threads of the pool."""
     cdef _PartsJob j
     j.fn = fn
     j.ctx = ctx
     j.nt = nt
-    fa_parallel_for(nt, 1, _parts_chunk, &j, <int>nt, kind, elements)
+    fa_parallel_for(nt, 1, _parts_chunk, &j, <int>nt, site, elements)
 
 
 ctypedef struct _RowsJob:          # the unique rows of a sparse family/duplicates step
@@ -178,7 +178,9 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
             job.mode = mode
             job.f32 = floating is float
             job.clip = clip
-            _run_parts(_dup_part, &job, nt, FA_KIND_SPARSE, b * d)
+            _run_parts(_dup_part, &job, nt,
+                       fa_site(FA_KIND_SPARSE_DUP, 4 * mode + 2 * rowwise + (floating is double)),
+                       b * d)
     free(uid)
     free(start)
     free(order)

@@ -57,7 +57,8 @@ cdef void family_dense_update(Py_ssize_t n, floating* p, const floating* g, floa
     job.s2 = s2
     job.f = f
     job.f32 = floating is float
-    fa_parallel_for(n, _grain(n, nt), _family_dense_chunk, &job, nt, FA_KIND_DENSE, n)
+    fa_parallel_for(n, _grain(n, nt), _family_dense_chunk, &job, nt,
+                    fa_site(FA_KIND_FAMILY, 2 * f.rule + (floating is double)), n)
 
 
 def family_validated(param, grad, states, fopts):
@@ -168,7 +169,8 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
             job.src = <const void**>src
             job.f = f
             job.f32 = floating is float
-            _run_parts(_family_part, &job, nt, FA_KIND_SPARSE, b * d)
+            _run_parts(_family_part, &job, nt,
+                       fa_site(FA_KIND_SPARSE_FAMILY, 2 * f.rule + (floating is double)), b * d)
     free(work)
     free(urow)
     free(rows)

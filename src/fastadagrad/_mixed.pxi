@@ -18,6 +18,12 @@ ctypedef struct _MixedJob:
     const SrKey* k
 
 
+cdef inline int _mixed_variant(const MixedTypes* t, bint master, bint sr) noexcept nogil:
+    """The pool's history variant of a mixed loop: its dtypes (FA_DT_* 0-2 each), master weights
+    and stochastic rounding, which all change its cost per element."""
+    return t.param + 3 * t.grad + 9 * t.accum + 27 * master + 54 * sr
+
+
 cdef inline void _mixed_run(Py_ssize_t n, char* param, const char* grad, char* accum,
                             float* master, const MixedTypes* t, const DenseOpts* o,
                             const SrKey* k, Py_ssize_t lo) noexcept nogil:
@@ -59,7 +65,8 @@ cdef void mixed_dense_update(Py_ssize_t n, char* param, Py_ssize_t ps, const cha
     job.t = t
     job.o = o
     job.k = k
-    fa_parallel_for(n, _grain(n, nt), _mixed_chunk, &job, nt, FA_KIND_DENSE, n)
+    fa_parallel_for(n, _grain(n, nt), _mixed_chunk, &job, nt,
+                    fa_site(FA_KIND_MIXED, _mixed_variant(t, master != NULL, k != NULL)), n)
 
 
 cdef int _bf16_typenum = -1   # ml_dtypes' bfloat16, once an array of it passed _validation

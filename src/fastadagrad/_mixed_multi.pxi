@@ -56,7 +56,8 @@ cdef void multi_mixed_update(Py_ssize_t k, char** params, char** grads, char** a
     if nt == 1:
         _multi_mixed_range(&job, 0, total)
     else:
-        fa_parallel_for(total, _grain(total, nt), _multi_mixed_chunk, &job, nt, FA_KIND_MULTI,
+        fa_parallel_for(total, _grain(total, nt), _multi_mixed_chunk, &job, nt,
+                        fa_site(FA_KIND_MIXED_MULTI, _mixed_variant(t, masters != NULL, False)),
                         total)
 
 

@@ -207,7 +207,7 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
             job.o = o
             job.f32 = floating is float
             fa_parallel_for(nu, max(16, _grain(nu * d, nt) // d), _sparse_chunk, &job, nt,
-                            FA_KIND_SPARSE, nu * d)
+                            fa_site(FA_KIND_SPARSE, 2 * rowwise + (floating is double)), nu * d)
     free(work)
     free(urow)
     free(src)

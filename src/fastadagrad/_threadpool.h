@@ -1,6 +1,6 @@
 /* fastadagrad's worker pool: dynamic chunks, passive waiting, fork-safe (included by kernels.pyx).
  *
- * fa_parallel_for(nitems, grain, fn, ctx, nthreads, kind, elements) calls fn(ctx, lo, hi) over [0, nitems) in
+ * fa_parallel_for(nitems, grain, fn, ctx, nthreads, site, elements) calls fn(ctx, lo, hi) over [0, nitems) in
  * chunks of `grain` items (the last one shorter). The calling thread takes chunks too; up to
  * nthreads - 1 persistent workers join it. Each thread has a home range of consecutive chunks
  * (the same one every call, so on a quiet machine each core finds its part of the arrays in its
@@ -13,7 +13,7 @@
  * (which hands its core to the late worker). No barrier ever spins for milliseconds.
  *
  * Busy machines: extra threads only pay when the cores are free. The pool times every call
- * and, per call site and size class, runs parallel while its recent median beats serial's by
+ * and, per loop (site) and size class, runs parallel while its recent median beats serial's by
  * 10%, re-trying the mode not chosen now and then (fa_choose: the intervals back off while
  * the re-tries confirm the choice). On a quiet machine calls are parallel; on a busy one they
  * fall back to serial, and return to parallel when the load goes.
@@ -38,11 +38,25 @@
 
 typedef void (*fa_chunk_fn)(void *ctx, Py_ssize_t lo, Py_ssize_t hi);
 
-/* Call sites, for the serial/parallel history (see fa_choose). */
+/* Loops, for the serial/parallel history (see fa_choose): a caller passes
+ * fa_site(FA_KIND_x, variant), the variant being whatever else changes the loop's cost per
+ * element (dtype, rule, master weights), so that interleaved calls of different loops of one
+ * size (a float32 and a bfloat16 step, a step and the bandwidth probe) never judge serial and
+ * parallel by each other's times. */
 #define FA_KIND_DENSE 0
 #define FA_KIND_MULTI 1
 #define FA_KIND_SCAN 2
 #define FA_KIND_SPARSE 3
+#define FA_KIND_PROBE 4
+#define FA_KIND_CLIP 5
+#define FA_KIND_FAMILY 6
+#define FA_KIND_MIXED 7
+#define FA_KIND_MIXED_MULTI 8
+#define FA_KIND_SPARSE_DUP 9
+#define FA_KIND_SPARSE_FAMILY 10
+#define FA_KIND_SPARSE_CLIP 11
+#define FA_KIND_NORM 12
+static inline int fa_site(int kind, int variant) { return kind | variant << 4; }
 
 #define FA_MAX_THREADS 256
 
@@ -125,7 +139,7 @@ static long long fa_now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Serial or parallel? Per call site (`kind`) and size class (a power of 4 in elements) the
+/* Serial or parallel? Per loop (`site`) and size class (a power of 4 in elements) the
  * pool keeps the last FA_HIST wall times per element of each mode and runs the mode with the
  * lower median; the other mode is re-tried when its newest sample is older than
  * max(FA_EXPLORE_NS, 32 calls' time) AND at least FA_EXPLORE_CALLS calls of this size class
@@ -133,7 +147,7 @@ static long long fa_now_ns(void) {
  * calls are frequent, and a training loop that makes one large call per step does not spend
  * its steps re-trying the slower mode (it did: a 1.6e7-element update called every ~80 ms
  * ran serially most of the time, 1.15x one thread instead of 1.6x). */
-#define FA_KINDS 4
+#define FA_SITES 64   /* distinct sites seen by a process (a 65th shares the last slot) */
 #define FA_SIZES 20
 #define FA_HIST 5
 #define FA_EXPLORE_NS 50000000LL
@@ -148,7 +162,9 @@ typedef struct {
     int backoff;                 /* tries that confirmed the chosen mode in a row (capped) */
     int judging;                 /* a try ended: the next decision judges it */
 } fa_history_t;
-static fa_history_t fa_history[FA_KINDS][FA_SIZES];
+static fa_history_t fa_history[FA_SITES][FA_SIZES];
+static int fa_site_key[FA_SITES];
+static int fa_nsites;
 static int fa_adaptive = 1;
 static long long fa_calls[2];    /* serial / parallel decisions taken (statistics) */
 
@@ -159,6 +175,18 @@ static int fa_size_class(Py_ssize_t elements) {
         c++;
     }
     return c;
+}
+
+/* The history row of a site, given one on first use (called with the pool owned). */
+static int fa_site_slot(int site) {
+    int i;
+    for (i = 0; i < fa_nsites; i++)
+        if (fa_site_key[i] == site)
+            return i;
+    if (fa_nsites == FA_SITES)
+        return FA_SITES - 1;
+    fa_site_key[fa_nsites] = site;
+    return fa_nsites++;
 }
 
 static float fa_median(const float *x, long long count) {
@@ -358,7 +386,7 @@ static int fa_ensure_workers(int want) {
 }
 
 static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void *ctx,
-                            int nthreads, int kind, Py_ssize_t elements) {
+                            int nthreads, int site, Py_ssize_t elements) {
     Py_ssize_t nchunks;
     int expected = 0, workers;
     long long until, t0;
@@ -375,7 +403,7 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
         return;
     }
     /* We own the pool (and the history) until busy is cleared. */
-    h = &fa_history[kind][fa_size_class(elements)];
+    h = &fa_history[fa_site_slot(site)][fa_size_class(elements)];
     t0 = fa_now_ns();
     workers = fa_choose(h, t0, elements) ? fa_ensure_workers(nthreads - 1) : 0;
     if (workers > nthreads - 1)
@@ -438,6 +466,19 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
 static void fa_set_adaptive(int on) {
     fa_adaptive = on;
     memset(fa_history, 0, sizeof(fa_history));
+    fa_nsites = 0;
+}
+
+/* Test knob: samples recorded per history row, out[3 * i ...] = site, serial samples, parallel
+ * samples for the rows of `size_class`; returns the number of sites (at most max). */
+static int fa_pool_history(int size_class, long long *out, int max) {
+    int i;
+    for (i = 0; i < fa_nsites && i < max; i++) {
+        out[3 * i] = fa_site_key[i];
+        out[3 * i + 1] = fa_history[i][size_class].count[0];
+        out[3 * i + 2] = fa_history[i][size_class].count[1];
+    }
+    return i;
 }
 
 static void fa_pool_stats(long long *out) {
@@ -457,10 +498,10 @@ static int fa_pool_workers(void) { return fa_pool.nworkers; }
 #else  /* no pthreads: serial */
 
 static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void *ctx,
-                            int nthreads, int kind, Py_ssize_t elements) {
+                            int nthreads, int site, Py_ssize_t elements) {
     (void)grain;
     (void)nthreads;
-    (void)kind;
+    (void)site;
     (void)elements;
     if (nitems > 0)
         fn(ctx, 0, nitems);
@@ -470,6 +511,12 @@ static void fa_set_spin_ns(long long worker, long long caller) { (void)worker; (
 static int fa_pool_workers(void) { return 0; }
 static void fa_set_adaptive(int on) { (void)on; }
 static void fa_pool_stats(long long *out) { out[0] = out[1] = 0; }
+static int fa_pool_history(int size_class, long long *out, int max) {
+    (void)size_class;
+    (void)out;
+    (void)max;
+    return 0;
+}
 
 #endif
 #endif

@@ -33,14 +33,18 @@ cdef extern from "_threadpool.h":
     ctypedef void (*fa_chunk_fn)(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     const int FA_POOL
     void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn, void* ctx,
-                         int nthreads, int kind, Py_ssize_t elements) noexcept nogil
-    const int FA_KIND_DENSE, FA_KIND_MULTI, FA_KIND_SCAN, FA_KIND_SPARSE
+                         int nthreads, int site, Py_ssize_t elements) noexcept nogil
+    int fa_site(int kind, int variant) noexcept nogil
+    const int FA_KIND_DENSE, FA_KIND_MULTI, FA_KIND_SCAN, FA_KIND_SPARSE, FA_KIND_PROBE
+    const int FA_KIND_CLIP, FA_KIND_FAMILY, FA_KIND_MIXED, FA_KIND_MIXED_MULTI
+    const int FA_KIND_SPARSE_DUP, FA_KIND_SPARSE_FAMILY, FA_KIND_SPARSE_CLIP, FA_KIND_NORM
     int fastadagrad_get_num_threads() noexcept nogil
     void fastadagrad_set_num_threads(int n) noexcept nogil
     void fa_set_spin_ns(long long worker, long long caller) noexcept nogil
     int fa_pool_workers() noexcept nogil
     void fa_set_adaptive(int on) noexcept nogil
     void fa_pool_stats(long long* out) noexcept nogil
+    int fa_pool_history(int size_class, long long* out, int max) noexcept nogil
 
 #: Below this many elements a call runs on one thread (waking a worker costs ~1-5 us).
 PARALLEL_MIN_ELEMENTS = 32768
@@ -149,6 +153,19 @@ def _pool_stats():
     return {"parallel": out[0], "serial": out[1]}
 
 
+def _pool_history(elements):
+    """Test knob: {site: (serial samples, parallel samples)} of the pool's histories for calls of
+    `elements` elements (their size class), one entry per loop (fa_site: kind | variant << 4)."""
+    cdef long long out[3 * 64]
+    cdef int c = 0, k
+    cdef Py_ssize_t e = elements
+    while e >= 4 and c < 19:
+        e >>= 2
+        c += 1
+    k = fa_pool_history(c, out, 64)
+    return {int(out[3 * i]): (int(out[3 * i + 1]), int(out[3 * i + 2])) for i in range(k)}
+
+
 def _set_spin_us(worker=-1.0, caller=-1.0):
     """Benchmark knob: how long a worker spins for the next job and the caller for chunks in
     flight before sleeping (microseconds; negative keeps the current value)."""
@@ -218,7 +235,8 @@ cdef void dense_update(Py_ssize_t n, floating* param, const floating* grad, floa
     job.a = accum
     job.o = o
     job.f32 = floating is float
-    fa_parallel_for(n, _grain(n, nt), _dense_chunk, &job, nt, FA_KIND_DENSE, n)
+    fa_parallel_for(n, _grain(n, nt), _dense_chunk, &job, nt,
+                    fa_site(FA_KIND_DENSE, floating is double), n)
 
 
 cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z) noexcept nogil:
@@ -233,7 +251,8 @@ cdef void probe_update(Py_ssize_t n, floating* x, const floating* y, floating* z
     if nt == 1:
         _probe_chunk(&job, 0, n)
     else:
-        fa_parallel_for(n, _grain(n, nt), _probe_chunk, &job, nt, FA_KIND_DENSE, n)
+        fa_parallel_for(n, _grain(n, nt), _probe_chunk, &job, nt,
+                        fa_site(FA_KIND_PROBE, floating is double), n)
 
 
 # ----------------------------------------------------------------------------- argument gate
@@ -637,7 +656,8 @@ cdef void multi_dense_update(Py_ssize_t k, floating** params, floating** grads,
     job.offsets = offsets
     job.o = o
     job.f32 = floating is float
-    fa_parallel_for(total, _grain(total, nt), _multi_chunk, &job, nt, FA_KIND_MULTI, total)
+    fa_parallel_for(total, _grain(total, nt), _multi_chunk, &job, nt,
+                    fa_site(FA_KIND_MULTI, floating is double), total)
 
 
 cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
@@ -653,7 +673,8 @@ cdef Py_ssize_t multi_first_nonfinite(Py_ssize_t k, floating** grads,
         job.offsets = offsets
         job.f32 = floating is float
         job.bad = 0
-        fa_parallel_for(total, _grain(total, nt), _nonfinite_chunk, &job, nt, FA_KIND_SCAN, total)
+        fa_parallel_for(total, _grain(total, nt), _nonfinite_chunk, &job, nt,
+                        fa_site(FA_KIND_SCAN, floating is double), total)
         if job.bad == 0:
             return -1
     for i in range(k):   # serial: find which array (only reached when something is bad)
