@@ -571,3 +571,24 @@ def test_bfloat16_signalling_nan_params_every_switch(compiled, restore_isa):
         for isa, (p, a) in results.items():
             assert np.array_equal(p, results["generic"][0]), f"{isa} param {opts}"
             assert np.array_equal(a, results["generic"][1]), f"{isa} accum {opts}"
+
+
+NAN_GRAD_BITS = {"bfloat16": [0x7F81, 0xFF81, 0x7FBF, 0x7FC1, 0x7FFF, 0x3F80, 0x0001, 0x8000, 0],
+                 "float16": [0x7C01, 0xFC01, 0x7DFF, 0x7E01, 0x7FFF, 0x3C00, 0x0001, 0x8000, 0]}
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=lambda d: d.name)
+@pytest.mark.parametrize("isa", ISAS)
+def test_nan_payload_grads_and_negative_zero_accums(compiled, restore_isa, dtype, isa):
+    """Grads holding signalling and payload NaNs, accumulators of -0.0 and negative values,
+    with the default options (the AVX loops' `plain` copies leave out g * 1 and acc + 0) and
+    with maximize and eps inside (which keep them): the NumPy twin's bytes on every ISA path."""
+    compiled.set_isa(isa)
+    n = 16 * 5 + 8 + 3
+    grad0 = np.resize(np.array(NAN_GRAD_BITS[dtype.name], np.uint16), n).view(dtype)
+    accum0 = np.resize(np.array([-0.0, 0.0, -1.0, 2.0, -0.0, 1e-40, 3.0], np.float32), n)
+    param0 = np.random.default_rng(2).standard_normal(n).astype(dtype)
+    for options in (dict(lr=0.1), dict(lr=0.1, maximize=True, eps_placement="inside")):
+        (f, _), (s, _) = both(param0, grad0, accum0, **options)
+        assert_same_bits(f[0], s[0], f"{isa} param {options}")
+        assert_same_bits(f[2], s[2], f"{isa} accum {options}")

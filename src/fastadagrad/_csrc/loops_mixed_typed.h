@@ -42,7 +42,7 @@
     p = has_master ? _mm256_loadu_ps(master + (j)) : FA_LOAD_##P##_V8(param + (j)); \
     a = FA_LOAD_##A##_V8(accum + (j)); \
     p = FA_FN(element_f32x8)(p, FA_LOAD_##G##_V8(grad + (j)), &a, &v, decay, decoupled, \
-                             zero_mask); \
+                             zero_mask, plain); \
     if (has_master) \
         _mm256_storeu_ps(master + (j), p);
 /* sixteen elements per iteration (bfloat16 stores pack sixteen at once), then eight. Every
@@ -74,6 +74,7 @@
     float pbuf[FA_MX_BLOCK], gbuf[FA_MX_BLOCK], abuf[FA_MX_BLOCK]; \
     fa_ssize_t m; \
     (void)gbuf; (void)abuf;   /* unused when grad / accum are float32 (read in place) */ \
+    (void)plain;              /* the float32 loop keeps every operation */ \
     for (; i + 8 <= n; i += m) { \
         float *p, *a; \
         const float *g; \
@@ -88,15 +89,16 @@
 #endif
 
 /* dense_<sfx>, the contiguous step: the option switches and the master copy become
- * compile-time constants of 16 loop copies (no branch in any loop, as in loops_typed.h);
- * FA_MX_CASE(sfx, v) is the copy of variant v = (decay, decoupled, zero_mask, master).
+ * compile-time constants of 18 loop copies (no branch in any loop, as in loops_typed.h);
+ * FA_MX_CASE(sfx, v) is the copy of variant v = (plain, decay, decoupled, zero_mask, master),
+ * plain (element_f32x8) only without decay, decoupled decay and the zero mask: the defaults.
  * dense_sr_<sfx>: the contiguous step with the param's store rounded stochastically (half.h):
  * element i of the call has counter k->index0 + i; runtime switches (one scalar loop).
  * strided_<sfx>: the same element step over operands with byte strides (views updated in
  * place). */
 #define FA_MX_CASE(sfx, v) \
     case v: FA_FN(loop_##sfx)(n, param, grad, accum, master, &c, (v >> 3) & 1, (v >> 2) & 1, \
-                              (v >> 1) & 1, v & 1); break;
+                              (v >> 1) & 1, v & 1, (v >> 4) & 1); break;
 
 #define FA_MX_LOOPS(P, G, A, sfx) \
 static FA_ALWAYS_INLINE void FA_FN(tail_##sfx)(fa_ssize_t n, FA_MX_TYPE_##P *param, \
@@ -121,7 +123,8 @@ static FA_ALWAYS_INLINE void FA_FN(loop_##sfx)(fa_ssize_t n, FA_MX_TYPE_##P *par
                                                const FA_MX_TYPE_##G *grad, \
                                                FA_MX_TYPE_##A *accum, float *master, \
                                                const FA_FN(coef_t_f32) *c0, int decay, \
-                                               int decoupled, int zero_mask, int has_master) \
+                                               int decoupled, int zero_mask, int has_master, \
+                                               int plain) \
 { \
     const FA_FN(coef_t_f32) c = *c0; \
     fa_ssize_t i = 0; \
@@ -139,11 +142,14 @@ static void FA_FN(dense_##sfx)(fa_ssize_t n, void *param_, const void *grad_, vo
     FA_FN(coef_t_f32) c = FA_FN(coefficients_f32)(o); \
     int variant = ((o->weight_decay != 0) << 3) | ((o->decoupled_weight_decay != 0) << 2) \
                   | ((o->zero_if_accum_zero != 0) << 1) | (master != NULL); \
+    if (variant <= 1 && c.sign == 1.0f && c.eps_in == 0.0f) \
+        variant |= 16; \
     switch (variant) { \
     FA_MX_CASE(sfx, 0) FA_MX_CASE(sfx, 1) FA_MX_CASE(sfx, 2) FA_MX_CASE(sfx, 3) \
     FA_MX_CASE(sfx, 4) FA_MX_CASE(sfx, 5) FA_MX_CASE(sfx, 6) FA_MX_CASE(sfx, 7) \
     FA_MX_CASE(sfx, 8) FA_MX_CASE(sfx, 9) FA_MX_CASE(sfx, 10) FA_MX_CASE(sfx, 11) \
-    FA_MX_CASE(sfx, 12) FA_MX_CASE(sfx, 13) FA_MX_CASE(sfx, 14) default: FA_MX_CASE(sfx, 15) \
+    FA_MX_CASE(sfx, 12) FA_MX_CASE(sfx, 13) FA_MX_CASE(sfx, 14) FA_MX_CASE(sfx, 15) \
+    FA_MX_CASE(sfx, 16) default: FA_MX_CASE(sfx, 17) \
     } \
 } \
 \
