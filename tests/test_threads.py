@@ -201,6 +201,23 @@ def test_serial_parallel_history_is_kept_per_loop(compiled, restore_threads):
     assert compiled._pool_history(4 * n) == {s: (0, 0) for s in history}   # another size class
 
 
+def test_serial_reference_is_taken_before_the_first_parallel_call(compiled, restore_threads):
+    """A loop's first 3 calls run serially (the reference that tells a stalled parallel call),
+    the 4th is its first parallel call (which starts or wakes the workers)."""
+    if not compiled.threads_enabled():
+        pytest.skip("built without the worker pool: every call is serial, no history")
+    fastadagrad.set_num_threads(2)
+    compiled._set_adaptive(True)   # clears the histories
+    n = 300_000
+    p, g, a = (np.ones(n, np.float32) for _ in range(3))
+    seen = []
+    for _ in range(4):
+        fastadagrad.adagrad_update(p, g, a, lr=0.1)
+        (counts,) = compiled._pool_history(n).values()
+        seen.append(counts)
+    assert seen == [(1, 0), (2, 0), (3, 0), (3, 1)]
+
+
 def test_threadpoolctl_limits_fastadagrad(compiled, restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
     fastadagrad.set_num_threads(2)

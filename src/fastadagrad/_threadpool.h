@@ -161,6 +161,7 @@ typedef struct {
     long long burst_until;       /* ... and until when it lasts at least */
     int backoff;                 /* tries that confirmed the chosen mode in a row (capped) */
     int judging;                 /* a try ended: the next decision judges it */
+    int started;                 /* the first parallel calls were made */
 } fa_history_t;
 static fa_history_t fa_history[FA_SITES][FA_SIZES];
 static int fa_site_key[FA_SITES];
@@ -190,7 +191,7 @@ static int fa_site_slot(int site) {
 }
 
 static float fa_median(const float *x, long long count) {
-    float v[FA_HIST], t;
+    float v[FA_HIST] = {0}, t;
     int n = count < FA_HIST ? (int)count : FA_HIST, i, j;
     for (i = 0; i < n; i++) {
         v[i] = x[i];
@@ -203,9 +204,10 @@ static float fa_median(const float *x, long long count) {
     return v[n / 2];
 }
 
-/* 1: run in parallel, 0: serially (parallel sampled FA_HIST times first, serial 3 times: the
- * first parallel calls start or wake the workers, and a median of 3 taken over them sent the
- * 1e5-element step of a quiet machine to serial in one run in four). A try of the
+/* 1: run in parallel, 0: serially (serial sampled 3 times first, then FA_HIST parallel calls
+ * as a burst: the first parallel calls start or wake the workers, and a median of 3 taken over
+ * them sent the 1e5-element step of a quiet machine to serial in one run in four; a burst ends
+ * early at a stalled call, fa_end_stalled_burst). A try of the
  * other mode is a burst of at least FA_BURST calls and FA_BURST_NS, so that it is judged warm
  * (workers awake and polling), not on its first, cold calls; a call of FA_BURST_NS or more is
  * judged on its own (a wake-up is small next to it), so a try is one call. Its cost is bounded
@@ -241,10 +243,17 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
         h->burst--;
         return h->burst_mode;
     }
-    if (h->count[1] < FA_HIST)   /* all of the first parallel calls: the first is cold */
-        return 1;
-    if (h->count[0] < 3)
+    if (h->count[0] < 3)   /* serial first: the reference a stalled parallel call is told by */
         return 0;
+    if (!h->started) {     /* then FA_HIST parallel calls (the first is cold), as a burst */
+        h->started = 1;
+        h->burst = FA_HIST - 1;
+        h->burst_until = 0;
+        h->burst_mode = 1;
+        return 1;
+    }
+    if (h->count[1] == 0)   /* no parallel sample yet (no worker could be started) */
+        return 1;
     best = fa_median(h->ns[1], h->count[1]) < FA_PARALLEL_GAIN * fa_median(h->ns[0], h->count[0]);
     other = !best;
     if (h->judging) {   /* the try just ended: did it leave the choice as it was? */
@@ -277,6 +286,25 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
         return other;
     }
     return best;
+}
+
+/* A burst of parallel calls (the first ones, or a re-try) ends at its first stalled call: one
+ * slower than twice serial's median and by more than FA_STALL_NS. On a quiet machine even a
+ * cold call (workers woken or started) takes about the serial time, since the caller takes the
+ * chunks nobody else has; a stall is a worker descheduled inside its chunk, which costs
+ * milliseconds while another process has its core, and the burst's next calls would likely
+ * stall too. With 2 competitors on 2 cores and short benchmarks (0.3 s per case), the
+ * parallel calls of whole bursts were most of the default's excess of slow samples. */
+#define FA_STALL_NS 500000.0
+static void fa_end_stalled_burst(fa_history_t *h, long long ns, Py_ssize_t elements) {
+    double serial;
+    if (h->burst_mode != 1 || h->count[0] == 0)
+        return;
+    serial = (double)fa_median(h->ns[0], h->count[0]) * (double)elements;
+    if ((double)ns > 2.0 * serial && (double)ns > serial + FA_STALL_NS) {
+        h->burst = 0;
+        h->burst_until = 0;
+    }
 }
 
 static void fa_record(fa_history_t *h, int mode, long long t0, long long t1, Py_ssize_t elements) {
@@ -456,7 +484,11 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
             pthread_mutex_unlock(&fa_pool.mu);
         }
     }
-    fa_record(h, 1, t0, fa_now_ns(), elements);
+    {
+        long long t1 = fa_now_ns();
+        fa_record(h, 1, t0, t1, elements);
+        fa_end_stalled_burst(h, t1 - t0, elements);
+    }
     FA_STORE(&fa_pool.busy, 0);
 }
 
