@@ -117,6 +117,7 @@ typedef struct {
     int sleeping;                /* workers blocked in pthread_cond_wait(wake) */
     int active;                  /* workers inside the current job */
     int caller_sleeping;
+    int joined;                  /* a worker took part in the current job */
     /* the job (written by the caller before gen is published) */
     fa_chunk_fn fn;
     void *ctx;
@@ -162,6 +163,8 @@ typedef struct {
     int backoff;                 /* tries that confirmed the chosen mode in a row (capped) */
     int judging;                 /* a try ended: the next decision judges it */
     int started;                 /* the first parallel calls were made */
+    int in_burst;                /* the call being made is part of a burst */
+    long long burst_start;       /* when the current burst began */
 } fa_history_t;
 static fa_history_t fa_history[FA_SITES][FA_SIZES];
 static int fa_site_key[FA_SITES];
@@ -204,15 +207,17 @@ static float fa_median(const float *x, long long count) {
     return v[n / 2];
 }
 
-/* 1: run in parallel, 0: serially (serial sampled 3 times first, then FA_HIST parallel calls
- * as a burst: the first parallel calls start or wake the workers, and a median of 3 taken over
- * them sent the 1e5-element step of a quiet machine to serial in one run in four; a burst ends
- * early at a stalled call, fa_end_stalled_burst). A try of the
- * other mode is a burst of at least FA_BURST calls and FA_BURST_NS, so that it is judged warm
- * (workers awake and polling), not on its first, cold calls; a call of FA_BURST_NS or more is
- * judged on its own (a wake-up is small next to it), so a try is one call. Its cost is bounded
- * by FA_BURST_NS per FA_EXPLORE_NS of wall time (2%) plus one call, and by one call of the
- * slower mode per FA_EXPLORE_CALLS calls of the chosen one.
+/* 1: run in parallel, 0: serially. First 3 serial calls (the reference; the workers are
+ * started meanwhile), then a burst of parallel calls. A burst, the first one or a try of the
+ * mode not chosen, is at least FA_BURST calls and FA_BURST_NS, so that it is judged warm, not
+ * on its first calls: on a quiet 2-CPU VM a worker started or woken from sleep helped nobody
+ * for its first ~1-2 ms (1e5 elements: 25 parallel calls at the serial time), and a 1 ms
+ * burst sent the quiet machine serial in 5 runs of 6 (3 ms: 1 in 8, a median over the last 5
+ * calls). A burst of parallel calls ends early at a stalled call (fa_end_stalled_burst). A
+ * call of FA_LONG_CALL_NS or more is judged on its own (a wake-up is small next to it), so
+ * its try is one call. A try's cost is bounded by FA_BURST_NS per FA_EXPLORE_NS of wall time
+ * (6%, less with back-off) plus one call, and by FA_BURST calls of the slower mode per
+ * FA_EXPLORE_CALLS x FA_BURST calls of the chosen one.
  * Back-off: each try that leaves the choice as it was doubles both intervals (up to
  * 2^FA_BACKOFF_MAX: 1.6 s and 1,024 calls, 5,120 for short calls); a try that changes it, or
  * a switch made by the chosen mode's own samples, resets them. On a steadily busy machine the
@@ -223,7 +228,8 @@ static float fa_median(const float *x, long long count) {
  * their re-try is one call in 33, and 32x their interval (20 s for a 20 ms call) left a stale
  * median in charge (1.6e7 elements, 2 competitors: the default at 1.28x one thread). */
 #define FA_BURST 5
-#define FA_BURST_NS 1000000LL
+#define FA_BURST_NS 3000000LL
+#define FA_LONG_CALL_NS 1000000.0
 #define FA_BACKOFF_MAX 5
 /* Parallel only when its median beats serial's by 10%. On a machine whose other cores are
  * taken the caller does nearly all chunks itself, so the two medians tie, while a parallel
@@ -239,17 +245,22 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
         return 1;
     double call_ns;
     long long explore;
+    h->in_burst = 0;
     if (h->burst > 0 || now < h->burst_until) {
         h->burst--;
+        h->in_burst = 1;
         return h->burst_mode;
     }
     if (h->count[0] < 3)   /* serial first: the reference a stalled parallel call is told by */
         return 0;
-    if (!h->started) {     /* then FA_HIST parallel calls (the first is cold), as a burst */
+    if (!h->started) {     /* then parallel calls (the first are cold), as a burst: FA_HIST
+                              * calls and FA_BURST_NS, so that the median is over warm calls */
         h->started = 1;
         h->burst = FA_HIST - 1;
-        h->burst_until = 0;
+        h->burst_until = now + FA_BURST_NS;
         h->burst_mode = 1;
+        h->burst_start = now;
+        h->in_burst = 1;
         return 1;
     }
     if (h->count[1] == 0)   /* no parallel sample yet (no worker could be started) */
@@ -269,7 +280,7 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
     explore = (long long)(32.0 * call_ns);
     if (explore < FA_EXPLORE_NS)
         explore = FA_EXPLORE_NS;
-    long_call = call_ns >= (double)FA_BURST_NS;
+    long_call = call_ns >= FA_LONG_CALL_NS;
     shift = long_call ? 0 : h->backoff;   /* long calls: see FA_BACKOFF_MAX */
     explore <<= shift;
     if (h->since < (FA_EXPLORE_CALLS * FA_BURST) << FA_BACKOFF_MAX)
@@ -281,8 +292,10 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
         h->burst = long_call ? 0 : FA_BURST - 1;
         h->burst_until = long_call ? 0 : now + FA_BURST_NS;
         h->burst_mode = other;
+        h->burst_start = now;
         h->since = 0;
         h->judging = 1;
+        h->in_burst = 1;
         return other;
     }
     return best;
@@ -296,6 +309,13 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
  * stall too. With 2 competitors on 2 cores and short benchmarks (0.3 s per case), the
  * parallel calls of whole bursts were most of the default's excess of slow samples. */
 #define FA_STALL_NS 500000.0
+/* A parallel call that no worker took part in (none got a CPU in time) is not judged: the
+ * burst goes on until workers take part, for up to FA_JOIN_WAIT_NS. On a quiet 2-CPU VM a
+ * worker woken from sleep, or just started, did not run for 1-2 ms in about half the
+ * processes (its idle virtual CPU is slow to be scheduled by the host): bursts of 1 ms sent
+ * the quiet machine serial (1e5 elements, 5 runs of 6), and then the re-tries, which wake a
+ * sleeping worker again, kept it there. */
+#define FA_JOIN_WAIT_NS 20000000LL
 static void fa_end_stalled_burst(fa_history_t *h, long long ns, Py_ssize_t elements) {
     double serial;
     if (h->burst_mode != 1 || h->count[0] == 0)
@@ -341,8 +361,27 @@ static void fa_leave_job(void) {
     }
 }
 
+/* Where a new worker starts: Linux puts a new thread on its creator's CPU, and there a worker
+ * shares the caller's CPU until the load balancer moves it, while the other CPUs idle. On the
+ * quiet 2-CPU VM that took longer than 400 back-to-back 1e5-element calls (14 ms) in 5
+ * processes of 8 (the workers joined 1-4 of them). So a worker is created allowed every CPU of
+ * its creator but the one the creator runs on, and given back the creator's whole set as soon
+ * as it runs: a start elsewhere, no pinning (6 processes of 8 then ran parallel from the first
+ * milliseconds on). */
+#if defined(__linux__) && defined(CPU_SET)
+#define FA_START_ELSEWHERE 1
+static cpu_set_t fa_worker_cpus;   /* the creator's CPUs, restored by each new worker */
+static int fa_worker_cpus_set;
+#else
+#define FA_START_ELSEWHERE 0
+#endif
+
 static void *fa_worker_main(void *arg) {
     int id = (int)(Py_ssize_t)arg;
+#if FA_START_ELSEWHERE
+    if (fa_worker_cpus_set)
+        pthread_setaffinity_np(pthread_self(), sizeof fa_worker_cpus, &fa_worker_cpus);
+#endif
     unsigned long long seen = FA_LOAD(&fa_pool.gen), g;
     long long until;
     for (;;) {
@@ -366,8 +405,10 @@ static void *fa_worker_main(void *arg) {
         /* Join: announce first, then check the job is still open (the caller closes it, then
          * waits for active == 0), so nobody touches a job whose caller has returned. */
         FA_ADD(&fa_pool.active, 1);
-        if (FA_LOAD(&fa_pool.open) == g && id < fa_pool.job_workers)
+        if (FA_LOAD(&fa_pool.open) == g && id < fa_pool.job_workers) {
+            FA_STORE(&fa_pool.joined, 1);
             fa_run_chunks(id + 1);
+        }
         fa_leave_job();
     }
     return NULL;
@@ -404,9 +445,36 @@ static int fa_ensure_workers(int want) {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
+#if FA_START_ELSEWHERE
+    {
+        cpu_set_t elsewhere;
+        int here = sched_getcpu();
+        fa_worker_cpus_set = 0;
+        if (here >= 0 && here < CPU_SETSIZE
+                && pthread_getaffinity_np(pthread_self(), sizeof fa_worker_cpus,
+                                          &fa_worker_cpus) == 0
+                && CPU_ISSET(here, &fa_worker_cpus) && CPU_COUNT(&fa_worker_cpus) > 1) {
+            elsewhere = fa_worker_cpus;
+            CPU_CLR(here, &elsewhere);
+            if (pthread_attr_setaffinity_np(&attr, sizeof elsewhere, &elsewhere) == 0)
+                fa_worker_cpus_set = 1;
+        }
+    }
+#endif
     while (fa_pool.nworkers < want) {
-        if (pthread_create(&tid, &attr, fa_worker_main, (void *)(Py_ssize_t)fa_pool.nworkers) != 0)
+        if (pthread_create(&tid, &attr, fa_worker_main, (void *)(Py_ssize_t)fa_pool.nworkers) != 0) {
+#if FA_START_ELSEWHERE
+            if (fa_worker_cpus_set) {   /* the start elsewhere refused: start as usual */
+                fa_worker_cpus_set = 0;
+                pthread_attr_destroy(&attr);
+                pthread_attr_init(&attr);
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                pthread_attr_setstacksize(&attr, 256 * 1024);
+                continue;
+            }
+#endif
             break;
+        }
         fa_pool.nworkers++;
     }
     pthread_attr_destroy(&attr);
@@ -433,6 +501,9 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
     /* We own the pool (and the history) until busy is cleared. */
     h = &fa_history[fa_site_slot(site)][fa_size_class(elements)];
     t0 = fa_now_ns();
+    if (!h->started)   /* the serial reference calls: start the workers now, so that they are
+                        * up and polling on their CPUs when the first parallel calls come */
+        fa_ensure_workers(nthreads - 1);
     workers = fa_choose(h, t0, elements) ? fa_ensure_workers(nthreads - 1) : 0;
     if (workers > nthreads - 1)
         workers = nthreads - 1;
@@ -451,6 +522,7 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
     fa_pool.nchunks = nchunks;
     fa_pool.job_workers = workers;
     fa_pool.nranges = workers + 1;
+    fa_pool.joined = 0;
     {
         int r;
         for (r = 0; r <= workers; r++) {
@@ -486,8 +558,12 @@ static void fa_parallel_for(Py_ssize_t nitems, Py_ssize_t grain, fa_chunk_fn fn,
     }
     {
         long long t1 = fa_now_ns();
-        fa_record(h, 1, t0, t1, elements);
-        fa_end_stalled_burst(h, t1 - t0, elements);
+        if (h->in_burst && !FA_LOAD(&fa_pool.joined) && t1 - h->burst_start < FA_JOIN_WAIT_NS) {
+            h->burst++;   /* no worker took part: not a parallel sample, the burst waits on */
+        } else {
+            fa_record(h, 1, t0, t1, elements);
+            fa_end_stalled_burst(h, t1 - t0, elements);
+        }
     }
     FA_STORE(&fa_pool.busy, 0);
 }
