@@ -366,22 +366,29 @@ static void fa_leave_job(void) {
  * quiet 2-CPU VM that took longer than 400 back-to-back 1e5-element calls (14 ms) in 5
  * processes of 8 (the workers joined 1-4 of them). So a worker is created allowed every CPU of
  * its creator but the one the creator runs on, and given back the creator's whole set as soon
- * as it runs: a start elsewhere, no pinning (6 processes of 8 then ran parallel from the first
- * milliseconds on). */
+ * as it runs: a start elsewhere, no pinning (with it, 8 processes of 8 ran parallel from the
+ * first milliseconds on). */
 #if defined(__linux__) && defined(CPU_SET)
 #define FA_START_ELSEWHERE 1
-static cpu_set_t fa_worker_cpus;   /* the creator's CPUs, restored by each new worker */
-static int fa_worker_cpus_set;
 #else
 #define FA_START_ELSEWHERE 0
 #endif
+typedef struct {   /* what a new worker is told (its own copy, freed by it) */
+    int id;
+#if FA_START_ELSEWHERE
+    int restore;   /* started elsewhere: take the creator's CPUs back */
+    cpu_set_t cpus;
+#endif
+} fa_worker_start_t;
 
 static void *fa_worker_main(void *arg) {
-    int id = (int)(Py_ssize_t)arg;
+    fa_worker_start_t *start = (fa_worker_start_t *)arg;
+    int id = start->id;
 #if FA_START_ELSEWHERE
-    if (fa_worker_cpus_set)
-        pthread_setaffinity_np(pthread_self(), sizeof fa_worker_cpus, &fa_worker_cpus);
+    if (start->restore)
+        pthread_setaffinity_np(pthread_self(), sizeof start->cpus, &start->cpus);
 #endif
+    free(start);
     unsigned long long seen = FA_LOAD(&fa_pool.gen), g;
     long long until;
     for (;;) {
@@ -435,6 +442,11 @@ static void fa_atfork_child(void) {
 static int fa_ensure_workers(int want) {
     pthread_attr_t attr;
     pthread_t tid;
+    fa_worker_start_t *start;
+    int elsewhere_set = 0;
+#if FA_START_ELSEWHERE
+    cpu_set_t cpus, elsewhere;
+#endif
     if (!fa_pool.atfork_registered) {
         if (pthread_atfork(fa_atfork_prepare, fa_atfork_parent, fa_atfork_child) != 0)
             return 0;   /* cannot be made fork-safe: stay serial */
@@ -447,32 +459,36 @@ static int fa_ensure_workers(int want) {
     pthread_attr_setstacksize(&attr, 256 * 1024);
 #if FA_START_ELSEWHERE
     {
-        cpu_set_t elsewhere;
         int here = sched_getcpu();
-        fa_worker_cpus_set = 0;
         if (here >= 0 && here < CPU_SETSIZE
-                && pthread_getaffinity_np(pthread_self(), sizeof fa_worker_cpus,
-                                          &fa_worker_cpus) == 0
-                && CPU_ISSET(here, &fa_worker_cpus) && CPU_COUNT(&fa_worker_cpus) > 1) {
-            elsewhere = fa_worker_cpus;
+                && pthread_getaffinity_np(pthread_self(), sizeof cpus, &cpus) == 0
+                && CPU_ISSET(here, &cpus) && CPU_COUNT(&cpus) > 1) {
+            elsewhere = cpus;
             CPU_CLR(here, &elsewhere);
-            if (pthread_attr_setaffinity_np(&attr, sizeof elsewhere, &elsewhere) == 0)
-                fa_worker_cpus_set = 1;
+            elsewhere_set = pthread_attr_setaffinity_np(&attr, sizeof elsewhere, &elsewhere) == 0;
         }
     }
 #endif
     while (fa_pool.nworkers < want) {
-        if (pthread_create(&tid, &attr, fa_worker_main, (void *)(Py_ssize_t)fa_pool.nworkers) != 0) {
+        start = (fa_worker_start_t *)malloc(sizeof *start);
+        if (start == NULL)
+            break;
+        start->id = fa_pool.nworkers;
 #if FA_START_ELSEWHERE
-            if (fa_worker_cpus_set) {   /* the start elsewhere refused: start as usual */
-                fa_worker_cpus_set = 0;
+        start->restore = elsewhere_set;
+        if (elsewhere_set)
+            start->cpus = cpus;
+#endif
+        if (pthread_create(&tid, &attr, fa_worker_main, start) != 0) {
+            free(start);
+            if (elsewhere_set) {   /* the start elsewhere refused: start as usual */
+                elsewhere_set = 0;
                 pthread_attr_destroy(&attr);
                 pthread_attr_init(&attr);
                 pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
                 pthread_attr_setstacksize(&attr, 256 * 1024);
                 continue;
             }
-#endif
             break;
         }
         fa_pool.nworkers++;
