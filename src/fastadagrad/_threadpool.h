@@ -439,6 +439,13 @@ static void fa_atfork_child(void) {
 }
 
 /* Start workers up to `want` (under the busy flag); returns how many exist. */
+/* Detached workers with a small stack (start elsewhere set by the caller when it applies). */
+static void fa_worker_attr(pthread_attr_t *attr) {
+    pthread_attr_init(attr);
+    pthread_attr_setdetachstate(attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(attr, 256 * 1024);
+}
+
 static int fa_ensure_workers(int want) {
     pthread_attr_t attr;
     pthread_t tid;
@@ -454,9 +461,7 @@ static int fa_ensure_workers(int want) {
     }
     if (fa_pool.nworkers >= want)
         return fa_pool.nworkers;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
+    fa_worker_attr(&attr);
 #if FA_START_ELSEWHERE
     {
         int here = sched_getcpu();
@@ -484,9 +489,7 @@ static int fa_ensure_workers(int want) {
             if (elsewhere_set) {   /* the start elsewhere refused: start as usual */
                 elsewhere_set = 0;
                 pthread_attr_destroy(&attr);
-                pthread_attr_init(&attr);
-                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                pthread_attr_setstacksize(&attr, 256 * 1024);
+                fa_worker_attr(&attr);
                 continue;
             }
             break;
@@ -594,9 +597,10 @@ static void fa_set_adaptive(int on) {
 }
 
 /* Test knob: samples recorded per history row, out[3 * i ...] = site, serial samples, parallel
- * samples for the rows of `size_class`; returns the number of sites (at most max). */
-static int fa_pool_history(int size_class, long long *out, int max) {
-    int i;
+ * samples for the rows of calls of `elements` (their size class); returns the number of sites
+ * (at most max). */
+static int fa_pool_history(Py_ssize_t elements, long long *out, int max) {
+    int i, size_class = fa_size_class(elements);
     for (i = 0; i < fa_nsites && i < max; i++) {
         out[3 * i] = fa_site_key[i];
         out[3 * i + 1] = fa_history[i][size_class].count[0];
@@ -635,8 +639,8 @@ static void fa_set_spin_ns(long long worker, long long caller) { (void)worker; (
 static int fa_pool_workers(void) { return 0; }
 static void fa_set_adaptive(int on) { (void)on; }
 static void fa_pool_stats(long long *out) { out[0] = out[1] = 0; }
-static int fa_pool_history(int size_class, long long *out, int max) {
-    (void)size_class;
+static int fa_pool_history(Py_ssize_t elements, long long *out, int max) {
+    (void)elements;
     (void)out;
     (void)max;
     return 0;

@@ -44,7 +44,7 @@ cdef extern from "_threadpool.h":
     int fa_pool_workers() noexcept nogil
     void fa_set_adaptive(int on) noexcept nogil
     void fa_pool_stats(long long* out) noexcept nogil
-    int fa_pool_history(int size_class, long long* out, int max) noexcept nogil
+    int fa_pool_history(Py_ssize_t elements, long long* out, int max) noexcept nogil
 
 #: Below this many elements a call runs on one thread (waking a worker costs ~1-5 us).
 PARALLEL_MIN_ELEMENTS = 32768
@@ -157,12 +157,7 @@ def _pool_history(elements):
     """Test knob: {site: (serial samples, parallel samples)} of the pool's histories for calls of
     `elements` elements (their size class), one entry per loop (fa_site: kind | variant << 4)."""
     cdef long long out[3 * 64]
-    cdef int c = 0, k
-    cdef Py_ssize_t e = elements
-    while e >= 4 and c < 19:
-        e >>= 2
-        c += 1
-    k = fa_pool_history(c, out, 64)
+    cdef int k = fa_pool_history(elements, out, 64)
     return {int(out[3 * i]): (int(out[3 * i + 1]), int(out[3 * i + 2])) for i in range(k)}
 
 
