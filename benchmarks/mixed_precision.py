@@ -2,8 +2,10 @@
 bfloat16 and float16 steps (param and grad in the half dtype, float32 accumulator: 14 bytes per
 element instead of 20), the bandwidth probe over the same arrays' bytes, and
 torch.optim.Adagrad(fused=True) on bfloat16 (its state is bfloat16 too: 10 bytes per element),
-at 1e3 and 1.6e7 elements. Medians of interleaved samples; the machine load is printed with
-the result (timings on a shared machine move by +-25%).
+at 1e3 and 1.6e7 elements. Medians of interleaved samples (`bench_timing.interleaved`: each
+after 20 ms of untimed calls of its own step, so torch's spinning OpenMP threads do not run
+into the next step's sample); the machine load is printed with the result (timings on a shared
+machine move by +-25%).
 
     python benchmarks/mixed_precision.py [--sizes 1e3,1.6e7] [--repeats 21] [--threads N]
 
@@ -16,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 import fastadagrad
-from fastadagrad import bench, kernels
+from fastadagrad import bench, bench_timing, kernels
 
 
 def cases(n: int, rng: np.random.Generator) -> dict[str, tuple[object, int]]:
@@ -53,21 +54,14 @@ def cases(n: int, rng: np.random.Generator) -> dict[str, tuple[object, int]]:
 def measure(n: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     steps = cases(n, rng)
-    inner = max(1, int(2e5 // n))          # calls per sample for small sizes
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(3):                      # warm up (pages, the pool's serial/parallel choice)
-        for fn, _b in steps.values():
-            fn()
-    for _ in range(repeats):
-        for name, (fn, _b) in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - t0) / inner)
+    min_time = 0.002                        # a sample: one call at 1.6e7, ~100 calls at 1e3
+    times = bench_timing.interleaved({k: fn for k, (fn, _b) in steps.items()},
+                                     min_time=min_time, samples=repeats)
     med = {k: float(np.median(v)) for k, v in times.items()}
     probe = med["probe (float32)"]
     torch_t = med.get("torch fused bfloat16")
-    print(f"\n{n:,} elements ({inner} calls per sample, {repeats} samples)")
+    print(f"\n{n:,} elements (samples of >= {min_time * 1e3:g} ms, {repeats} samples, each after "
+          f"{bench_timing.SETTLE * 1e3:g} ms of untimed calls of the same step)")
     print(f"{'step':24s} {'median':>10s} {'vs f32':>7s} {'% of probe':>10s} {'torch / this':>12s}")
     for name, (fn, nbytes) in steps.items():
         t = med[name]

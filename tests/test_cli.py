@@ -171,3 +171,26 @@ def test_bench_peers_without_any_peer(monkeypatch, capsys):
                  "jax/optax: jax not installed"):
         assert f"{note} (column skipped)" in text
     assert "dense 1e3" in text
+
+
+def test_interleaved_samples_each_follow_their_own_warm_up():
+    """Before each timed sample its function runs untimed for `settle_time`, so a sample never
+    starts right after another function's calls (whose spinning threads would take its core)."""
+    from fastadagrad import bench_timing
+
+    calls: list[str] = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    t = bench_timing.interleaved(fns, min_time=0.0, samples=3, settle_time=0.002)
+    assert {k: len(v) for k, v in t.items()} == {"a": 3, "b": 3, "c": 3}
+    runs = []   # lengths of the runs of consecutive calls of one function after calibration
+    timed = calls[6:]   # calibrate: one warm-up call and one timed call per function
+    for k in timed:
+        if runs and runs[-1][0] == k:
+            runs[-1][1] += 1
+        else:
+            runs.append([k, 1])
+    assert [k for k, _ in runs] == list("abc") * 3
+    assert all(n >= 2 for _, n in runs)   # >= 1 untimed call, then the timed one
+    calls.clear()
+    bench_timing.interleaved(fns, min_time=0.0, samples=3, settle_time=0.0)
+    assert len(calls) == 6 + 2 * 9        # one settle call and one timed call per sample

@@ -32,16 +32,39 @@ def sample(fn: Callable[[], Any], number: int,
     return (clock() - t0) / number
 
 
+# How long a function runs untimed before each of its samples. torch's OpenMP threads (GNU
+# libgomp) keep a core busy spinning for ~10 ms after each parallel region (measured: 9.5-10.2
+# ms of CPU during a 50 ms sleep after a 1.6e7-element fused step, 2 threads), and spinning
+# threads of the function sampled before took that core from the next one's threads: the
+# float32 step at 1.6e7 sampled right after torch's ran at 73-85% of the bandwidth probe,
+# at 99-101% with this warm-up (same hour). A sleep instead of the warm-up also stops the
+# spinning, but puts every pool to sleep, so that each sample started with a wake-up (1-2 ms
+# on a virtual machine): 76-93% for the float16 step, one call per sample.
+SETTLE = 0.02
+
+
+def settle(fn: Callable[[], Any], seconds: float) -> None:
+    """Call fn untimed for at least `seconds` (at least once)."""
+    until = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < until:
+        fn()
+
+
 def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: int,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+                clock: Callable[[], float] = time.perf_counter,
+                settle_time: float = SETTLE) -> dict[str, list[float]]:
     """Time several functions side by side: each is warmed up and calibrated once, then
     sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike).
+    Each sample follows `settle_time` seconds of untimed calls of its own function (SETTLE),
+    so threads the previous function left spinning have stopped and its own are warm.
     clock=time.process_time counts this process's CPU time only (one thread: what a loaded
     machine's descheduling does not inflate)."""
     numbers = {k: calibrate(fn, min_time, clock) for k, fn in fns.items()}
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(samples):
         for k, fn in fns.items():
+            settle(fn, settle_time)
             out[k].append(sample(fn, numbers[k], clock))
     return out
 
