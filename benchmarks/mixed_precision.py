@@ -3,8 +3,8 @@ bfloat16 and float16 steps (param and grad in the half dtype, float32 accumulato
 element instead of 20), the bandwidth probe over the same arrays' bytes, and
 torch.optim.Adagrad(fused=True) on bfloat16 (its state is bfloat16 too: 10 bytes per element),
 at 1e3 and 1.6e7 elements. Medians of interleaved samples (`bench_timing.interleaved`: each
-after 20 ms of untimed calls of its own step, so torch's spinning OpenMP threads do not run
-into the next step's sample); the machine load is printed with the result (timings on a shared
+after a 12 ms pause and 12 ms of untimed calls of its own step, so torch's spinning OpenMP
+threads do not run into the next step's sample); the machine load is printed with the result (timings on a shared
 machine move by +-25%).
 
     python benchmarks/mixed_precision.py [--sizes 1e3,1.6e7] [--repeats 21] [--threads N]
@@ -61,7 +61,8 @@ def measure(n: int, repeats: int) -> None:
     probe = med["probe (float32)"]
     torch_t = med.get("torch fused bfloat16")
     print(f"\n{n:,} elements (samples of >= {min_time * 1e3:g} ms, {repeats} samples, each after "
-          f"{bench_timing.SETTLE * 1e3:g} ms of untimed calls of the same step)")
+          f"a {bench_timing.SETTLE_PAUSE * 1e3:g} ms pause and {bench_timing.SETTLE * 1e3:g} ms "
+          "of untimed calls of the same step)")
     print(f"{'step':24s} {'median':>10s} {'vs f32':>7s} {'% of probe':>10s} {'torch / this':>12s}")
     for name, (fn, nbytes) in steps.items():
         t = med[name]

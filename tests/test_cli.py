@@ -174,8 +174,9 @@ def test_bench_peers_without_any_peer(monkeypatch, capsys):
 
 
 def test_interleaved_samples_each_follow_their_own_warm_up():
-    """Before each timed sample its function runs untimed for `settle_time`, so a sample never
-    starts right after another function's calls (whose spinning threads would take its core)."""
+    """Before each timed sample its function runs untimed for `settle_time` (after a pause), so
+    a sample never starts right after another function's calls (whose spinning threads would
+    take its core)."""
     from fastadagrad import bench_timing
 
     calls: list[str] = []

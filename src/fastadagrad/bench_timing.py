@@ -32,19 +32,23 @@ def sample(fn: Callable[[], Any], number: int,
     return (clock() - t0) / number
 
 
-# How long a function runs untimed before each of its samples. torch's OpenMP threads (GNU
-# libgomp) keep a core busy spinning for ~10 ms after each parallel region (measured: 9.5-10.2
-# ms of CPU during a 50 ms sleep after a 1.6e7-element fused step, 2 threads), and spinning
-# threads of the function sampled before took that core from the next one's threads: the
-# float32 step at 1.6e7 sampled right after torch's ran at 73-85% of the bandwidth probe,
-# at 99-101% with this warm-up (same hour). A sleep instead of the warm-up also stops the
-# spinning, but puts every pool to sleep, so that each sample started with a wake-up (1-2 ms
-# on a virtual machine): 76-93% for the float16 step, one call per sample.
-SETTLE = 0.02
+# Before each sample: a pause, then untimed calls of the function to be sampled. torch's and
+# numba's OpenMP threads (GNU libgomp) keep a core busy spinning for ~10 ms after each parallel
+# region (measured: 9.5-10.2 ms of CPU during a 50 ms sleep after torch's fused step, 7.6-8.2 ms
+# after a numba prange loop, 2 threads). Sampled right after such a function, the float32 step
+# at 1.6e7 ran at 73-85% of the bandwidth probe (99-101% with this settling, same hour), and
+# fastadagrad's pool, seeing its parallel calls stall, chose serial calls (1e5, 1e6). The pause
+# lets the spinning stop; the calls after it wake this function's own threads (a wake-up costs
+# 1-2 ms on a virtual machine: with a pause alone, the float16 step at 1.6e7, one call per
+# sample, fell to 76-93% of the probe) and let its pool choose on a quiet machine.
+SETTLE_PAUSE = 0.012
+SETTLE = 0.012
 
 
-def settle(fn: Callable[[], Any], seconds: float) -> None:
-    """Call fn untimed for at least `seconds` (at least once)."""
+def settle(fn: Callable[[], Any], seconds: float, pause: float = SETTLE_PAUSE) -> None:
+    """Sleep `pause` seconds, then call fn untimed for at least `seconds` (at least once)."""
+    if pause > 0:
+        time.sleep(pause)
     until = time.perf_counter() + seconds
     fn()
     while time.perf_counter() < until:
@@ -56,15 +60,16 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: 
                 settle_time: float = SETTLE) -> dict[str, list[float]]:
     """Time several functions side by side: each is warmed up and calibrated once, then
     sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike).
-    Each sample follows `settle_time` seconds of untimed calls of its own function (SETTLE),
-    so threads the previous function left spinning have stopped and its own are warm.
+    Each sample follows a pause (SETTLE_PAUSE) and `settle_time` seconds of untimed calls of
+    its own function (SETTLE): threads the previous function left spinning have stopped, its
+    own are warm.
     clock=time.process_time counts this process's CPU time only (one thread: what a loaded
     machine's descheduling does not inflate)."""
     numbers = {k: calibrate(fn, min_time, clock) for k, fn in fns.items()}
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(samples):
         for k, fn in fns.items():
-            settle(fn, settle_time)
+            settle(fn, settle_time, SETTLE_PAUSE if settle_time > 0 else 0.0)
             out[k].append(sample(fn, numbers[k], clock))
     return out
 
