@@ -40,7 +40,7 @@ cdef extern from "_threadpool.h":
     const int FA_KIND_SPARSE_DUP, FA_KIND_SPARSE_FAMILY, FA_KIND_SPARSE_CLIP, FA_KIND_NORM
     int fastadagrad_get_num_threads() noexcept nogil
     void fastadagrad_set_num_threads(int n) noexcept nogil
-    void fa_set_spin_ns(long long worker, long long caller) noexcept nogil
+    void fa_set_spin_ns(long long worker, long long caller, long long pure) noexcept nogil
     int fa_pool_workers() noexcept nogil
     void fa_set_adaptive(int on) noexcept nogil
     void fa_pool_stats(long long* out) noexcept nogil
@@ -161,11 +161,13 @@ def _pool_history(elements):
     return {int(out[3 * i]): (int(out[3 * i + 1]), int(out[3 * i + 2])) for i in range(k)}
 
 
-def _set_spin_us(worker=-1.0, caller=-1.0):
+def _set_spin_us(worker=-1.0, caller=-1.0, pure=-1.0):
     """Benchmark knob: how long a worker spins for the next job and the caller for chunks in
-    flight before sleeping (microseconds; negative keeps the current value)."""
+    flight before sleeping, and for how much of its spin a worker does not yield
+    (microseconds; negative keeps the current value)."""
     fa_set_spin_ns(<long long>(worker * 1000) if worker >= 0 else -1,
-                   <long long>(caller * 1000) if caller >= 0 else -1)
+                   <long long>(caller * 1000) if caller >= 0 else -1,
+                   <long long>(pure * 1000) if pure >= 0 else -1)
 
 
 cdef inline Py_ssize_t _grain(Py_ssize_t n, int nt) noexcept nogil:
