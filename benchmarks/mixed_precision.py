@@ -4,8 +4,8 @@ element instead of 20), the bandwidth probe over the same arrays' bytes, and
 torch.optim.Adagrad(fused=True) on bfloat16 (its state is bfloat16 too: 10 bytes per element),
 at 1e3 and 1.6e7 elements. Medians of interleaved samples (`bench_timing.interleaved`: each
 after a 12 ms pause and 12 ms of untimed calls of its own step, so torch's spinning OpenMP
-threads do not run into the next step's sample); the machine load is printed with the result (timings on a shared
-machine move by +-25%).
+threads do not run into the next step's sample); the machine load is printed with the result
+(timings on a shared machine move by +-25%).
 
     python benchmarks/mixed_precision.py [--sizes 1e3,1.6e7] [--repeats 21] [--threads N]
 

@@ -36,7 +36,7 @@ def sample(fn: Callable[[], Any], number: int,
 # numba's OpenMP threads (GNU libgomp) keep a core busy spinning for ~10 ms after each parallel
 # region (measured: 9.5-10.2 ms of CPU during a 50 ms sleep after torch's fused step, 7.6-8.2 ms
 # after a numba prange loop, 2 threads). Sampled right after such a function, the float32 step
-# at 1.6e7 ran at 73-85% of the bandwidth probe (99-101% with this settling, same hour), and
+# at 1.6e7 ran at 73-85% of the bandwidth probe (96-101% with this settling, same hour), and
 # fastadagrad's pool, seeing its parallel calls stall, chose serial calls (1e5, 1e6). The pause
 # lets the spinning stop; the calls after it wake this function's own threads (a wake-up costs
 # 1-2 ms on a virtual machine: with a pause alone, the float16 step at 1.6e7, one call per
@@ -62,7 +62,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: 
     sample 1 of each, sample 2 of each, ... (so drifts of a shared machine hit all alike).
     Each sample follows a pause (SETTLE_PAUSE) and `settle_time` seconds of untimed calls of
     its own function (SETTLE): threads the previous function left spinning have stopped, its
-    own are warm.
+    own are warm. settle_time=0 leaves out both (one untimed call remains).
     clock=time.process_time counts this process's CPU time only (one thread: what a loaded
     machine's descheduling does not inflate)."""
     numbers = {k: calibrate(fn, min_time, clock) for k, fn in fns.items()}
