@@ -169,6 +169,7 @@ typedef struct {
     long long burst_until;       /* ... and until when it lasts at least */
     int backoff;                 /* tries that confirmed the chosen mode in a row (capped) */
     int judging;                 /* a try ended: the next decision judges it */
+    int lone_try;                /* the call being made is a one-call try (long calls) */
     int started;                 /* the first parallel calls were made */
     int in_burst;                /* the call being made is part of a burst */
     long long burst_start;       /* when the current burst began */
@@ -298,6 +299,7 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
             && h->since >= (FA_EXPLORE_CALLS * (long_call ? 1 : FA_BURST)) << shift) {
         h->burst = long_call ? 0 : FA_BURST - 1;
         h->burst_until = long_call ? 0 : now + FA_BURST_NS;
+        h->lone_try = long_call;
         h->burst_mode = other;
         h->burst_start = now;
         h->since = 0;
@@ -334,9 +336,26 @@ static void fa_end_stalled_burst(fa_history_t *h, long long ns, Py_ssize_t eleme
     }
 }
 
+/* A one-call try of the mode not chosen (a long call) replaces that mode's whole history: its
+ * older samples can be seconds old, and outvoted the fresh one. Seen on the quiet VM, 1.6e7
+ * bfloat16 elements: three parallel calls at the serial time (the second CPU gone for ~20
+ * ms) sent the loop serial, and the tries that followed (4.5 ms against 6.6 ms serial) could
+ * not bring it back while those three stayed in the median: 24 serial calls of ~70, in 2 runs
+ * of 12. A stalled try on a busy machine keeps serial as before; a lucky one is undone by the
+ * parallel calls that follow (their median). */
 static void fa_record(fa_history_t *h, int mode, long long t0, long long t1, Py_ssize_t elements) {
-    h->ns[mode][h->count[mode] % FA_HIST] = (float)((double)(t1 - t0) / (double)elements);
-    h->count[mode]++;
+    float ns = (float)((double)(t1 - t0) / (double)elements);
+    int k;
+    if (h->lone_try) {
+        h->lone_try = 0;
+        for (k = 0; k < FA_HIST; k++)
+            h->ns[mode][k] = ns;
+        if (h->count[mode] < FA_HIST)
+            h->count[mode] = FA_HIST;
+    } else {
+        h->ns[mode][h->count[mode] % FA_HIST] = ns;
+        h->count[mode]++;
+    }
     h->at[mode] = t1;
 }
 
