@@ -340,8 +340,8 @@ static void fa_end_stalled_burst(fa_history_t *h, long long ns, Py_ssize_t eleme
  * older samples can be seconds old, and outvoted the fresh one. Seen on the quiet VM, 1.6e7
  * bfloat16 elements: three parallel calls at the serial time (the second CPU gone for ~20
  * ms) sent the loop serial, and the tries that followed (4.5 ms against 6.6 ms serial) could
- * not bring it back while those three stayed in the median: 24 serial calls of ~70, in 2 runs
- * of 12. A stalled try on a busy machine keeps serial as before; a lucky one is undone by the
+ * not bring it back while those three stayed in the median: 24-37 serial calls of ~70, in 4
+ * runs of 18 (0 of 10 since). A stalled try on a busy machine keeps serial as before; a lucky one is undone by the
  * parallel calls that follow (their median). */
 static void fa_record(fa_history_t *h, int mode, long long t0, long long t1, Py_ssize_t elements) {
     float ns = (float)((double)(t1 - t0) / (double)elements);
