@@ -24,6 +24,8 @@ import time
 SETTINGS = {"torch's default": {}, "GOMP_SPINCOUNT=3000": {"GOMP_SPINCOUNT": "3000"},
             "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}}
 IMPLS = ("fastadagrad", "torch fused")
+ROUNDS = 6      # blocks per optimizer, alternating: drifts of the machine hit both alike
+WARM = 20       # the first calls of a block are not timed
 
 
 def child(n: int, steps: int, op_elements: int) -> None:
@@ -41,25 +43,21 @@ def child(n: int, steps: int, op_elements: int) -> None:
         p.grad = torch.rand(n)
         opts[impl] = (fat.Adagrad([p], lr=1e-6) if impl == "fastadagrad"
                       else torch.optim.Adagrad([p], lr=1e-6, fused=True))
-    block = max(1, steps // 6)
-    for rnd in range(6):                     # blocks alternate: drifts hit both alike
+    block = max(1, steps // ROUNDS)
+    for _ in range(ROUNDS):
         for impl in IMPLS:
             opt = opts[impl]
-            for i in range(block + 20):
+            for i in range(block + WARM):
                 t0 = time.perf_counter()
                 torch.exp(x)
                 t1 = time.perf_counter()
                 opt.step()
                 t2 = time.perf_counter()
-                if i >= 20:                  # the first calls of a block warm up
+                if i >= WARM:
                     out[impl][0].append(t2 - t1)
                     out[impl][1].append(t2 - t0)
     for impl, (step, it) in out.items():
         print(f"{impl}\t{np.median(step)}\t{np.median(it)}")
-
-
-def fmt(s: float) -> str:
-    return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
 
 
 def main() -> None:
@@ -74,6 +72,7 @@ def main() -> None:
         return
     import fastadagrad
     from fastadagrad import bench
+    fmt = bench.fmt_time
     print(f"{bench.cpu_model()}, ISA path {fastadagrad.get_isa()}, "
           f"{fastadagrad.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}; "
           f"op: torch.exp over {args.op_elements:,} floats; medians: step (whole iteration)")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import fastadagrad
+from fastadagrad.bench import fmt_time as fmt
 from fastadagrad.bench_workloads import DenseWorkload, SparseWorkload
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000, 16_000_000, 64_000_000)
@@ -134,13 +135,6 @@ def run(competitors: Sequence[int], sizes: Sequence[int], sparse: bool = True,
                          f"{dflt / one:>5.2f}x {fmt(p1):>10} {fmt(pd):>10} {pd / p1:>5.2f}x "
                          f"{s1:>10.1%} {sd:>9.1%}")
     return result
-
-
-def fmt(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
