@@ -45,10 +45,11 @@ SETTLE_PAUSE = 0.012
 SETTLE = 0.012
 
 
-def settle(fn: Callable[[], Any], seconds: float, pause: float = SETTLE_PAUSE) -> None:
-    """Sleep `pause` seconds, then call fn untimed for at least `seconds` (at least once)."""
-    if pause > 0:
-        time.sleep(pause)
+def settle(fn: Callable[[], Any], seconds: float) -> None:
+    """Sleep SETTLE_PAUSE seconds, then call fn untimed for at least `seconds`; seconds=0: no
+    pause, one untimed call."""
+    if seconds > 0:
+        time.sleep(SETTLE_PAUSE)
     until = time.perf_counter() + seconds
     fn()
     while time.perf_counter() < until:
@@ -69,7 +70,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, min_time: float, samples: 
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(samples):
         for k, fn in fns.items():
-            settle(fn, settle_time, SETTLE_PAUSE if settle_time > 0 else 0.0)
+            settle(fn, settle_time)
             out[k].append(sample(fn, numbers[k], clock))
     return out
 
