@@ -341,8 +341,8 @@ static void fa_end_stalled_burst(fa_history_t *h, long long ns, Py_ssize_t eleme
  * bfloat16 elements: three parallel calls at the serial time (the second CPU gone for ~20
  * ms) sent the loop serial, and the tries that followed (4.5 ms against 6.6 ms serial) could
  * not bring it back while those three stayed in the median: 24-37 serial calls of ~70, in 4
- * runs of 18 (0 of 10 since). A stalled try on a busy machine keeps serial as before; a lucky one is undone by the
- * parallel calls that follow (their median). */
+ * runs of 18 (0 of 10 since). A stalled try on a busy machine keeps serial as before; a lucky
+ * one is undone by the parallel calls that follow (their median). */
 static void fa_record(fa_history_t *h, int mode, long long t0, long long t1, Py_ssize_t elements) {
     float ns = (float)((double)(t1 - t0) / (double)elements);
     int k;
@@ -466,7 +466,6 @@ static void fa_atfork_child(void) {
     fa_pool.open = 0;
 }
 
-/* Start workers up to `want` (under the busy flag); returns how many exist. */
 /* Detached workers with a small stack (start elsewhere set by the caller when it applies). */
 static void fa_worker_attr(pthread_attr_t *attr) {
     pthread_attr_init(attr);
@@ -474,6 +473,7 @@ static void fa_worker_attr(pthread_attr_t *attr) {
     pthread_attr_setstacksize(attr, 256 * 1024);
 }
 
+/* Start workers up to `want` (under the busy flag); returns how many exist. */
 static int fa_ensure_workers(int want) {
     pthread_attr_t attr;
     pthread_t tid;
