@@ -61,7 +61,7 @@
    comes after the step of i .. i + 15. One Zen 3 core runs this loop compute-bound, limited
    by vsqrtps/vdivps; stored right away, the rounding (ready only after the divide) queued
    behind the divides and the next iteration's loads and square roots could not start: the
-   bfloat16 step in L1 ran at 0.79-0.81x the float32 step's speed, 0.85-0.88x pipelined
+   bfloat16 step in L1 ran at 0.78-0.81x the float32 step's speed, 0.85-0.88x pipelined
    (benchmarks/mixed_loops_c.py at 2048 elements; splitting the step itself before the
    divide gained nothing more). The loads of an iteration never touch the elements whose store
    is pending (the operands do not overlap: the Python checks refuse it, kernels.pxd leaves it
