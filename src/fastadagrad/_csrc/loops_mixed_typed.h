@@ -69,7 +69,7 @@
 #define FA_MX_BLOCKS(P, G, A) \
     const FA_FN(coef8_t) v = FA_FN(coef8)(&c); \
     __m256 p0, p1, a0, a1, q0, q1; \
-    if (i + 32 <= n) { \
+    if (i + 16 <= n) { \
         FA_MX_PREFETCH(i) \
         FA_MX_STEP8(P, G, A, i, q0, a0) \
         FA_MX_STEP8(P, G, A, i + 8, q1, a1) \
@@ -84,12 +84,6 @@
             q1 = p1; \
         } \
         FA_STORE_##P##_V16(param + i - 16, q0, q1, !zero_mask); \
-    } \
-    for (; i + 16 <= n; i += 16) { \
-        FA_MX_STEP8(P, G, A, i, p0, a0) \
-        FA_MX_STEP8(P, G, A, i + 8, p1, a1) \
-        FA_STORE_##A##_V16(accum + i, a0, a1, 1); \
-        FA_STORE_##P##_V16(param + i, p0, p1, !zero_mask); \
     } \
     for (; i + 8 <= n; i += 8) { \
         FA_MX_STEP8(P, G, A, i, p0, a0) \
