@@ -151,6 +151,28 @@ def bad_sparse_calls():
     yield "eps", ValueError, "`eps` must be finite", (t, a, i, g), dict(eps=float("nan"))
     yield "maximize", TypeError, "`maximize` must be a bool", (t, a, i, g), dict(maximize="yes")
     yield "placement", ValueError, "`eps_placement`", (t, a, i, g), dict(eps_placement="both")
+    # the edges of the compiled backend's C-level gate (plain arrays and numbers skip the
+    # Python checks): each must still reach them and be refused, naming the argument
+    yield "accum is table", ValueError, "`table` and `accum` overlap", (t, t, i, g), {}
+    t64, g64 = t.astype(np.float64), g.astype(np.float64)
+    in_grads = g64[0].view(np.int64)[:4]          # C-contiguous int64 bytes of grads
+    in_grads[:] = [1, 2, 3, 4]
+    yield "indices in grads", ValueError, "`grads` and `indices` overlap", (t64, a.astype(np.float64), in_grads, g64[:4]), {}
+    in_table = t64[40].view(np.int64)[:2]
+    in_table[:] = [0, 1]
+    yield "indices in table", ValueError, "`table` and `indices` overlap", (t64, a.astype(np.float64), in_table, g64[:2]), {}
+    ro = t.copy()
+    ro.setflags(write=False)
+    yield "table read-only", ValueError, "`table` is read-only", (ro, a, i, g), {}
+    yield "accum rows", ValueError, "`accum` has shape (49,)", (t, a[:49, 0].copy(), i, g), {}
+    yield "step 0", ValueError, "`step` must be >= 1", (t, a, i, g), dict(step=0)
+    yield "step float", TypeError, "`step` must be an integer", (t, a, i, g), dict(step=1.0)
+    yield "seed -1", ValueError, "`seed` must be in [0, 2**64)", (t, a, i, g), dict(seed=-1)
+    yield "seed 2**64", ValueError, "`seed` must be in [0, 2**64)", (t, a, i, g), dict(seed=2**64)
+    yield "seed bool", TypeError, "`seed` must be an int, got bool", (t, a, i, g), dict(seed=True)
+    yield "update_slots", TypeError, "`update_slots` must be a bool", (t, a, i, g), dict(update_slots=1)
+    yield "duplicates", ValueError, "`duplicates` must be one of", (t, a, i, g), dict(duplicates="max")
+    yield "duplicates bytes", ValueError, "`duplicates` must be one of", (t, a, i, g), dict(duplicates=b"sum")
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -174,6 +196,47 @@ def test_bad_index_after_good_ones_writes_nothing(compiled):
     with pytest.raises(ValueError, match=r"`indices\[4\]` = 50"):
         fastadagrad.sparse_adagrad_update(t, a, idx, grads)
     assert t.tobytes() == table.tobytes() and a.tobytes() == accum.tobytes()
+
+
+@pytest.mark.parametrize("rowwise", [False, True])
+@pytest.mark.parametrize("duplicates", ["sum", "sequential"])
+def test_gate_and_full_checks_give_the_same_bytes(compiled, rowwise, duplicates):
+    """A plain call (the C-level gate, no Python checks) and the same call sent through the full
+    checks (an ndarray subclass fails the gate's exact-type test) update the same bytes."""
+    class Sub(np.ndarray):
+        pass
+
+    table, accum, idx, grads = make(n=300, d=16, b=500, rowwise=rowwise)
+    out = []
+    for wrap in (lambda x: x, lambda x: x.view(Sub)):
+        t, a = table.copy(), accum.copy()
+        fastadagrad.sparse_adagrad_update(wrap(t), wrap(a), wrap(idx), wrap(grads), lr=0.1,
+                                          duplicates=duplicates, weight_decay=0.01)
+        out.append((t, a))
+    assert_same_bits(out[0][0], out[1][0], "table")
+    assert_same_bits(out[0][1], out[1][1], "accum")
+    assert out[0][0].tobytes() != table.tobytes()
+
+
+def test_plain_calls_skip_the_python_checks(compiled, monkeypatch):
+    """The gate is taken for plain float32/float64 arrays (int64 indices; "sum" and
+    "sequential"); int32 indices, another duplicates rule or a clip take the full checks."""
+    from fastadagrad import _validation
+    calls = []
+    full = _validation.check_sparse
+    monkeypatch.setattr(_validation, "check_sparse", lambda *a: calls.append(1) or full(*a))
+    for dtype in DTYPES:
+        for rowwise in (False, True):
+            table, accum, idx, grads = make(dtype=dtype, rowwise=rowwise)
+            for dup in ("sum", "sequential"):
+                fastadagrad.sparse_adagrad_update(table, accum, idx.astype(np.int64), grads,
+                                                  duplicates=dup)
+    assert calls == []
+    table, accum, idx, grads = make()
+    fastadagrad.sparse_adagrad_update(table, accum, idx.astype(np.int32), grads)
+    fastadagrad.sparse_adagrad_update(table, accum, idx, grads, duplicates="keras")
+    fastadagrad.sparse_adagrad_update(table, accum, idx, grads, clipvalue=1.0)
+    assert calls == [1, 1, 1]
 
 
 # ----------------------------------------------------------------------------- optimizer

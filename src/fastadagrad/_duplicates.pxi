@@ -221,32 +221,10 @@ def sparse_dup_validated(table, accum, idx, grads, opts, str duplicates, double 
     """sparse_validated with a duplicates rule ("sum" goes to the merging path); clip > 0:
     every occurrence's grad clipped to [-clip, clip] first (element-wise accumulators)."""
     cdef DenseOpts o
-    cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
-    cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], b = cnp.PyArray_DIMS(i)[0], nu = 0
-    cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
-    cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     cdef int mode = _duplicates_mode(duplicates)
-    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0]
-    cdef int64_t* own = NULL
     cdef int64_t bad[2]
     if mode == 0 and clip <= 0:
         return sparse_validated(table, accum, idx, grads, opts)
     _set_opts(&o, opts)
-    if b == 0 or d == 0:
-        return
-    with nogil:   # the kernel runs on a checked private copy of the indices
-        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
-        if own != NULL:
-            if is_f32:
-                nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
-                                       rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g),
-                                       &o, mode, clip)
-            else:
-                nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t),
-                                       <double*>cnp.PyArray_DATA(a), rowwise, d, own, b,
-                                       <const double*>cnp.PyArray_DATA(g), &o, mode, clip)
-            free(own)
-    if own == NULL:
-        raise_unchecked(bad, n, "sparse_adagrad_update")
-    if nu < 0:
-        raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
+    if sparse_run(table, accum, idx, grads, &o, mode, clip, bad) == -2:
+        raise_unchecked(bad, cnp.PyArray_DIMS(<cnp.ndarray>table)[0], "sparse_adagrad_update")

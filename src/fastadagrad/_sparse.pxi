@@ -17,7 +17,7 @@
 #   from _duplicates.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here);
 #   from _clipnorm.pxi: `sum_of_squares` (clipnorm).
 # It defines for the others: first_bad_index, checked_indices, raise_unchecked,
-# sparse_update, sparse_update_checked, sparse_validated, sparse_adagrad_update.
+# sparse_update, sparse_run, sparse_validated, sparse_adagrad_update.
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -265,22 +265,40 @@ cdef void raise_unchecked(const int64_t* bad, Py_ssize_t n, str api) except *:
                      "(the indices changed after they were checked); nothing was updated")
 
 
-cdef Py_ssize_t sparse_update_checked(floating* table, floating* accum, bint rowwise,
-                                      Py_ssize_t n, Py_ssize_t d, const int64_t* idx,
-                                      Py_ssize_t b, const floating* grads, const DenseOpts* o,
-                                      int64_t* bad) noexcept nogil:
-    """sparse_update on checked_indices(idx): returns sparse_update's result, or -2 when
-    checked_indices refused (bad[] as it sets it; nothing written)."""
-    cdef Py_ssize_t nu
+cdef Py_ssize_t sparse_run(cnp.ndarray t, cnp.ndarray a, cnp.ndarray i, cnp.ndarray g,
+                           const DenseOpts* o, int mode, double clip, int64_t* bad) except -1:
+    """The float32/float64 sparse step on validated arrays (table t, accum a, grads g
+    C-contiguous of one dtype; indices i C-contiguous int64), run on checked_indices(i): mode 0
+    ("sum") without clip, the merging path (sparse_update); else sparse_dup_update (mode,
+    clip). Returns the number of unique rows, or -2 when an index is out of range (bad[] as
+    checked_indices sets it; nothing written). Raises MemoryError (nothing written)."""
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0], d = cnp.PyArray_DIMS(t)[1]
+    cdef Py_ssize_t b = cnp.PyArray_DIMS(i)[0], nu = 0
+    cdef bint rowwise = cnp.PyArray_NDIM(a) == 1, is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     cdef int64_t* own
-    if b == 0:
+    if b == 0 or d == 0:
         return 0
-    own = checked_indices(idx, b, n, bad)
-    if own == NULL:
-        return -2
-    nu = sparse_update(table, accum, rowwise, d, own, b, grads, o)
-    free(own)
-    return nu
+    with nogil:
+        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
+        if own != NULL:
+            if mode == 0 and clip <= 0 and is_f32:
+                nu = sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
+                                   rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g), o)
+            elif mode == 0 and clip <= 0:
+                nu = sparse_update(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
+                                   rowwise, d, own, b, <const double*>cnp.PyArray_DATA(g), o)
+            elif is_f32:
+                nu = sparse_dup_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
+                                       rowwise, d, own, b, <const float*>cnp.PyArray_DATA(g),
+                                       o, mode, clip)
+            else:
+                nu = sparse_dup_update(<double*>cnp.PyArray_DATA(t),
+                                       <double*>cnp.PyArray_DATA(a), rowwise, d, own, b,
+                                       <const double*>cnp.PyArray_DATA(g), o, mode, clip)
+            free(own)
+    if own == NULL and bad[0] == -1 or nu < 0:
+        raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
+    return -2 if own == NULL else nu
 
 
 cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,
@@ -292,6 +310,63 @@ cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, float
     else:
         _table.sparse_rows_f64(stop - start, urow + start, src + start, table, accum, d, rowwise,
                                _PREFETCH_AHEAD, o)
+
+
+cdef inline bint _apart(cnp.ndarray x, cnp.ndarray y) noexcept:
+    """The byte ranges of two C-contiguous arrays do not intersect."""
+    cdef char* px = <char*>cnp.PyArray_DATA(x)
+    cdef char* py = <char*>cnp.PyArray_DATA(y)
+    cdef Py_ssize_t nx = cnp.PyArray_NBYTES(x), ny = cnp.PyArray_NBYTES(y)
+    return nx == 0 or ny == 0 or px + nx <= py or py + ny <= px
+
+
+cdef bint _sparse_gate(object table, object accum, object indices, object grads) noexcept:
+    """The C-level fast-path condition of sparse_adagrad_update's arrays: exact ndarrays; a 2-D
+    float32/float64 table (n, d) and an accumulator of its dtype, (n, d) or (n,), both
+    C-contiguous, aligned, native, writable; grads (len(indices), d) of the table's dtype,
+    C-contiguous, aligned, native; indices 1-D C-contiguous native int64; no two of the four
+    sharing a byte. What _validation.check_sparse accepts without a copy or a conversion."""
+    cdef cnp.ndarray t, a, i, g
+    cdef int typenum
+    if not (cnp.PyArray_CheckExact(table) and cnp.PyArray_CheckExact(accum)
+            and cnp.PyArray_CheckExact(indices) and cnp.PyArray_CheckExact(grads)):
+        return False
+    t = table
+    a = accum
+    i = indices
+    g = grads
+    typenum = cnp.PyArray_TYPE(t)
+    if not ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+            and cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_TYPE(g) == typenum
+            and cnp.PyArray_TYPE(i) == cnp.NPY_INT64
+            and cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_NDIM(i) == 1
+            and cnp.PyArray_NDIM(g) == 2):
+        return False
+    if not (cnp.PyArray_DIMS(a)[0] == cnp.PyArray_DIMS(t)[0]
+            and (cnp.PyArray_NDIM(a) == 1
+                 or cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_DIMS(a)[1] == cnp.PyArray_DIMS(t)[1])
+            and cnp.PyArray_DIMS(g)[0] == cnp.PyArray_DIMS(i)[0]
+            and cnp.PyArray_DIMS(g)[1] == cnp.PyArray_DIMS(t)[1]):
+        return False
+    return (_plain_contiguous(t, _C_FLAGS | _W_FLAGS) and _plain_contiguous(a, _C_FLAGS | _W_FLAGS)
+            and _plain_contiguous(g, _C_FLAGS) and _plain_contiguous(i, _C_FLAGS)
+            and _apart(t, a) and _apart(t, g) and _apart(t, i) and _apart(a, g) and _apart(a, i)
+            and _apart(g, i))
+
+
+cdef bint _plain_seed_step(object seed, object step) noexcept:
+    """`seed` and `step` as _validation accepts them, as plain ints (used only by stochastic
+    rounding, but checked on every call)."""
+    cdef long long s
+    if type(seed) is not int or type(step) is not int:
+        return False
+    try:
+        s = step
+        if not 0 <= seed < 2**64:
+            return False
+    except Exception:
+        return False
+    return s >= 1
 
 
 def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
@@ -309,6 +384,21 @@ def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                                            clipvalue=clipvalue,
                                            stochastic_rounding=stochastic_rounding,
                                            seed=seed, step=step)
+    cdef DenseOpts o
+    cdef int64_t bad[2]
+    cdef int mode
+    # Gate: the common call (plain arrays and numbers, every check passing, no clip, no
+    # stochastic rounding, duplicates "sum" or "sequential") runs without a Python-level check;
+    # anything else, and an index out of range, takes the full checks below, which name the
+    # argument (the gate writes nothing unless every index is in range).
+    if (type(duplicates) is str and (duplicates == "sum" or duplicates == "sequential")
+            and update_slots is True and clipnorm is None and clipvalue is None
+            and stochastic_rounding is False and _plain_seed_step(seed, step)
+            and _sparse_gate(table, accum, indices, grads)
+            and _fast_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize, &o)):
+        mode = 0 if duplicates == "sum" else 1
+        if sparse_run(table, accum, indices, grads, &o, mode, 0.0, bad) != -2:
+            return None
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
                                             eps_placement, maximize, weight_decay)
     opts = _validation.check_sparse_rule(opts, table, accum, duplicates, update_slots,
@@ -323,34 +413,16 @@ def sparse_validated(table, accum, idx, grads, opts):
     """The sparse step on arguments that passed _validation.check_sparse: idx a C-contiguous
     in-range int64 array, grads a C-contiguous (len(idx), d) array of the table's dtype."""
     cdef DenseOpts o
-    cdef cnp.ndarray t = table, a = accum, i = idx, g = grads
-    cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0], d = cnp.PyArray_DIMS(t)[1]
-    cdef Py_ssize_t b = cnp.PyArray_DIMS(i)[0], nu
+    cdef cnp.ndarray t = table, i = idx
     cdef int64_t bad[2]
-    cdef bint rowwise = cnp.PyArray_NDIM(a) == 1
-    cdef bint is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     _set_opts(&o, opts)
-    bad[0] = bad[1] = 0
-    if b == 0 or d == 0:
+    if cnp.PyArray_DIMS(i)[0] == 0 or cnp.PyArray_DIMS(t)[1] == 0:
         return
     if not _is_f32_or_f64(table):   # float16/bfloat16 table (issue 15); no Python call here
         _twin.sparse_mixed_step(table, accum, idx, grads, opts, sparse_validated)
         return
-    with nogil:
-        if is_f32:
-            nu = sparse_update_checked(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
-                                       rowwise, n, d, <int64_t*>cnp.PyArray_DATA(i), b,
-                                       <const float*>cnp.PyArray_DATA(g), &o, bad)
-        else:
-            nu = sparse_update_checked(<double*>cnp.PyArray_DATA(t), <double*>cnp.PyArray_DATA(a),
-                                       rowwise, n, d, <int64_t*>cnp.PyArray_DATA(i), b,
-                                       <const double*>cnp.PyArray_DATA(g), &o, bad)
-    if nu == -2:
-        raise_unchecked(bad, n, "sparse_adagrad_update")
-    if nu < 0:
-        raise MemoryError("sparse_adagrad_update: out of memory (nothing was written)")
-
-
+    if sparse_run(table, accum, idx, grads, &o, 0, 0.0, bad) == -2:
+        raise_unchecked(bad, cnp.PyArray_DIMS(t)[0], "sparse_adagrad_update")
 
 
 def _set_prefetch_ahead(n):
