@@ -139,19 +139,38 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     its own step, in batch order) or "keras" (mode 2, element-wise only: every occurrence's
     g*g into the accumulator, then every occurrence's update with the final accumulator).
     clip > 0: every occurrence's grad clipped to [-clip, clip] in the loop (element-wise).
-    Returns -1 if out of memory (nothing written), else the number of unique rows."""
-    cdef Py_ssize_t nu = -1, k, u0, u1
-    cdef int nt, t
+    One thread, "sequential", no clip: the occurrences in batch order, ungrouped (each row's
+    steps come in the same order, and rows are independent: the same bytes, without the
+    grouping pass). Returns -1 if out of memory (nothing written), else the number of rows
+    updated (unique rows; b when ungrouped)."""
+    cdef Py_ssize_t nu = -1, k
+    cdef int nt = _threads_for(b * d)
     cdef _RowsJob job
-    cdef Py_ssize_t* uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    cdef Py_ssize_t* start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t* order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    cdef int64_t* urow = <int64_t*>malloc(b * sizeof(int64_t))
-    cdef int64_t* rows = <int64_t*>malloc(b * sizeof(int64_t))
+    cdef Py_ssize_t* uid
+    cdef Py_ssize_t* start
+    cdef Py_ssize_t* order
+    cdef int64_t* urow
+    cdef int64_t* rows
     cdef const floating** src = <const floating**>malloc(b * sizeof(floating*))
     if mode == 0:   # "sum" with clip > 0 (unclipped "sum" is _sparse.pxi's sparse_update)
-        free(uid); free(start); free(order); free(urow); free(rows); free(src)
+        free(src)
         return clip_sum_update(table, accum, NULL, d, idx, b, grads, o, NULL, clip)
+    if nt <= 1 and mode == _DUP_SEQUENTIAL and clip <= 0:
+        if src == NULL:
+            return -1
+        for k in range(b):
+            src[k] = grads + k * d
+        if floating is float:
+            _table.sparse_rows_f32(b, idx, src, table, accum, d, rowwise, _PREFETCH_AHEAD, o)
+        else:
+            _table.sparse_rows_f64(b, idx, src, table, accum, d, rowwise, _PREFETCH_AHEAD, o)
+        free(src)
+        return b
+    uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
+    order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    rows = <int64_t*>malloc(b * sizeof(int64_t))
     if uid != NULL and start != NULL and order != NULL and urow != NULL and rows != NULL \
             and src != NULL:
         nu = _group_rows(idx, b, urow, start, order, uid)
@@ -159,7 +178,6 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
         for k in range(b):
             rows[k] = idx[order[k]]
             src[k] = grads + order[k] * d
-        nt = _threads_for(b * d)
         if nt > nu:
             nt = <int>nu
         if nt <= 1:

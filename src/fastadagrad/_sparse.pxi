@@ -21,7 +21,7 @@
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cdef Py_ssize_t _PREFETCH_AHEAD = 8
 
@@ -45,16 +45,18 @@ cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* src) noex
 cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                             const floating* grads, int64_t* urow, const floating** src,
                             floating** scratch, Py_ssize_t* work) noexcept nogil:
-    """Unique rows in order of first appearance (Fibonacci hashing, linear probing over a table
-    of >= 2b slots); src[u] is the row's gradient: straight from `grads` for a row seen once,
-    else summed into *scratch in order of appearance. Returns the number of unique rows, or -1
-    when out of memory. `work` holds 3b Py_ssize_t."""
-    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, k, nu = 0, nmulti = 0, r
-    cdef Py_ssize_t* uid = work
-    cdef Py_ssize_t* count = work + b
-    cdef Py_ssize_t* first = work + 2 * b
+    """Unique rows in order of first appearance, in one pass (Fibonacci hashing, linear probing
+    over a table of >= 2b slots); src[u] is the row's gradient: straight from `grads` for a row
+    seen once; at a row's first repeat its first gradient is copied to a scratch row, and that
+    and every later occurrence is added there in order of appearance, g1 + g2 + ...
+    (deterministic). Returns the number of unique rows, or -1 when out of memory. `work` holds
+    b Py_ssize_t (work[u]: row u has its scratch row)."""
+    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0, k = 0
     cdef int64_t* keys
     cdef Py_ssize_t* ids
+    cdef floating* sc = NULL     # b // 2 scratch rows: at most b // 2 rows repeat
+    cdef floating* row
+    cdef int64_t r
     while cap < 2 * b:
         cap *= 2
         shift -= 1
@@ -64,8 +66,7 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
         free(keys)
         free(ids)
         return -1
-    for h in range(cap):
-        keys[h] = -1
+    memset(keys, 0xff, cap * sizeof(int64_t))   # every key -1: empty
     for p in range(b):
         r = idx[p]
         h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
@@ -75,32 +76,25 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
             keys[h] = r
             ids[h] = nu
             urow[nu] = r
-            first[nu] = p
-            count[nu] = 0
+            src[nu] = grads + p * d
+            work[nu] = 0
             nu += 1
+            continue
         u = ids[h]
-        uid[p] = u
-        count[u] += 1
-        if count[u] == 2:
-            nmulti += 1
+        if not work[u]:
+            if sc == NULL:
+                sc = <floating*>malloc((b // 2) * d * sizeof(floating))
+                if sc == NULL:
+                    nu = -1
+                    break
+                scratch[0] = sc
+            memcpy(sc + k * d, src[u], d * sizeof(floating))
+            src[u] = sc + k * d
+            work[u] = 1
+            k += 1
+        _add_row(d, <floating*>src[u], grads + p * d)
     free(keys)
     free(ids)
-    if nmulti:
-        scratch[0] = <floating*>malloc(nmulti * d * sizeof(floating))
-        if scratch[0] == NULL:
-            return -1
-    k = 0
-    for u in range(nu):
-        if count[u] > 1:
-            src[u] = scratch[0] + k * d
-            memcpy(scratch[0] + k * d, grads + first[u] * d, d * sizeof(floating))
-            k += 1
-        else:
-            src[u] = grads + first[u] * d
-    for p in range(b):
-        u = uid[p]
-        if count[u] > 1 and p != first[u]:
-            _add_row(d, <floating*>src[u], grads + p * d)
     return nu
 
 
@@ -184,7 +178,7 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
     cdef floating* scratch = NULL
     if b == 0:
         return 0
-    work = <Py_ssize_t*>malloc(3 * b * sizeof(Py_ssize_t))   # _merge_hash's 3b (sort: 2b)
+    work = <Py_ssize_t*>malloc(2 * b * sizeof(Py_ssize_t))   # _merge_sort's 2b (hash: b)
     urow = <int64_t*>malloc(b * sizeof(int64_t))
     src = <const floating**>malloc(b * sizeof(floating*))
     if work == NULL or urow == NULL or src == NULL:
