@@ -42,6 +42,11 @@ cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* src) noex
         _table.add_into_f64(d, dst, src)
 
 
+ctypedef struct _HashSlot:       # _merge_hash's table: a row and its unique id, one load
+    int64_t key
+    Py_ssize_t id
+
+
 cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                             const floating* grads, int64_t* urow, const floating** src,
                             floating** scratch, Py_ssize_t* work) noexcept nogil:
@@ -52,35 +57,30 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
     (deterministic). Returns the number of unique rows, or -1 when out of memory. `work` holds
     b Py_ssize_t (work[u]: row u has its scratch row)."""
     cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0, k = 0
-    cdef int64_t* keys
-    cdef Py_ssize_t* ids
+    cdef _HashSlot* slots
     cdef floating* sc = NULL     # b // 2 scratch rows: at most b // 2 rows repeat
-    cdef floating* row
     cdef int64_t r
     while cap < 2 * b:
         cap *= 2
         shift -= 1
-    keys = <int64_t*>malloc(cap * sizeof(int64_t))
-    ids = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
-    if keys == NULL or ids == NULL:
-        free(keys)
-        free(ids)
+    slots = <_HashSlot*>malloc(cap * sizeof(_HashSlot))
+    if slots == NULL:
         return -1
-    memset(keys, 0xff, cap * sizeof(int64_t))   # every key -1: empty
+    memset(slots, 0xff, cap * sizeof(_HashSlot))   # every key -1: empty
     for p in range(b):
         r = idx[p]
         h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
-        while keys[h] != -1 and keys[h] != r:
+        while slots[h].key != r and slots[h].key != -1:
             h = (h + 1) & (cap - 1)
-        if keys[h] == -1:
-            keys[h] = r
-            ids[h] = nu
+        if slots[h].key == -1:
+            slots[h].key = r
+            slots[h].id = nu
             urow[nu] = r
             src[nu] = grads + p * d
             work[nu] = 0
             nu += 1
             continue
-        u = ids[h]
+        u = slots[h].id
         if not work[u]:
             if sc == NULL:
                 sc = <floating*>malloc((b // 2) * d * sizeof(floating))
@@ -93,8 +93,7 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
             work[u] = 1
             k += 1
         _add_row(d, <floating*>src[u], grads + p * d)
-    free(keys)
-    free(ids)
+    free(slots)
     return nu
 
 
