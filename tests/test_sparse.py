@@ -134,6 +134,8 @@ def bad_sparse_calls():
     t, a, i, g = make()
     yield "index N", ValueError, "`indices[2]` = 50 is out of range", (t, a, np.array([1, 2, 50, 3]), g[:4]), {}
     yield "index -1", ValueError, "`indices[1]` = -1 is out of range", (t, a, np.array([0, -1, 5]), g[:3]), {}
+    yield "index N int32", ValueError, "`indices[2]` = 50 is out of range", (t, a, np.array([1, 2, 50, 3], np.int32), g[:4]), {}
+    yield "index -1 int32", ValueError, "`indices[1]` = -1 is out of range", (t, a, np.array([0, -1, 5], np.int32), g[:3]), {}
     yield "index huge", ValueError, "`indices[0]` = 9223372036854775807", (t, a, np.array([2**63 - 1]), g[:1]), {}
     yield "index int8", TypeError, "`indices` has dtype int8", (t, a, np.array([1], np.int8), g[:1]), {}
     yield "index float", TypeError, "`indices` has dtype float64", (t, a, np.array([1.0]), g[:1]), {}
@@ -200,13 +202,15 @@ def test_bad_index_after_good_ones_writes_nothing(compiled):
 
 @pytest.mark.parametrize("rowwise", [False, True])
 @pytest.mark.parametrize("duplicates", ["sum", "sequential"])
-def test_gate_and_full_checks_give_the_same_bytes(compiled, rowwise, duplicates):
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_gate_and_full_checks_give_the_same_bytes(compiled, rowwise, duplicates, index_dtype):
     """A plain call (the C-level gate, no Python checks) and the same call sent through the full
     checks (an ndarray subclass fails the gate's exact-type test) update the same bytes."""
     class Sub(np.ndarray):
         pass
 
     table, accum, idx, grads = make(n=300, d=16, b=500, rowwise=rowwise)
+    idx = idx.astype(index_dtype)
     out = []
     for wrap in (lambda x: x, lambda x: x.view(Sub)):
         t, a = table.copy(), accum.copy()
@@ -219,8 +223,9 @@ def test_gate_and_full_checks_give_the_same_bytes(compiled, rowwise, duplicates)
 
 
 def test_plain_calls_skip_the_python_checks(compiled, monkeypatch):
-    """The gate is taken for plain float32/float64 arrays (int64 indices; "sum" and
-    "sequential"); int32 indices, another duplicates rule or a clip take the full checks."""
+    """The gate is taken for plain float32/float64 arrays (int32 or int64 indices; "sum" and
+    "sequential"); byte-swapped indices, another duplicates rule or a clip take the full
+    checks."""
     from fastadagrad import _validation
     calls = []
     full = _validation.check_sparse
@@ -229,11 +234,12 @@ def test_plain_calls_skip_the_python_checks(compiled, monkeypatch):
         for rowwise in (False, True):
             table, accum, idx, grads = make(dtype=dtype, rowwise=rowwise)
             for dup in ("sum", "sequential"):
-                fastadagrad.sparse_adagrad_update(table, accum, idx.astype(np.int64), grads,
-                                                  duplicates=dup)
+                for index_dtype in (np.int32, np.int64):
+                    fastadagrad.sparse_adagrad_update(table, accum, idx.astype(index_dtype),
+                                                      grads, duplicates=dup)
     assert calls == []
     table, accum, idx, grads = make()
-    fastadagrad.sparse_adagrad_update(table, accum, idx.astype(np.int32), grads)
+    fastadagrad.sparse_adagrad_update(table, accum, idx.astype(">i8"), grads)   # byte-swapped
     fastadagrad.sparse_adagrad_update(table, accum, idx, grads, duplicates="keras")
     fastadagrad.sparse_adagrad_update(table, accum, idx, grads, clipvalue=1.0)
     assert calls == [1, 1, 1]

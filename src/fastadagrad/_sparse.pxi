@@ -19,7 +19,7 @@
 # It defines for the others: first_bad_index, checked_indices, raise_unchecked,
 # sparse_update, sparse_run, sparse_validated, sparse_adagrad_update.
 
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -229,18 +229,27 @@ cdef void _sparse_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
                      <const double**>j.src, j.o)
 
 
-cdef int64_t* checked_indices(const int64_t* idx, Py_ssize_t b, Py_ssize_t n,
+ctypedef fused index_t:          # the index dtypes the C-level gate passes through
+    int32_t
+    int64_t
+
+
+cdef int64_t* checked_indices(const index_t* idx, Py_ssize_t b, Py_ssize_t n,
                               int64_t* bad) noexcept nogil:
-    """A private copy of idx[0..b) whose every entry lies in [0, n): what the sparse kernels
-    run on, so that another thread writing `idx` while the GIL is released can never send them
-    out of bounds. NULL when out of memory (bad[0] = -1) or when an index is out of range
-    (bad[0] = its position, bad[1] = its value); else the caller free()s the copy."""
+    """A private int64 copy of idx[0..b) whose every entry lies in [0, n): what the sparse
+    kernels run on, so that another thread writing `idx` while the GIL is released can never
+    send them out of bounds. NULL when out of memory (bad[0] = -1) or when an index is out of
+    range (bad[0] = its position, bad[1] = its value); else the caller free()s the copy."""
     cdef int64_t* own = <int64_t*>malloc((b if b > 0 else 1) * sizeof(int64_t))
     cdef Py_ssize_t pos
     if own == NULL:
         bad[0] = -1
         return NULL
-    memcpy(own, idx, b * sizeof(int64_t))
+    if index_t is int64_t:
+        memcpy(own, idx, b * sizeof(int64_t))
+    else:
+        for pos in range(b):
+            own[pos] = idx[pos]
     pos = first_bad_index(own, b, n)
     if pos >= 0:
         bad[0] = pos
@@ -261,18 +270,23 @@ cdef void raise_unchecked(const int64_t* bad, Py_ssize_t n, str api) except *:
 cdef Py_ssize_t sparse_run(cnp.ndarray t, cnp.ndarray a, cnp.ndarray i, cnp.ndarray g,
                            const DenseOpts* o, int mode, double clip, int64_t* bad) except -1:
     """The float32/float64 sparse step on validated arrays (table t, accum a, grads g
-    C-contiguous of one dtype; indices i C-contiguous int64), run on checked_indices(i): mode 0
+    C-contiguous of one dtype; indices i C-contiguous int32 or int64, native), run on
+    checked_indices(i): mode 0
     ("sum") without clip, the merging path (sparse_update); else sparse_dup_update (mode,
     clip). Returns the number of unique rows, or -2 when an index is out of range (bad[] as
     checked_indices sets it; nothing written). Raises MemoryError (nothing written)."""
     cdef Py_ssize_t n = cnp.PyArray_DIMS(t)[0], d = cnp.PyArray_DIMS(t)[1]
     cdef Py_ssize_t b = cnp.PyArray_DIMS(i)[0], nu = 0
     cdef bint rowwise = cnp.PyArray_NDIM(a) == 1, is_f32 = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
+    cdef bint int32 = cnp.PyArray_TYPE(i) == cnp.NPY_INT32
     cdef int64_t* own
     if b == 0 or d == 0:
         return 0
     with nogil:
-        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
+        if int32:
+            own = checked_indices(<int32_t*>cnp.PyArray_DATA(i), b, n, bad)
+        else:
+            own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b, n, bad)
         if own != NULL:
             if mode == 0 and clip <= 0 and is_f32:
                 nu = sparse_update(<float*>cnp.PyArray_DATA(t), <float*>cnp.PyArray_DATA(a),
@@ -317,8 +331,9 @@ cdef bint _sparse_gate(object table, object accum, object indices, object grads)
     """The C-level fast-path condition of sparse_adagrad_update's arrays: exact ndarrays; a 2-D
     float32/float64 table (n, d) and an accumulator of its dtype, (n, d) or (n,), both
     C-contiguous, aligned, native, writable; grads (len(indices), d) of the table's dtype,
-    C-contiguous, aligned, native; indices 1-D C-contiguous native int64; no two of the four
-    sharing a byte. What _validation.check_sparse accepts without a copy or a conversion."""
+    C-contiguous, aligned, native; indices 1-D C-contiguous native int32 or int64; no two of
+    the four sharing a byte. What _validation.check_sparse accepts without a copy of the table,
+    accumulator or grads (the indices are copied either way, int32 widened)."""
     cdef cnp.ndarray t, a, i, g
     cdef int typenum
     if not (cnp.PyArray_CheckExact(table) and cnp.PyArray_CheckExact(accum)
@@ -331,7 +346,7 @@ cdef bint _sparse_gate(object table, object accum, object indices, object grads)
     typenum = cnp.PyArray_TYPE(t)
     if not ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
             and cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_TYPE(g) == typenum
-            and cnp.PyArray_TYPE(i) == cnp.NPY_INT64
+            and (cnp.PyArray_TYPE(i) == cnp.NPY_INT64 or cnp.PyArray_TYPE(i) == cnp.NPY_INT32)
             and cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_NDIM(i) == 1
             and cnp.PyArray_NDIM(g) == 2):
         return False
