@@ -289,6 +289,64 @@ def test_optimizer_sparse_validation_names_the_grad():
         AdaGrad([np.zeros((3, 2))], rowwise=True, convention="optax", lr=0.1)
 
 
+def test_optimizer_sparse_refusals_write_nothing(compiled):
+    """The edges of the optimizer's C-level SparseGrad check (kernels.SparseGradGate): each
+    refused before anything is written, by the Python checks that name the problem; a bad
+    second SparseGrad leaves the first one's rows alone too."""
+    emb = np.zeros((10, 4), np.float32)
+    other = np.zeros((10, 4), np.float32)
+    opt = AdaGrad([emb, other])
+    good = SparseGrad(np.array([1, 2], np.int32), np.ones((2, 4), np.float32))
+    cases = [
+        ("values are a param", SparseGrad(np.array([0, 1]), emb[:2]), "overlap in memory"),
+        ("values are another param", SparseGrad(np.array([0, 1]), other[:2]),
+         "overlap in memory"),
+        ("values are an accumulator", SparseGrad(np.array([0, 1]), opt.groups[0].accums[1][:2]),
+         "overlap in memory"),
+        ("index out of range", SparseGrad(np.array([3, 10]), np.ones((2, 4), np.float32)),
+         r"`indices\[1\]` = 10"),
+        ("negative index", SparseGrad(np.array([-1], np.int32), np.ones((1, 4), np.float32)),
+         r"`indices\[0\]` = -1"),
+        ("values dtype", SparseGrad(np.array([0]), np.ones((1, 4), np.float64)), "dtype"),
+        ("values rows", SparseGrad(np.array([0, 1]), np.ones((3, 4), np.float32)), "shape"),
+        ("duplicates", SparseGrad(np.array([0]), np.ones((1, 4), np.float32), "max"),
+         "must be one of"),
+    ]
+    for label, bad, message in cases:
+        with pytest.raises((TypeError, ValueError), match=message):
+            opt.step([good, bad])
+        assert not emb.any() and not other.any(), label
+        assert opt.groups[0].step == 0 and not opt.groups[0].accums[0].any(), label
+    assert opt.step([good, SparseGrad(np.array([9]), np.ones((1, 4), np.float32))])
+    assert emb[1:3].all() and other[9].all() and not emb[0].any()
+
+
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_optimizer_sparse_gate_is_taken_and_equal(compiled, monkeypatch, rowwise):
+    """A plain SparseGrad (int32 or int64 indices, "sum" or "sequential") skips the Python
+    checks, with the bytes of the Python-checked path (a "keras" SparseGrad, or one with
+    byte-swapped indices, takes that path)."""
+    from fastadagrad import _validation
+    calls = []
+    full = _validation.check_sparse
+    monkeypatch.setattr(_validation, "check_sparse", lambda *a: calls.append(1) or full(*a))
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((40, 8)).astype(np.float32)
+    gated, checked = emb.copy(), emb.copy()
+    opts = [AdaGrad([{"params": [x], "rowwise": rowwise}], lr=0.1) for x in (gated, checked)]
+    for step in range(4):
+        idx = rng.integers(0, 40, 30)
+        vals = rng.standard_normal((30, 8)).astype(np.float32)
+        dup = ("sum", "sequential")[step % 2]
+        opts[0].step([[SparseGrad(idx.astype((np.int32, np.int64)[step // 2]), vals, dup)]])
+        n = len(calls)
+        opts[1].step([[SparseGrad(idx.astype(">i8"), vals, dup)]])
+        assert len(calls) == n + 1
+    assert len(calls) == 4
+    assert_same_bits(gated, checked, "param")
+    assert_same_bits(opts[0].groups[0].accums[0], opts[1].groups[0].accums[0], "accum")
+
+
 @pytest.mark.parametrize("policy", ["skip", "raise"])
 def test_optimizer_nonfinite_sparse_values(policy):
     emb = np.ones((10, 4))

@@ -78,6 +78,9 @@ class Backend:
       (one C call per step, with its own C-level gate), or None when this backend has none.
     - mixed_group_gate(params, accums, guard): the C-level gate alone, for a group that mixes
       dtypes (its grads then skip the Python validation), or None.
+    - sparse_grad_gate(guard): the C-level check of an optimizer's SparseGrad
+      (kernels.SparseGradGate: `checked(param, accum, indices, values)` gives the private int64
+      indices, or None: validate in Python), or None.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
       clipping norm; family_fast(...): the compiled family gate (False: not taken).
     """
@@ -100,6 +103,9 @@ class Backend:
         return None
 
     def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
+        return None
+
+    def sparse_grad_gate(self, guard: list[Any]) -> Any:
         return None
 
     def family_fast(self, *args: Any) -> bool:
@@ -149,6 +155,9 @@ class CompiledBackend(Backend):
 
     def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
         return self.kernels.MixedGroupGate(params, accums, guard)
+
+    def sparse_grad_gate(self, guard: list[Any]) -> Any:
+        return self.kernels.SparseGradGate(guard)
 
 
 class _InterruptsDeferred:

@@ -455,3 +455,41 @@ def _set_merge(name):
         raise ValueError(f"`name` must be 'hash' or 'sort', got {name!r}")
     _merge_mode = name == "sort"
     return old
+
+
+cdef class SparseGradGate:
+    """The optimizer's C-level check of a SparseGrad (what _validation.check_sparse and the
+    optimizer's overlap check accept, for the gate's common case): `checked` returns the
+    indices as a private, range-checked int64 copy, or None (the caller then validates in
+    Python, which names the problem). `guard`: every array of the optimizer (no grad may share
+    its memory)."""
+
+    cdef _Guard guard
+    cdef list _guard   # keeps the guarded arrays alive
+
+    def __cinit__(self, list guard):
+        self._guard = list(guard)
+        self.guard = _Guard(self._guard)
+
+    def checked(self, table, accum, indices, values):
+        cdef cnp.ndarray own, i
+        cdef int64_t bad[2]
+        cdef int64_t* copy
+        cdef Py_ssize_t b
+        if not (_sparse_gate(table, accum, indices, values) and not self.guard.hits(indices)
+                and not self.guard.hits(values)):
+            return None
+        i = indices
+        b = cnp.PyArray_DIMS(i)[0]
+        own = _np.empty(b, dtype=_np.int64)
+        with nogil:
+            if cnp.PyArray_TYPE(i) == cnp.NPY_INT32:
+                copy = checked_indices(<int32_t*>cnp.PyArray_DATA(i), b,
+                                       cnp.PyArray_DIMS(<cnp.ndarray>table)[0], bad)
+            else:
+                copy = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b,
+                                       cnp.PyArray_DIMS(<cnp.ndarray>table)[0], bad)
+            if copy != NULL:
+                memcpy(cnp.PyArray_DATA(own), copy, b * sizeof(int64_t))
+                free(copy)
+        return own if copy != NULL else None

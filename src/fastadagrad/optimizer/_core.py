@@ -251,7 +251,8 @@ class AdaGrad:
         return False
 
     def _validate_group(self, group: ParamGroup, grads: list[Any]) -> _grads.SparseItems:
-        return _grads.validate_group(group, grads, self.duplicates, self._guarded())
+        return _grads.validate_group(group, grads, self.duplicates, self._guarded,
+                                     group.sparse_gates.get(_backend.current()))
 
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
         """Every param and accumulator of every group, named: no grad may share their memory."""

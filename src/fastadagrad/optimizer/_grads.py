@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,12 +19,16 @@ SparseItems = dict[int, tuple[np.ndarray, np.ndarray, str]]
 
 
 def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
-                   guarded: list[tuple[str, np.ndarray]]) -> SparseItems:
+                   guarded: Callable[[], list[tuple[str, np.ndarray]]],
+                   sparse_gate: Any = None) -> SparseItems:
     """Check every grad of the group; return the sparse ones (a dense grad of a rowwise
     parameter counts as a sparse grad of all its rows). `duplicates`: the optimizer's rule;
-    `guarded`: every param and accumulator of the optimizer, named."""
+    `guarded()`: every param and accumulator of the optimizer, named (asked for only when a
+    grad is left to check against them); `sparse_gate`: the backend's C-level check of a
+    SparseGrad (kernels.SparseGradGate) or None."""
     sparse: SparseItems = {}
     dense_grads = []
+    decoupled = group.options.weight_decay_mode == "decoupled" and group.options.weight_decay
     for i, (name, p, g, a) in enumerate(zip(group.names, group.params, grads, group.accums)):
         gname = grad_name(name)
         if layout(p) != group.layouts[i]:
@@ -32,6 +36,16 @@ def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
                              f"(dtype, shape, strides or memory: {describe(group.layouts[i])}"
                              f" -> {describe(layout(p))}); its accumulator no longer "
                              "matches it: build a new optimizer")
+        if (sparse_gate is not None and type(g) is SparseGrad and group.masters[i] is None
+                and not decoupled):
+            # The common SparseGrad (every check of _sparse_item and of the overlap check
+            # below passing, duplicates "sum" or "sequential") checked in C; else in Python.
+            dup = duplicates if g.duplicates is None else g.duplicates
+            idx = (sparse_gate.checked(p, a, g.indices, g.values)
+                   if type(dup) is str and dup in ("sum", "sequential") else None)
+            if idx is not None:
+                sparse[i] = (idx, g.values, dup)
+                continue
         if isinstance(g, SparseGrad) or group.rowwise:
             if group.masters[i] is not None:
                 raise ValueError(f"`{gname}` is sparse, but `{name}` has float32 master "
@@ -52,7 +66,8 @@ def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
         _validation.check_same_layout(name, p, gname, g)
     # every grad array (SparseGrad indices and values included) against every array this
     # step writes, in any group (the copies made by check_sparse are private)
-    check_grads_disjoint(guarded, dense_grads)
+    if dense_grads:
+        check_grads_disjoint(guarded(), dense_grads)
     return sparse
 
 

@@ -54,6 +54,7 @@ class ParamGroup:
         self.pointers: dict[Any, Any] = {}
         self.flat_pointers: dict[Any, Any] = {}
         self.gates: dict[Any, Any] = {}
+        self.sparse_gates: dict[Any, Any] = {}   # ... and of its SparseGrads (None: in Python)
         self._batches: list[tuple[list[Any], ...]] = []   # step_items' cache (see _batch)
         self._batches_for: list[Any] | None = None
         self.set_options(options)
@@ -111,6 +112,7 @@ class ParamGroup:
         fits = (plain and len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
                 and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params))
         for backend in _backend.available():
+            self.sparse_gates[backend] = backend.sparse_grad_gate(guard)
             group = backend.array_group(self.params, self.accums, guard) if fits else None
             self.pointers[backend] = group
             self.gates[backend] = (group if group is not None else
