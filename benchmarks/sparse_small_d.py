@@ -9,8 +9,9 @@ of others in the batch, cycled) over an (n, D) table much larger than the caches
 bench's sparse case. The numba peer (fastadagrad/_peer_numba.py) is np.unique, then one njit
 loop: duplicates summed in order of appearance, then a prange over the unique rows; its
 element-wise bytes equal fastadagrad's (checked, "same bytes"). Both run on `--threads` threads.
-FBGEMM's CPU kernel is not timed (a closing note says why: fbgemm-gpu-cpu 1.9.0 from PyPI does
-not load with torch 2.13 here, and its AdaGrad is reached through its TBE module).
+FBGEMM's CPU kernel is not timed here (fbgemm-gpu-cpu 1.9.0 from PyPI does not load with torch
+2.13, and its AdaGrad is reached through its TBE module); README ("Against FBGEMM's CPU kernel")
+gives this workload timed against FBGEMM's JIT kernel built from source, side by side.
 
 Columns: medians of interleaved samples (fastadagrad, numba, fastadagrad row-wise, numba
 row-wise, one after the other within each round) and "numba/fa" = numba time / fastadagrad time

@@ -82,7 +82,8 @@ class Backend:
       (kernels.SparseGradGate: `checked(param, accum, indices, values)` gives the private int64
       indices, or None: validate in Python), or None.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
-      clipping norm; family_fast(...): the compiled family gate (False: not taken).
+      clipping norm; family_fast(...), family_sparse_fast(...): the compiled family gates
+      (False: not taken).
     """
 
     name: str
@@ -110,6 +111,11 @@ class Backend:
 
     def family_fast(self, *args: Any) -> bool:
         """The compiled family gate (kernels.family_fast): True when it did the step."""
+        return False
+
+    def family_sparse_fast(self, *args: Any) -> bool:
+        """The compiled sparse family gate (kernels.family_sparse_fast): True when it did the
+        step."""
         return False
 
     def __repr__(self) -> str:
@@ -146,7 +152,7 @@ class CompiledBackend(Backend):
 
     def __init__(self, kernels: Any) -> None:
         self.kernels = kernels
-        for name in ENTRY_POINTS + ("apply_steps", "family_fast"):
+        for name in ENTRY_POINTS + ("apply_steps", "family_fast", "family_sparse_fast"):
             setattr(self, name, getattr(kernels, name))
 
     def array_group(self, params: list[Any], accums: list[Any],

@@ -279,7 +279,6 @@ def family_fast(int rule, param, grad, s1, s2, lr, l1, l2, step):
     cdef cnp.ndarray p, g, a, b
     cdef int typenum, layout
     cdef Py_ssize_t nbytes, n
-    cdef long long t = 1
     if not (cnp.PyArray_CheckExact(param) and cnp.PyArray_CheckExact(grad)
             and cnp.PyArray_CheckExact(s1) and (s2 is None or cnp.PyArray_CheckExact(s2))):
         return False
@@ -300,21 +299,8 @@ def family_fast(int rule, param, grad, s1, s2, lr, l1, l2, step):
     if s2 is not None and not (_disjoint(p, b, nbytes) and _disjoint(g, b, nbytes)
                                and _disjoint(a, b, nbytes)):
         return False
-    if not (_real_nonneg(lr, &f.lr) and _real_nonneg(l1, &f.l1) and _real_nonneg(l2, &f.l2)):
+    if not family_hyper(rule, lr, l1, l2, step, &f):
         return False
-    if step is not None:
-        if type(step) is not int:
-            return False
-        try:
-            t = step
-        except OverflowError:
-            return False
-        if t < 1:
-            return False
-    f.rule = rule
-    f.step = <double>t
-    f.grad_scale = 1.0
-    f.clipvalue = 0.0
     n = cnp.PyArray_SIZE(p)
     if n == 0:
         return True

@@ -179,35 +179,91 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     return nu
 
 
-def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
-    """A family rule on validated sparse arguments (C-contiguous table/states, int64 idx,
-    C-contiguous grads); duplicates "sum" or "sequential"."""
-    cdef FamilyOpts f
-    cdef cnp.ndarray t = table, a = states[0], i = idx, g = grads
-    cdef cnp.ndarray b = states[1] if len(states) > 1 else states[0]
+cdef Py_ssize_t family_sparse_run(cnp.ndarray t, cnp.ndarray a, cnp.ndarray b, cnp.ndarray i,
+                                  cnp.ndarray g, const FamilyOpts* f, int mode,
+                                  int64_t* bad) except -1:
+    """A family rule on validated sparse arrays (table t and states a, b C-contiguous (N, D) of
+    one dtype, b = a for a one-state rule; grads g C-contiguous; indices i C-contiguous int32 or
+    int64, native), run on checked_indices(i). Returns the number of unique rows, or -2 when an
+    index is out of range (bad[] as checked_indices sets it; nothing written). Raises
+    MemoryError (nothing written)."""
     cdef Py_ssize_t d = cnp.PyArray_DIMS(t)[1], n = cnp.PyArray_DIMS(i)[0], nu = 0
-    cdef int mode = _duplicates_mode(duplicates)
     cdef Py_ssize_t rows = cnp.PyArray_DIMS(t)[0]
-    cdef int64_t* own = NULL
-    cdef int64_t bad[2]
-    _set_family(&f, fopts)
+    cdef bint int32 = cnp.PyArray_TYPE(i) == cnp.NPY_INT32
+    cdef int64_t* own
     if n == 0 or d == 0:
-        return
-    with nogil:   # the kernel runs on a checked private copy of the indices
-        own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), n, rows, bad)
+        return 0
+    with nogil:
+        if int32:
+            own = checked_indices(<int32_t*>cnp.PyArray_DATA(i), n, rows, bad)
+        else:
+            own = checked_indices(<int64_t*>cnp.PyArray_DATA(i), n, rows, bad)
         if own != NULL:
             if cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT:
                 nu = family_sparse_update(<float*>cnp.PyArray_DATA(t),
                                           <float*>cnp.PyArray_DATA(a),
                                           <float*>cnp.PyArray_DATA(b), d, own, n,
-                                          <const float*>cnp.PyArray_DATA(g), &f, mode)
+                                          <const float*>cnp.PyArray_DATA(g), f, mode)
             else:
                 nu = family_sparse_update(<double*>cnp.PyArray_DATA(t),
                                           <double*>cnp.PyArray_DATA(a),
                                           <double*>cnp.PyArray_DATA(b), d, own, n,
-                                          <const double*>cnp.PyArray_DATA(g), &f, mode)
+                                          <const double*>cnp.PyArray_DATA(g), f, mode)
             free(own)
-    if own == NULL:
-        raise_unchecked(bad, rows, "sparse family update")
-    if nu < 0:
+    if own == NULL and bad[0] == -1 or nu < 0:
         raise MemoryError("sparse family update: out of memory (nothing was written)")
+    return -2 if own == NULL else nu
+
+
+def family_sparse_validated(table, states, idx, grads, fopts, str duplicates):
+    """A family rule on validated sparse arguments (C-contiguous table/states, int64 idx,
+    C-contiguous grads); duplicates "sum" or "sequential"."""
+    cdef FamilyOpts f
+    cdef int64_t bad[2]
+    _set_family(&f, fopts)
+    if family_sparse_run(table, states[0], states[len(states) - 1], idx, grads, &f,
+                         _duplicates_mode(duplicates), bad) == -2:
+        raise_unchecked(bad, cnp.PyArray_DIMS(<cnp.ndarray>table)[0], "sparse family update")
+
+
+cdef bint family_hyper(int rule, object lr, object l1, object l2, object step,
+                       FamilyOpts* f) noexcept:
+    """Plain-number hyper-parameters as _rules.check_hyper accepts them (lr, l1, l2 finite and
+    >= 0; step None, or an int >= 1), into `f` (no clipping); False sends the caller to the
+    full checks. The C gates' share of the family's checks (family_fast, family_sparse_fast)."""
+    cdef long long t = 1
+    if not (_real_nonneg(lr, &f.lr) and _real_nonneg(l1, &f.l1) and _real_nonneg(l2, &f.l2)):
+        return False
+    if step is not None:
+        if type(step) is not int:
+            return False
+        try:
+            t = step
+        except OverflowError:
+            return False
+        if t < 1:
+            return False
+    f.rule = rule
+    f.step = <double>t
+    f.grad_scale = 1.0
+    f.clipvalue = 0.0
+    return True
+
+
+def family_sparse_fast(int rule, table, s1, s2, indices, grads, lr, l1, l2, step, duplicates):
+    """The C gate of the family's sparse functions: True when the call was done here (the
+    arrays as sparse_adagrad_update's gate takes them, each state (N, D) like the table and
+    apart from the others, duplicates "sum" or "sequential", plain-number hyper-parameters);
+    False sends the caller to the full checks (nothing was written: an index out of range is
+    found before any write, and the full checks then name it)."""
+    cdef FamilyOpts f
+    cdef int64_t bad[2]
+    if not (type(duplicates) is str and (duplicates == "sum" or duplicates == "sequential")
+            and _sparse_gate(table, s1, indices, grads)
+            and cnp.PyArray_NDIM(<cnp.ndarray>s1) == 2
+            and (s2 is None or _sparse_gate(table, s2, indices, grads)
+                 and cnp.PyArray_NDIM(<cnp.ndarray>s2) == 2 and _apart(s1, s2))
+            and family_hyper(rule, lr, l1, l2, step, &f)):
+        return False
+    return family_sparse_run(table, s1, s1 if s2 is None else s2, indices, grads, &f,
+                             0 if duplicates == "sum" else 1, bad) != -2

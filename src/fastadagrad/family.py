@@ -74,6 +74,14 @@ def _fast(rule: str, param: Any, grad: Any, s1: Any, s2: Any, lr: Any, l1: Any, 
     return _backend.current().family_fast(RULE_IDS[rule], param, grad, s1, s2, lr, l1, l2, step)
 
 
+def _sparse_fast(rule: str, table: Any, s1: Any, s2: Any, indices: Any, grads: Any,
+                 duplicates: Any, lr: Any, l1: Any, l2: Any, step: Any) -> bool:
+    """The compiled sparse C gate (plain arrays and numbers, duplicates "sum"/"sequential"):
+    True if it did the step (always False on the NumPy backend)."""
+    return _backend.current().family_sparse_fast(RULE_IDS[rule], table, s1, s2, indices, grads,
+                                                 lr, l1, l2, step, duplicates)
+
+
 def proximal_adagrad_update(param: np.ndarray, grad: np.ndarray, accum: np.ndarray, *,
                             lr: float = 0.01, l1: float = 0.0, l2: float = 0.0,
                             clipnorm: float | None = None,
@@ -125,6 +133,9 @@ def sparse_proximal_adagrad_update(table: np.ndarray, accum: np.ndarray, indices
                                    clipvalue: float | None = None) -> None:
     """proximal_adagrad_update on the rows `indices` of `table` (TF SparseApplyProximalAdagrad
     applies duplicates one by one: duplicates="sequential")."""
+    if clipnorm is None and clipvalue is None and _sparse_fast(
+            "proximal", table, accum, None, indices, grads, duplicates, lr, l1, l2, None):
+        return
     sparse_rule_update("proximal", table, [accum], indices, grads, duplicates=duplicates,
                        lr=lr, l1=l1, l2=l2, clipnorm=clipnorm, clipvalue=clipvalue)
 
@@ -135,6 +146,9 @@ def sparse_adagrad_da_update(table: np.ndarray, grad_accum: np.ndarray,
                              duplicates: str = "sum", clipnorm: float | None = None,
                              clipvalue: float | None = None) -> None:
     """adagrad_da_update on the rows `indices` of `table` (TF SparseApplyAdagradDA)."""
+    if clipnorm is None and clipvalue is None and _sparse_fast(
+            "da", table, grad_accum, grad_sq_accum, indices, grads, duplicates, lr, l1, l2, step):
+        return
     sparse_rule_update("da", table, [grad_accum, grad_sq_accum], indices, grads,
                        duplicates=duplicates, step=step, lr=lr, l1=l1, l2=l2,
                        clipnorm=clipnorm, clipvalue=clipvalue)
@@ -147,6 +161,9 @@ def sparse_glove_adagrad_update(table: np.ndarray, accum: np.ndarray, indices: n
     """glove_adagrad_update on the rows `indices` of `table` (word-vector training: GloVe
     updates the two rows of each co-occurrence; pass duplicates="sequential" to apply repeats
     one after the other as its SGD loop does)."""
+    if clipnorm is None and clipvalue is None and _sparse_fast(
+            "glove", table, accum, None, indices, grads, duplicates, lr, 0.0, 0.0, None):
+        return
     sparse_rule_update("glove", table, [accum], indices, grads, duplicates=duplicates, lr=lr,
                        clipnorm=clipnorm, clipvalue=clipvalue)
 
