@@ -58,7 +58,8 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
     b Py_ssize_t (work[u]: row u has its scratch row)."""
     cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0, k = 0
     cdef _HashSlot* slots
-    cdef floating* sc = NULL     # b // 2 scratch rows: at most b // 2 rows repeat
+    cdef floating* sc = NULL     # b // 2 scratch rows (at most b // 2 rows repeat), allocated
+                                 # at the first repeat; only the rows used are touched
     cdef int64_t r
     while cap < 2 * b:
         cap *= 2
