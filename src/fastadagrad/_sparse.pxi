@@ -16,7 +16,7 @@
 #     `_clipping`, `cnp`, the `floating` type;
 #   from _duplicates.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here);
 #   from _clipnorm.pxi: `sum_of_squares` (clipnorm).
-# It defines for the others: first_bad_index, checked_indices, raise_unchecked,
+# It defines for the others: first_bad_index, copy_checked, checked_indices, raise_unchecked,
 # sparse_update, sparse_run, sparse_validated, sparse_adagrad_update.
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -235,26 +235,35 @@ ctypedef fused index_t:          # the index dtypes the C-level gate passes thro
     int64_t
 
 
+cdef bint copy_checked(const index_t* idx, Py_ssize_t b, Py_ssize_t n, int64_t* dst,
+                       int64_t* bad) noexcept nogil:
+    """Copy idx[0..b) into dst (int64), then check the copy: True if every entry lies in
+    [0, n), else False with bad[0] = the first bad position, bad[1] = its value."""
+    cdef Py_ssize_t pos
+    if index_t is int64_t:
+        memcpy(dst, idx, b * sizeof(int64_t))
+    else:
+        for pos in range(b):
+            dst[pos] = idx[pos]
+    pos = first_bad_index(dst, b, n)
+    if pos >= 0:
+        bad[0] = pos
+        bad[1] = dst[pos]
+        return False
+    return True
+
+
 cdef int64_t* checked_indices(const index_t* idx, Py_ssize_t b, Py_ssize_t n,
                               int64_t* bad) noexcept nogil:
-    """A private int64 copy of idx[0..b) whose every entry lies in [0, n): what the sparse
-    kernels run on, so that another thread writing `idx` while the GIL is released can never
-    send them out of bounds. NULL when out of memory (bad[0] = -1) or when an index is out of
-    range (bad[0] = its position, bad[1] = its value); else the caller free()s the copy."""
+    """A private int64 copy of idx[0..b) whose every entry lies in [0, n) (copy_checked): what
+    the sparse kernels run on, so that another thread writing `idx` while the GIL is released
+    can never send them out of bounds. NULL when out of memory (bad[0] = -1) or when an index
+    is out of range (bad[] as copy_checked sets it); else the caller free()s the copy."""
     cdef int64_t* own = <int64_t*>malloc((b if b > 0 else 1) * sizeof(int64_t))
-    cdef Py_ssize_t pos
     if own == NULL:
         bad[0] = -1
         return NULL
-    if index_t is int64_t:
-        memcpy(own, idx, b * sizeof(int64_t))
-    else:
-        for pos in range(b):
-            own[pos] = idx[pos]
-    pos = first_bad_index(own, b, n)
-    if pos >= 0:
-        bad[0] = pos
-        bad[1] = own[pos]
+    if not copy_checked(idx, b, n, own, bad):
         free(own)
         return NULL
     return own
@@ -475,22 +484,20 @@ cdef class SparseGradGate:
     def checked(self, table, accum, indices, values):
         cdef cnp.ndarray own, i
         cdef int64_t bad[2]
-        cdef int64_t* copy
-        cdef Py_ssize_t b
+        cdef bint ok
+        cdef Py_ssize_t b, n
         if not (_sparse_gate(table, accum, indices, values) and not self.guard.hits(indices)
                 and not self.guard.hits(values)):
             return None
         i = indices
         b = cnp.PyArray_DIMS(i)[0]
+        n = cnp.PyArray_DIMS(<cnp.ndarray>table)[0]
         own = _np.empty(b, dtype=_np.int64)
         with nogil:
             if cnp.PyArray_TYPE(i) == cnp.NPY_INT32:
-                copy = checked_indices(<int32_t*>cnp.PyArray_DATA(i), b,
-                                       cnp.PyArray_DIMS(<cnp.ndarray>table)[0], bad)
+                ok = copy_checked(<int32_t*>cnp.PyArray_DATA(i), b, n,
+                                  <int64_t*>cnp.PyArray_DATA(own), bad)
             else:
-                copy = checked_indices(<int64_t*>cnp.PyArray_DATA(i), b,
-                                       cnp.PyArray_DIMS(<cnp.ndarray>table)[0], bad)
-            if copy != NULL:
-                memcpy(cnp.PyArray_DATA(own), copy, b * sizeof(int64_t))
-                free(copy)
-        return own if copy != NULL else None
+                ok = copy_checked(<int64_t*>cnp.PyArray_DATA(i), b, n,
+                                  <int64_t*>cnp.PyArray_DATA(own), bad)
+        return own if ok else None

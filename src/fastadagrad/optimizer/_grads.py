@@ -30,7 +30,6 @@ def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
     dense_grads = []
     decoupled = group.options.weight_decay_mode == "decoupled" and group.options.weight_decay
     for i, (name, p, g, a) in enumerate(zip(group.names, group.params, grads, group.accums)):
-        gname = grad_name(name)
         if layout(p) != group.layouts[i]:
             raise ValueError(f"`{name}` was changed in place after the optimizer was built "
                              f"(dtype, shape, strides or memory: {describe(group.layouts[i])}"
@@ -46,6 +45,7 @@ def validate_group(group: ParamGroup, grads: list[Any], duplicates: str,
             if idx is not None:
                 sparse[i] = (idx, g.values, dup)
                 continue
+        gname = grad_name(name)
         if isinstance(g, SparseGrad) or group.rowwise:
             if group.masters[i] is not None:
                 raise ValueError(f"`{gname}` is sparse, but `{name}` has float32 master "
