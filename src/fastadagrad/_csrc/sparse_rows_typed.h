@@ -22,11 +22,8 @@
 #endif
 
 /* Rows rows[0..count) of constant width w, plain AdaGrad (coupled weight decay when `decay`),
- * a cache line (64 bytes) of the row at a time: before each, the same line of the table and
- * accumulator rows `ahead` rows ahead is prefetched, and the last byte of those rows after the
- * row (a row need not start on a line). Spread so, a wide row's prefetches do not arrive in one
- * burst of 2 * w * sizeof(FA_T) / 64 (16 at D = 128, float32) that the core's miss buffers
- * cannot hold. */
+ * prefetching the first and last byte of the table and accumulator rows `ahead` rows ahead
+ * (a short row may straddle two cache lines). */
 static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const int64_t *rows,
                                                        const FA_T **src, FA_T *table,
                                                        FA_T *accum, const fa_ssize_t w,
@@ -35,30 +32,21 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
 {
     const FA_TFN(coef_t) c = *c0;
     const fa_ssize_t nbytes = w * (fa_ssize_t)sizeof(FA_T);
-    const fa_ssize_t line = 64 / (fa_ssize_t)sizeof(FA_T);
-    const fa_ssize_t step = w < line ? w : line;     /* elements per block */
-    fa_ssize_t u, i, j;
+    fa_ssize_t u, i;
     for (u = 0; u < count; u++) {
         FA_T *row = table + rows[u] * w, *acc = accum + rows[u] * w;
         const FA_T *g = src[u];
-        const char *t = NULL, *s = NULL;
         if (ahead > 0 && u + ahead < count) {
-            t = (const char *)(table + rows[u + ahead] * w);
-            s = (const char *)(accum + rows[u + ahead] * w);
-        }
-        for (j = 0; j < w; j += step) {
-            if (t != NULL) {
-                FA_PREFETCH(t + j * (fa_ssize_t)sizeof(FA_T));
-                FA_PREFETCH(s + j * (fa_ssize_t)sizeof(FA_T));
-            }
-            FA_IVDEP
-            for (i = j; i < j + step; i++)
-                row[i] = FA_TFN(element)(row[i], g[i], &acc[i], &c, decay, 0, 0);
-        }
-        if (t != NULL) {
+            const char *t = (const char *)(table + rows[u + ahead] * w);
+            const char *s = (const char *)(accum + rows[u + ahead] * w);
+            fa_prefetch_bytes(t, nbytes);
+            fa_prefetch_bytes(s, nbytes);
             FA_PREFETCH(t + nbytes - 1);
             FA_PREFETCH(s + nbytes - 1);
         }
+        FA_IVDEP
+        for (i = 0; i < w; i++)
+            row[i] = FA_TFN(element)(row[i], g[i], &acc[i], &c, decay, 0, 0);
     }
 }
 
