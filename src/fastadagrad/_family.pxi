@@ -258,12 +258,12 @@ def family_sparse_fast(int rule, table, s1, s2, indices, grads, lr, l1, l2, step
     found before any write, and the full checks then name it)."""
     cdef FamilyOpts f
     cdef int64_t bad[2]
-    if not (type(duplicates) is str and (duplicates == "sum" or duplicates == "sequential")
-            and _sparse_gate(table, s1, indices, grads)
+    cdef int mode = gated_duplicates(duplicates)
+    if not (mode >= 0 and _sparse_gate(table, s1, indices, grads)
             and cnp.PyArray_NDIM(<cnp.ndarray>s1) == 2
             and (s2 is None or _sparse_gate(table, s2, indices, grads)
                  and cnp.PyArray_NDIM(<cnp.ndarray>s2) == 2 and _apart(s1, s2))
             and family_hyper(rule, lr, l1, l2, step, &f)):
         return False
     return family_sparse_run(table, s1, s1 if s2 is None else s2, indices, grads, &f,
-                             0 if duplicates == "sum" else 1, bad) != -2
+                             mode, bad) != -2

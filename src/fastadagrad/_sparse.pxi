@@ -372,6 +372,14 @@ cdef bint _sparse_gate(object table, object accum, object indices, object grads)
             and _apart(g, i))
 
 
+cdef int gated_duplicates(object duplicates) noexcept:
+    """The duplicates rule the C gates take: 0 for "sum", 1 for "sequential", -1 for anything
+    else (the full checks then decide)."""
+    if type(duplicates) is not str:
+        return -1
+    return 0 if duplicates == "sum" else 1 if duplicates == "sequential" else -1
+
+
 cdef bint _plain_seed_step(object seed, object step) noexcept:
     """`seed` and `step` as _validation accepts them, as plain ints (used only by stochastic
     rounding, but checked on every call)."""
@@ -404,17 +412,15 @@ def sparse_adagrad_update(table, accum, indices, grads, *, lr=0.01, eps=1e-10,
                                            seed=seed, step=step)
     cdef DenseOpts o
     cdef int64_t bad[2]
-    cdef int mode
+    cdef int mode = gated_duplicates(duplicates)
     # Gate: the common call (plain arrays and numbers, every check passing, no clip, no
     # stochastic rounding, duplicates "sum" or "sequential") runs without a Python-level check;
     # anything else, and an index out of range, takes the full checks below, which name the
     # argument (the gate writes nothing unless every index is in range).
-    if (type(duplicates) is str and (duplicates == "sum" or duplicates == "sequential")
-            and update_slots is True and clipnorm is None and clipvalue is None
+    if (mode >= 0 and update_slots is True and clipnorm is None and clipvalue is None
             and stochastic_rounding is False and _plain_seed_step(seed, step)
             and _sparse_gate(table, accum, indices, grads)
             and _fast_hyper(lr, eps, eps_placement, weight_decay, 0.0, 1, maximize, &o)):
-        mode = 0 if duplicates == "sum" else 1
         if sparse_run(table, accum, indices, grads, &o, mode, 0.0, bad) != -2:
             return None
     opts, idx, g = _validation.check_sparse(table, accum, indices, grads, lr, eps,
