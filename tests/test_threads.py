@@ -224,6 +224,28 @@ def test_serial_reference_is_taken_before_the_first_parallel_call(compiled, rest
     assert compiled._pool_workers() >= 1   # started during the serial calls
 
 
+def test_a_moment_of_slow_parallel_calls_does_not_switch_to_serial(compiled):
+    """The serial/parallel rule alone (`_simulate_choices`: no job runs), 1e5 elements, 48 us
+    serial and 27 us parallel per call, as on a quiet 2-CPU VM. Four parallel calls in a row at
+    the serial time (the second CPU away for a moment: seen on the quiet VM) change no choice:
+    before FA_FLIP_NS they sent the loop serial until the next re-try, 50 ms later. Parallel
+    calls that stay slower than serial switch it to serial after FA_FLIP_NS (2 ms)."""
+    quiet = [27_000] * 3000
+    if compiled._simulate_choices(100_000, 48_000, quiet) is None:
+        pytest.skip("built without the worker pool: every call is serial")
+    moment = quiet[:1000] + [48_000] * 4 + quiet[1004:]
+    as_quiet = compiled._simulate_choices(100_000, 48_000, quiet)
+    choices = compiled._simulate_choices(100_000, 48_000, moment)
+    assert all(choices[900:1700])   # (the first serial re-try comes 50 ms in: call ~1786)
+    assert choices.count(False) == as_quiet.count(False)   # (its timing moves by 84 us)
+    slow = quiet[:1000] + [60_000] * 2000   # parallel slower than serial from call 1000 on
+    choices = compiled._simulate_choices(100_000, 48_000, slow)
+    first_serial = choices.index(False, 1000)
+    # 2 ms of 60 us calls (34), plus the calls until the median of 5 turns (3)
+    assert 1000 + 30 <= first_serial <= 1000 + 34 + 5
+    assert sum(choices[first_serial:]) <= 60   # then serial, but for one re-try (one burst)
+
+
 def test_threadpoolctl_limits_fastadagrad(compiled, restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
     fastadagrad.set_num_threads(2)

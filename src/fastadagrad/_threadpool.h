@@ -14,9 +14,10 @@
  *
  * Busy machines: extra threads only pay when the cores are free. The pool times every call
  * and, per loop (site) and size class, runs parallel while its recent median beats serial's by
- * 10%, re-trying the mode not chosen now and then (fa_choose: the intervals back off while
- * the re-tries confirm the choice). On a quiet machine calls are parallel; on a busy one they
- * fall back to serial, and return to parallel when the load goes.
+ * 10% (and switches to serial only when parallel stays slow for 2 ms), re-trying the mode not
+ * chosen now and then (fa_choose: the intervals back off while the re-tries confirm the
+ * choice). On a quiet machine calls are parallel; on a busy one they fall back to serial, and
+ * return to parallel when the load goes.
  *
  * Which thread computes a chunk never changes a result: callers must make every item's result
  * independent of the chunk boundaries (fastadagrad: element-wise formulas, 16-element multiples;
@@ -173,6 +174,9 @@ typedef struct {
     int started;                 /* the first parallel calls were made */
     int in_burst;                /* the call being made is part of a burst */
     long long burst_start;       /* when the current burst began */
+    int last_best;               /* the mode last chosen outside a try */
+    long long lost_since;        /* when parallel, the chosen mode, first lost to serial in
+                                  * its own samples (0: it has not; see FA_FLIP_NS) */
 } fa_history_t;
 static fa_history_t fa_history[FA_SITES][FA_SIZES];
 static int fa_site_key[FA_SITES];
@@ -247,8 +251,16 @@ static float fa_median(const float *x, long long count) {
  * calls took 2x serial's median was tried: it kept a quiet machine's 1e5 and 6.4e7 steps
  * serial, whose re-tries are rare or one call each.) */
 #define FA_PARALLEL_GAIN 0.9f
+/* Parallel, once chosen, is given up for its own slow samples only when they stay slow for
+ * FA_FLIP_NS. On the quiet 2-CPU VM (Intel Xeon, 2026-11-28) 1-2% of 1e5-element parallel
+ * calls took the serial time (the second vCPU away for a moment), often several in a row:
+ * three of five were enough to send the loop serial until the next re-try, 50 ms later, and
+ * to reset the back-off. 4-41% of the calls ran serially (0.5-6% since), the mean call took
+ * 28.0-38.1 us (27.1-30.7 since; 27.0-27.7 with every call parallel). A busy machine's slow
+ * parallel calls persist, so the switch comes FA_FLIP_NS later than before (a stall or two). */
+#define FA_FLIP_NS 2000000LL
 static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
-    int best, other, long_call, shift;
+    int wins, best, other, long_call, shift;
     if (!fa_adaptive)
         return 1;
     double call_ns;
@@ -273,17 +285,25 @@ static int fa_choose(fa_history_t *h, long long now, Py_ssize_t elements) {
     }
     if (h->count[1] == 0)   /* no parallel sample yet (no worker could be started) */
         return 1;
-    best = fa_median(h->ns[1], h->count[1]) < FA_PARALLEL_GAIN * fa_median(h->ns[0], h->count[0]);
-    other = !best;
+    wins = fa_median(h->ns[1], h->count[1]) < FA_PARALLEL_GAIN * fa_median(h->ns[0], h->count[0]);
+    best = wins;
+    if (!wins && h->last_best == 1 && h->lost_since == 0)
+        h->lost_since = now;
     if (h->judging) {   /* the try just ended: did it leave the choice as it was? */
         h->judging = 0;
         if (best != h->burst_mode)
             h->backoff += h->backoff < FA_BACKOFF_MAX;
         else
             h->backoff = 0;
+    } else if (!wins && h->last_best == 1 && now - h->lost_since < FA_FLIP_NS) {
+        best = 1;   /* parallel's own samples lost for less than FA_FLIP_NS: a transient */
     } else if (best == h->burst_mode) {   /* the chosen mode's own samples switched it */
         h->backoff = 0;
     }
+    if (wins || best == 0)
+        h->lost_since = 0;
+    h->last_best = best;
+    other = !best;
     call_ns = (double)fa_median(h->ns[best], h->count[best]) * (double)elements;
     explore = (long long)(32.0 * call_ns);
     if (explore < FA_EXPLORE_NS)
@@ -642,6 +662,28 @@ static void fa_pool_stats(long long *out) {
     out[1] = fa_calls[0];
 }
 
+/* Test knob: the adaptive rule alone (fa_choose, fa_record, fa_end_stalled_burst) on a fresh
+ * history, over ncalls back-to-back calls of `elements` elements, 1 us apart, when a serial
+ * call takes serial_ns and the i-th call, if parallel, parallel_ns[i]: out[i] = 1 if the i-th
+ * call ran parallel. No job runs and no shared state changes. Returns 1 (0 without the pool). */
+static int fa_simulate_choices(Py_ssize_t elements, long long serial_ns,
+                               const long long *parallel_ns, int ncalls, int *out) {
+    fa_history_t h;
+    long long now = 1000000000LL, d;
+    int i, mode;
+    memset(&h, 0, sizeof h);
+    for (i = 0; i < ncalls; i++) {
+        mode = fa_choose(&h, now, elements);
+        d = mode ? parallel_ns[i] : serial_ns;
+        fa_record(&h, mode, now, now + d, elements);
+        if (mode)
+            fa_end_stalled_burst(&h, d, elements);
+        now += d + 1000;
+        out[i] = mode;
+    }
+    return 1;
+}
+
 static void fa_set_spin_ns(long long worker, long long caller, long long pure) {
     if (worker >= 0)
         fa_worker_spin_ns = worker;
@@ -673,6 +715,15 @@ static void fa_set_spin_ns(long long worker, long long caller, long long pure) {
 static int fa_pool_workers(void) { return 0; }
 static void fa_set_adaptive(int on) { (void)on; }
 static void fa_pool_stats(long long *out) { out[0] = out[1] = 0; }
+static int fa_simulate_choices(Py_ssize_t elements, long long serial_ns,
+                               const long long *parallel_ns, int ncalls, int *out) {
+    (void)elements;
+    (void)serial_ns;
+    (void)parallel_ns;
+    (void)ncalls;
+    (void)out;
+    return 0;
+}
 static int fa_pool_history(Py_ssize_t elements, long long *out, int max) {
     (void)elements;
     (void)out;

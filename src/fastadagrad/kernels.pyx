@@ -45,6 +45,8 @@ cdef extern from "_threadpool.h":
     void fa_set_adaptive(int on) noexcept nogil
     void fa_pool_stats(long long* out) noexcept nogil
     int fa_pool_history(Py_ssize_t elements, long long* out, int max) noexcept nogil
+    int fa_simulate_choices(Py_ssize_t elements, long long serial_ns,
+                            const long long* parallel_ns, int ncalls, int* out) noexcept nogil
 
 #: Below this many elements a call runs on one thread (waking a worker costs ~1-5 us).
 PARALLEL_MIN_ELEMENTS = 32768
@@ -159,6 +161,27 @@ def _pool_history(elements):
     cdef long long out[3 * 64]
     cdef int k = fa_pool_history(elements, out, 64)
     return {int(out[3 * i]): (int(out[3 * i + 1]), int(out[3 * i + 2])) for i in range(k)}
+
+
+def _simulate_choices(elements, serial_ns, parallel_ns):
+    """Test knob: the pool's serial/parallel rule alone, on a fresh history (no job runs): for
+    back-to-back calls of `elements` elements, a serial call taking `serial_ns` and call i, if
+    parallel, `parallel_ns[i]` nanoseconds, the list of choices (True: parallel). None when
+    built without the pool."""
+    cdef Py_ssize_t k, n = len(parallel_ns)
+    cdef long long* durations = <long long*>PyMem_Malloc((n if n > 0 else 1) * sizeof(long long))
+    cdef int* out = <int*>PyMem_Malloc((n if n > 0 else 1) * sizeof(int))
+    cdef int ok
+    try:
+        if durations == NULL or out == NULL:
+            raise MemoryError()
+        for k in range(n):
+            durations[k] = parallel_ns[k]
+        ok = fa_simulate_choices(elements, serial_ns, durations, <int>n, out)
+        return [out[k] != 0 for k in range(n)] if ok else None
+    finally:
+        PyMem_Free(durations)
+        PyMem_Free(out)
 
 
 def _set_spin_us(worker=-1.0, caller=-1.0, pure=-1.0):
