@@ -237,16 +237,18 @@ ctypedef fused index_t:          # the index dtypes the C-level gate passes thro
 
 cdef bint copy_checked(const index_t* idx, Py_ssize_t b, Py_ssize_t n, int64_t* dst,
                        int64_t* bad) noexcept nogil:
-    """Copy idx[0..b) into dst (int64), then check the copy: True if every entry lies in
-    [0, n), else False with bad[0] = the first bad position, bad[1] = its value."""
+    """Copy idx[0..b) into dst (int64), checking each value as it is copied (one read of
+    each): True if every entry lies in [0, n), else False with bad[0] = the first bad position,
+    bad[1] = its value."""
     cdef Py_ssize_t pos
-    if index_t is int64_t:
-        memcpy(dst, idx, b * sizeof(int64_t))
-    else:
-        for pos in range(b):
-            dst[pos] = idx[pos]
-    pos = first_bad_index(dst, b, n)
-    if pos >= 0:
+    cdef int64_t v
+    cdef uint64_t outside = 0
+    for pos in range(b):   # one branch-free pass (a negative index is a huge unsigned one)
+        v = idx[pos]
+        dst[pos] = v
+        outside |= <uint64_t>v >= <uint64_t>n
+    if outside:
+        pos = first_bad_index(dst, b, n)
         bad[0] = pos
         bad[1] = dst[pos]
         return False
