@@ -430,9 +430,10 @@ def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_ro
 @pytest.mark.parametrize("rowwise", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_row_width_on_every_isa(compiled, restore_isa, d, rowwise, dtype):
-    """The sparse loops are specialised for some row widths (4, 8, ..., 128): each of those and
-    its neighbours, with and without weight decay, on every ISA path, gives the twin's bytes
-    (row-wise when the accumulator has one entry per row); also maximizing with eps inside."""
+    """The sparse loops are specialised for some row widths (element-wise 4, 8, ..., 128;
+    row-wise 8, ..., 128): each of those and its neighbours, with and without weight decay, on
+    every ISA path, gives the twin's bytes (row-wise when the accumulator has one entry per
+    row); also maximizing with eps inside."""
     table, accum, idx, grads = make(n=300, d=d, b=200, dtype=dtype, rowwise=rowwise, seed=d)
     for opts in ({}, {"weight_decay": 0.1}, {"maximize": True, "eps_placement": "inside"}):
         ref_t, ref_a = table.copy(), accum.copy()

@@ -24,6 +24,21 @@
 #define FA_PREFETCH(p) ((void)0)
 #endif
 
+/* A loop with no dependence between its iterations (FA_IVDEP; the caller's guarantee: in a
+ * validated call the arrays it writes share no byte with those it reads), and a loop that must
+ * stay a loop (FA_NO_UNROLL): with a small constant trip count (a fixed row width) gcc
+ * otherwise unrolls it completely before the vectoriser sees it, and leaves it scalar. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FA_NO_UNROLL _Pragma("GCC unroll 1")
+#define FA_IVDEP _Pragma("GCC ivdep") FA_NO_UNROLL
+#elif defined(__clang__)
+#define FA_NO_UNROLL
+#define FA_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define FA_NO_UNROLL
+#define FA_IVDEP
+#endif
+
 static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
 {
     fa_ssize_t off;

@@ -130,6 +130,7 @@ static FA_ALWAYS_INLINE void FA_TFN(rowwise_loop)(fa_ssize_t d, FA_T *row, const
     FA_T lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     FA_T t, acc, denom;
     fa_ssize_t j, k, d8 = d - d % 8;
+    FA_NO_UNROLL
     for (j = 0; j < d8; j += 8) {
         for (k = 0; k < 8; k++) {
             t = grad[j + k] * c->sign;
@@ -148,6 +149,7 @@ static FA_ALWAYS_INLINE void FA_TFN(rowwise_loop)(fa_ssize_t d, FA_T *row, const
                     + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) / (FA_T)d;
     *accum = acc;
     denom = FA_SQRT(acc + c->eps_in) + c->eps_out;
+    FA_IVDEP
     for (j = 0; j < d; j++) {
         t = grad[j] * c->sign;
         if (decay)
@@ -168,12 +170,12 @@ static void FA_TFN(rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, FA_T *acc
         FA_TFN(rowwise_loop)(d, row, grad, accum, &c, 0);
 }
 
-#include "sparse_rows_typed.h"   /* issue 12: element-wise rows of fixed widths */
+#include "sparse_rows_typed.h"   /* issue 12: rows of fixed widths */
 
 /* Update table rows rows[0..count) with the gradient rows src[0..count) (element-wise: accum
  * rows of d; row-wise: one accumulator per row), prefetching `ahead` rows ahead (ahead >= 0).
- * The options are decoded once for the whole run of rows. Element-wise rows whose width
- * is one of a few fixed widths take a loop of sparse_rows_typed.h (same bytes). */
+ * The options are decoded once for the whole run of rows. Rows (element-wise or row-wise)
+ * whose width is one of a few fixed widths take a loop of sparse_rows_typed.h (same bytes). */
 static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
                                 FA_T *table, FA_T *accum, fa_ssize_t d, int is_rowwise,
                                 fa_ssize_t ahead, const DenseOpts *o)
@@ -183,6 +185,9 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
     int general = o->zero_if_accum_zero || o->decoupled_weight_decay != 0;
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
     if (!is_rowwise && FA_TFN(sparse_rows_fixed)(count, rows, src, table, accum, d, ahead, &c, o))
+        return;
+    if (is_rowwise
+            && FA_TFN(sparse_rowwise_fixed)(count, rows, src, table, accum, d, ahead, &c, o))
         return;
     for (u = 0; u < count; u++) {
         int64_t r = rows[u];

@@ -1,5 +1,5 @@
-/* Element-wise sparse rows of a few fixed widths (issue 12 §4: small D), included by
- * loops_typed.h for one floating type (FA_T, FA_SFX, FA_TFN as there).
+/* Sparse rows of a few fixed widths (issue 12 §4: small D), element-wise and row-wise,
+ * included by loops_typed.h for one floating type (FA_T, FA_SFX, FA_TFN as there).
  *
  * The dense loop on one short row pays a fixed prologue per row: gcc's runtime check that
  * param, grad and accum do not overlap, then the vector loop and its scalar tail; at D = 8-32
@@ -10,16 +10,6 @@
  * gcc emits straight vector code: no overlap check, no tail. Per element it is the dense
  * loop's element step in the same order: the same bytes.
  */
-
-#if defined(__GNUC__) && !defined(__clang__)
-/* (unroll 1: otherwise gcc unrolls the 4- and 8-wide loops completely before the vectoriser
-   sees them, and leaves them scalar) */
-#define FA_IVDEP _Pragma("GCC ivdep") _Pragma("GCC unroll 1")
-#elif defined(__clang__)
-#define FA_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#else
-#define FA_IVDEP
-#endif
 
 /* Rows rows[0..count) of constant width w, plain AdaGrad (coupled weight decay when `decay`),
  * prefetching the first and last byte of the table and accumulator rows `ahead` rows ahead
@@ -57,6 +47,62 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
         else                                                                                  \
             FA_TFN(sparse_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 0);        \
         return 1;
+
+/* Row-wise rows of constant width w: rowwise_loop (the same operations in the same order, so
+ * the same bytes) with w a compile-time constant, prefetching the table row `ahead` rows ahead
+ * and its accumulator. */
+static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
+                                                               const int64_t *rows,
+                                                               const FA_T **src, FA_T *table,
+                                                               FA_T *accum, const fa_ssize_t w,
+                                                               fa_ssize_t ahead,
+                                                               const FA_TFN(coef_t) *c0,
+                                                               int decay)
+{
+    const FA_TFN(coef_t) c = *c0;
+    const fa_ssize_t nbytes = w * (fa_ssize_t)sizeof(FA_T);
+    fa_ssize_t u;
+    for (u = 0; u < count; u++) {
+        if (ahead > 0 && u + ahead < count) {
+            const char *t = (const char *)(table + rows[u + ahead] * w);
+            fa_prefetch_bytes(t, nbytes);
+            FA_PREFETCH(t + nbytes - 1);
+            FA_PREFETCH(accum + rows[u + ahead]);
+        }
+        FA_TFN(rowwise_loop)(w, table + rows[u] * w, src[u], accum + rows[u], &c, decay);
+    }
+}
+
+#define FA_SPARSE_ROWWISE_FIXED(w)                                                            \
+    case w:                                                                                   \
+        if (decay)                                                                            \
+            FA_TFN(sparse_rowwise_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 1); \
+        else                                                                                  \
+            FA_TFN(sparse_rowwise_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 0); \
+        return 1;
+
+/* 1 (rows done) if sparse_rows can take a fixed-width row-wise loop: plain or coupled weight
+ * decay, d one of the widths below; else 0 (nothing done). */
+static int FA_TFN(sparse_rowwise_fixed)(fa_ssize_t count, const int64_t *rows,
+                                        const FA_T **src, FA_T *table, FA_T *accum,
+                                        fa_ssize_t d, fa_ssize_t ahead, const FA_TFN(coef_t) *c,
+                                        const DenseOpts *o)
+{
+    int decay = o->weight_decay != 0;
+    if (o->skip_accumulate)
+        return 0;
+    switch (d) {
+    FA_SPARSE_ROWWISE_FIXED(8)
+    FA_SPARSE_ROWWISE_FIXED(16)
+    FA_SPARSE_ROWWISE_FIXED(32)
+    FA_SPARSE_ROWWISE_FIXED(64)
+    FA_SPARSE_ROWWISE_FIXED(128)
+    default:
+        return 0;
+    }
+}
+
+#undef FA_SPARSE_ROWWISE_FIXED
 
 /* 1 (rows done) if sparse_rows can take a fixed-width loop: element-wise, plain or coupled
  * weight decay, d one of the widths below; else 0 (nothing done). Instructions per row at
