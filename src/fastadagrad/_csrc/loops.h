@@ -24,10 +24,6 @@
 #define FA_PREFETCH(p) ((void)0)
 #endif
 
-/* A loop with no dependence between its iterations (FA_IVDEP; the caller's guarantee: in a
- * validated call the arrays it writes share no byte with those it reads), and a loop that must
- * stay a loop (FA_NO_UNROLL): with a small constant trip count (a fixed row width) gcc
- * otherwise unrolls it completely before the vectoriser sees it, and leaves it scalar. */
 /* gcc/clang vector extensions (vector_size): the row-wise step's 8 summation lanes. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FA_VECTOR_EXT 1
@@ -35,6 +31,10 @@
 #define FA_VECTOR_EXT 0
 #endif
 
+/* A loop with no dependence between its iterations (FA_IVDEP; the caller's guarantee: in a
+ * validated call the arrays it writes share no byte with those it reads), and a loop that must
+ * stay a loop (FA_NO_UNROLL): with a small constant trip count (a fixed row width) gcc
+ * otherwise unrolls it completely before the vectoriser sees it, and leaves it scalar. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define FA_NO_UNROLL _Pragma("GCC unroll 1")
 #define FA_IVDEP _Pragma("GCC ivdep") FA_NO_UNROLL
