@@ -4,7 +4,7 @@
  * The dense loop on one short row pays a fixed prologue per row: gcc's runtime check that
  * param, grad and accum do not overlap, then the vector loop and its scalar tail; at D = 8-32
  * that costs as much as the arithmetic. Here the row width is a compile-time constant (one copy
- * of the loop per width in FA_SPARSE_WIDTHS) and the row loop carries `GCC ivdep` (no
+ * of the loop per width of the switches below) and the row loop carries `GCC ivdep` (no
  * dependence between its iterations, which holds: in a validated call the table, accumulator
  * and gradient rows are pairwise disjoint, the merged gradients live in private scratch), so
  * gcc emits straight vector code: no overlap check, no tail. Per element it is the dense
@@ -40,14 +40,6 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
     }
 }
 
-#define FA_SPARSE_FIXED(w)                                                                    \
-    case w:                                                                                   \
-        if (decay)                                                                            \
-            FA_TFN(sparse_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 1);        \
-        else                                                                                  \
-            FA_TFN(sparse_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 0);        \
-        return 1;
-
 /* Row-wise rows of constant width w: rowwise_loop (the same operations in the same order, so
  * the same bytes) with w a compile-time constant, prefetching the table row `ahead` rows ahead
  * and its accumulator. */
@@ -73,12 +65,14 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
     }
 }
 
-#define FA_SPARSE_ROWWISE_FIXED(w)                                                            \
+/* One case of a width switch below: `loop` (sparse_fixed_loop or sparse_rowwise_fixed_loop)
+ * with the width w and the decay flag as compile-time constants. */
+#define FA_SPARSE_WIDTH(loop, w)                                                              \
     case w:                                                                                   \
         if (decay)                                                                            \
-            FA_TFN(sparse_rowwise_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 1); \
+            FA_TFN(loop)(count, rows, src, table, accum, w, ahead, c, 1);                     \
         else                                                                                  \
-            FA_TFN(sparse_rowwise_fixed_loop)(count, rows, src, table, accum, w, ahead, c, 0); \
+            FA_TFN(loop)(count, rows, src, table, accum, w, ahead, c, 0);                     \
         return 1;
 
 /* 1 (rows done) if sparse_rows can take a fixed-width row-wise loop: plain or coupled weight
@@ -92,17 +86,15 @@ static int FA_TFN(sparse_rowwise_fixed)(fa_ssize_t count, const int64_t *rows,
     if (o->skip_accumulate)
         return 0;
     switch (d) {
-    FA_SPARSE_ROWWISE_FIXED(8)
-    FA_SPARSE_ROWWISE_FIXED(16)
-    FA_SPARSE_ROWWISE_FIXED(32)
-    FA_SPARSE_ROWWISE_FIXED(64)
-    FA_SPARSE_ROWWISE_FIXED(128)
+    FA_SPARSE_WIDTH(sparse_rowwise_fixed_loop, 8)
+    FA_SPARSE_WIDTH(sparse_rowwise_fixed_loop, 16)
+    FA_SPARSE_WIDTH(sparse_rowwise_fixed_loop, 32)
+    FA_SPARSE_WIDTH(sparse_rowwise_fixed_loop, 64)
+    FA_SPARSE_WIDTH(sparse_rowwise_fixed_loop, 128)
     default:
         return 0;
     }
 }
-
-#undef FA_SPARSE_ROWWISE_FIXED
 
 /* 1 (rows done) if sparse_rows can take a fixed-width loop: element-wise, plain or coupled
  * weight decay, d one of the widths below; else 0 (nothing done). Instructions per row at
@@ -116,15 +108,15 @@ static int FA_TFN(sparse_rows_fixed)(fa_ssize_t count, const int64_t *rows, cons
     if (o->skip_accumulate || o->zero_if_accum_zero || o->decoupled_weight_decay != 0)
         return 0;
     switch (d) {
-    FA_SPARSE_FIXED(4)
-    FA_SPARSE_FIXED(8)
-    FA_SPARSE_FIXED(16)
-    FA_SPARSE_FIXED(32)
-    FA_SPARSE_FIXED(64)
-    FA_SPARSE_FIXED(128)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 4)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 8)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 16)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 32)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 64)
+    FA_SPARSE_WIDTH(sparse_fixed_loop, 128)
     default:
         return 0;
     }
 }
 
-#undef FA_SPARSE_FIXED
+#undef FA_SPARSE_WIDTH
