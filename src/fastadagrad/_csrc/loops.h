@@ -54,6 +54,15 @@ static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
 }
 #define fa_prefetch_bytes FA_FN(prefetch_bytes)
 
+/* A row's lines and its last byte (a row need not start on a cache line, so it may reach into
+ * one more line than nbytes / 64). */
+static inline void FA_FN(prefetch_row)(const void *p, fa_ssize_t nbytes)
+{
+    fa_prefetch_bytes(p, nbytes);
+    FA_PREFETCH((const char *)p + nbytes - 1);
+}
+#define fa_prefetch_row FA_FN(prefetch_row)
+
 #define FA_T float
 #define FA_U uint32_t
 #define FA_SFX f32

@@ -29,10 +29,8 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
         if (ahead > 0 && u + ahead < count) {
             const char *t = (const char *)(table + rows[u + ahead] * w);
             const char *s = (const char *)(accum + rows[u + ahead] * w);
-            fa_prefetch_bytes(t, nbytes);
-            fa_prefetch_bytes(s, nbytes);
-            FA_PREFETCH(t + nbytes - 1);
-            FA_PREFETCH(s + nbytes - 1);
+            fa_prefetch_row(t, nbytes);
+            fa_prefetch_row(s, nbytes);
         }
         FA_IVDEP
         for (i = 0; i < w; i++)
@@ -57,8 +55,7 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
     for (u = 0; u < count; u++) {
         if (ahead > 0 && u + ahead < count) {
             const char *t = (const char *)(table + rows[u + ahead] * w);
-            fa_prefetch_bytes(t, nbytes);
-            FA_PREFETCH(t + nbytes - 1);
+            fa_prefetch_row(t, nbytes);
             FA_PREFETCH(accum + rows[u + ahead]);
         }
         FA_TFN(rowwise_loop)(w, table + rows[u] * w, src[u], accum + rows[u], &c, decay);
