@@ -429,13 +429,16 @@ def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_ro
 @pytest.mark.parametrize("d", [1, 3, 4, 5, 8, 9, 16, 31, 32, 64, 127, 128, 130])
 @pytest.mark.parametrize("rowwise", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_row_width_on_every_isa(compiled, restore_isa, d, rowwise, dtype):
+@pytest.mark.parametrize("duplicates", ["sum", "sequential"])
+def test_every_row_width_on_every_isa(compiled, restore_isa, d, rowwise, dtype, duplicates):
     """The sparse loops are specialised for some row widths (element-wise 4, 8, ..., 128;
     row-wise 8, ..., 128): each of those and its neighbours, with and without weight decay, on
     every ISA path, gives the twin's bytes (row-wise when the accumulator has one entry per
-    row); also maximizing with eps inside."""
+    row); also maximizing with eps inside. "sum" runs them on merged rows (a pointer per row),
+    one-thread "sequential" on the caller's grads rows as they lie (no pointer array)."""
     table, accum, idx, grads = make(n=300, d=d, b=200, dtype=dtype, rowwise=rowwise, seed=d)
-    for opts in ({}, {"weight_decay": 0.1}, {"maximize": True, "eps_placement": "inside"}):
+    for opts in ({"duplicates": duplicates}, {"weight_decay": 0.1, "duplicates": duplicates},
+                 {"maximize": True, "eps_placement": "inside", "duplicates": duplicates}):
         ref_t, ref_a = table.copy(), accum.copy()
         fastadagrad.reference.sparse_adagrad_update(ref_t, ref_a, idx, grads, **opts)
         assert not np.array_equal(ref_t, table)
@@ -470,3 +473,33 @@ def test_misaligned_grads_are_read_through_an_aligned_copy(dtype, rowwise):
     got_t, got_a = both(table, accum, idx, misaligned(grads), lr=0.1)
     assert_same_bits(got_t, expect_t, "table")
     assert_same_bits(got_a, expect_a, "accum")
+
+
+@pytest.mark.parametrize("itype", [np.int32, np.int64])
+def test_index_range_check_on_every_isa(compiled, restore_isa, itype):
+    """The indices' copy-and-check is an ISA loop (vectorised, no compare): on every path, a
+    batch of any length around the vector widths with one bad index anywhere (the largest and
+    smallest values of the type, -1, n) is refused naming the first bad position, writing
+    nothing; the edges 0 and n - 1 pass. A table of 0 rows refuses every index."""
+    info = np.iinfo(itype)
+    table, accum, _, grads = make(n=50, d=4, b=40)
+    for isa in compiled.isa_available():
+        compiled.set_isa(isa)
+        for b in (1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 33):
+            good = np.arange(b, dtype=itype) % 2 * 49   # 0, 49, 0, ...: both edges
+            t, a = table.copy(), accum.copy()
+            fastadagrad.sparse_adagrad_update(t, a, good, grads[:b], duplicates="sequential")
+            assert not np.array_equal(t, table)
+            for pos in {0, b // 2, b - 1}:
+                for bad in (-1, 50, info.min, info.max):
+                    idx = good.copy()
+                    idx[pos] = bad
+                    if pos + 1 < b:
+                        idx[pos + 1:] = -2   # later bad ones: the first is named
+                    t, a = table.copy(), accum.copy()
+                    with pytest.raises(ValueError, match=rf"`indices\[{pos}\]` = {bad} is out"):
+                        fastadagrad.sparse_adagrad_update(t, a, idx, grads[:b])
+                    assert t.tobytes() == table.tobytes() and a.tobytes() == accum.tobytes()
+        empty_t, empty_a = np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)
+        with pytest.raises(ValueError, match=r"`indices\[0\]` = 0 is out of range for a table of 0"):
+            fastadagrad.sparse_adagrad_update(empty_t, empty_a, np.zeros(1, itype), grads[:1])

@@ -151,21 +151,18 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     cdef Py_ssize_t* order
     cdef int64_t* urow
     cdef int64_t* rows
-    cdef const floating** src = <const floating**>malloc(b * sizeof(floating*))
+    cdef const floating** src
     if mode == 0:   # "sum" with clip > 0 (unclipped "sum" is _sparse.pxi's sparse_update)
-        free(src)
         return clip_sum_update(table, accum, NULL, d, idx, b, grads, o, NULL, clip)
-    if nt <= 1 and mode == _DUP_SEQUENTIAL and clip <= 0:
-        if src == NULL:
-            return -1
-        for k in range(b):
-            src[k] = grads + k * d
+    if nt <= 1 and mode == _DUP_SEQUENTIAL and clip <= 0:   # grads row k is occurrence k's
         if floating is float:
-            _table.sparse_rows_f32(b, idx, src, table, accum, d, rowwise, _PREFETCH_AHEAD, o)
+            _table.sparse_rows_f32(b, idx, NULL, grads, table, accum, d, rowwise,
+                                   _PREFETCH_AHEAD, o)
         else:
-            _table.sparse_rows_f64(b, idx, src, table, accum, d, rowwise, _PREFETCH_AHEAD, o)
-        free(src)
+            _table.sparse_rows_f64(b, idx, NULL, grads, table, accum, d, rowwise,
+                                   _PREFETCH_AHEAD, o)
         return b
+    src = <const floating**>malloc(b * sizeof(floating*))
     uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
     start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
     order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
@@ -224,10 +221,10 @@ cdef void _dup_rows(Py_ssize_t u0, Py_ssize_t u1, floating* table, floating* acc
             _table.keras_rows_f64(u1 - u0, urow + u0, start + u0, src, table, accum, d,
                                   _PREFETCH_AHEAD, o)
     elif floating is float:   # sequential (and keras without accumulating: the same steps)
-        _table.sparse_rows_f32(k1 - k0, rows + k0, src + k0, table, accum, d, rowwise,
+        _table.sparse_rows_f32(k1 - k0, rows + k0, src + k0, NULL, table, accum, d, rowwise,
                                _PREFETCH_AHEAD, o)
     else:
-        _table.sparse_rows_f64(k1 - k0, rows + k0, src + k0, table, accum, d, rowwise,
+        _table.sparse_rows_f64(k1 - k0, rows + k0, src + k0, NULL, table, accum, d, rowwise,
                                _PREFETCH_AHEAD, o)
 
 

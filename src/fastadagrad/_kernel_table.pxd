@@ -2,7 +2,7 @@
 # their single C definition: _csrc/kernel_table.h (see that file). Code that cimports this (or
 # kernels.pxd) must have fastadagrad.get_include() on its C include path.
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef struct DenseOpts:
@@ -99,18 +99,24 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
     ctypedef void (*strided_f64_t)(Py_ssize_t n, double* param, Py_ssize_t sp, const double* grad,
                                    Py_ssize_t sg, double* accum, Py_ssize_t sa,
                                    const DenseOpts* o) noexcept nogil
+    # sparse rows: row u's gradient is src[u], or grads + u * d when src is NULL (contiguous)
     ctypedef void (*rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src,
-                                float* table, float* accum, Py_ssize_t d, bint is_rowwise,
-                                Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+                                const float* grads, float* table, float* accum, Py_ssize_t d,
+                                bint is_rowwise, Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
     ctypedef void (*rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
-                                double* table, double* accum, Py_ssize_t d, bint is_rowwise,
-                                Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
+                                const double* grads, double* table, double* accum, Py_ssize_t d,
+                                bint is_rowwise, Py_ssize_t ahead, const DenseOpts* o) noexcept nogil
     ctypedef void (*add_f32_t)(Py_ssize_t n, float* dst, const float* src) noexcept nogil
     ctypedef void (*add_f64_t)(Py_ssize_t n, double* dst, const double* src) noexcept nogil
     ctypedef bint (*finite_f32_t)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef bint (*finite_f64_t)(Py_ssize_t n, const double* x) noexcept nogil
     ctypedef void (*probe_f32_t)(Py_ssize_t n, float* x, const float* y, float* z) noexcept nogil
     ctypedef void (*probe_f64_t)(Py_ssize_t n, double* x, const double* y, double* z) noexcept nogil
+    # dst[0..b) = idx (int64 / int32 widened), checked as copied: 1 if all in [0, n), else 0
+    ctypedef int (*copy_checked_i64_t)(Py_ssize_t b, const int64_t* idx, Py_ssize_t n,
+                                       int64_t* dst) noexcept nogil
+    ctypedef int (*copy_checked_i32_t)(Py_ssize_t b, const int32_t* idx, Py_ssize_t n,
+                                       int64_t* dst) noexcept nogil
 
     # ---- mixed precision (issue 15): float16 / bfloat16 storage, float32 arithmetic
     enum:
@@ -146,7 +152,7 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         strided_f64_t strided_f64
         dense_f32_t rowwise_f32      # same signature: (d, row, grad, &accum_of_row, opts)
         dense_f64_t rowwise_f64
-        rows_f32_t sparse_rows_f32   # (count, rows, grad rows, table, accum, d, rowwise, ahead, opts)
+        rows_f32_t sparse_rows_f32   # (count, rows, src, grads, table, accum, d, rowwise, ahead, opts)
         rows_f64_t sparse_rows_f64
         add_f32_t add_into_f32
         add_f64_t add_into_f64
@@ -181,6 +187,8 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
         clip_into_f32_t clip_into_f32
         clip_into_f64_t clip_into_f64
         dense_mixed_sr_t dense_mixed_sr
+        copy_checked_i64_t copy_checked_i64   # the sparse indices' private, range-checked copy
+        copy_checked_i32_t copy_checked_i32
 
     const char* const* fa_isa_compiled    # ISA levels in this build, best first, NULL-terminated
     int fa_cpu_supports(const char* isa) noexcept nogil

@@ -238,21 +238,20 @@ ctypedef fused index_t:          # the index dtypes the C-level gate passes thro
 cdef bint copy_checked(const index_t* idx, Py_ssize_t b, Py_ssize_t n, int64_t* dst,
                        int64_t* bad) noexcept nogil:
     """Copy idx[0..b) into dst (int64), checking each value as it is copied (one read of
-    each): True if every entry lies in [0, n), else False with bad[0] = the first bad position,
-    bad[1] = its value."""
+    each; the ISA loop of loops.h): True if every entry lies in [0, n), else False with
+    bad[0] = the first bad position, bad[1] = its value."""
     cdef Py_ssize_t pos
-    cdef int64_t v
-    cdef uint64_t outside = 0
-    for pos in range(b):   # one branch-free pass (a negative index is a huge unsigned one)
-        v = idx[pos]
-        dst[pos] = v
-        outside |= <uint64_t>v >= <uint64_t>n
-    if outside:
-        pos = first_bad_index(dst, b, n)
-        bad[0] = pos
-        bad[1] = dst[pos]
-        return False
-    return True
+    cdef int ok
+    if index_t is int32_t:
+        ok = _table.copy_checked_i32(b, idx, n, dst)
+    else:
+        ok = _table.copy_checked_i64(b, idx, n, dst)
+    if ok:
+        return True
+    pos = first_bad_index(dst, b, n)
+    bad[0] = pos
+    bad[1] = dst[pos]
+    return False
 
 
 cdef int64_t* checked_indices(const index_t* idx, Py_ssize_t b, Py_ssize_t n,
@@ -324,11 +323,11 @@ cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, float
                        bint rowwise, Py_ssize_t d, const int64_t* urow, const floating** src,
                        const DenseOpts* o) noexcept nogil:
     if floating is float:
-        _table.sparse_rows_f32(stop - start, urow + start, src + start, table, accum, d, rowwise,
-                               _PREFETCH_AHEAD, o)
+        _table.sparse_rows_f32(stop - start, urow + start, src + start, NULL, table, accum, d,
+                               rowwise, _PREFETCH_AHEAD, o)
     else:
-        _table.sparse_rows_f64(stop - start, urow + start, src + start, table, accum, d, rowwise,
-                               _PREFETCH_AHEAD, o)
+        _table.sparse_rows_f64(stop - start, urow + start, src + start, NULL, table, accum, d,
+                               rowwise, _PREFETCH_AHEAD, o)
 
 
 cdef inline bint _apart(cnp.ndarray x, cnp.ndarray y) noexcept:

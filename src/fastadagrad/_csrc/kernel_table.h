@@ -38,18 +38,22 @@ typedef void (*strided_f32_t)(fa_ssize_t n, float *param, fa_ssize_t sp, const f
                               fa_ssize_t sg, float *accum, fa_ssize_t sa, const DenseOpts *o);
 typedef void (*strided_f64_t)(fa_ssize_t n, double *param, fa_ssize_t sp, const double *grad,
                               fa_ssize_t sg, double *accum, fa_ssize_t sa, const DenseOpts *o);
-typedef void (*rows_f32_t)(fa_ssize_t count, const int64_t *rows, const float **src, float *table,
-                           float *accum, fa_ssize_t d, int is_rowwise, fa_ssize_t ahead,
-                           const DenseOpts *o);
+/* sparse rows: row u's gradient is src[u], or grads + u * d when src is NULL (contiguous) */
+typedef void (*rows_f32_t)(fa_ssize_t count, const int64_t *rows, const float **src,
+                           const float *grads, float *table, float *accum, fa_ssize_t d,
+                           int is_rowwise, fa_ssize_t ahead, const DenseOpts *o);
 typedef void (*rows_f64_t)(fa_ssize_t count, const int64_t *rows, const double **src,
-                           double *table, double *accum, fa_ssize_t d, int is_rowwise,
-                           fa_ssize_t ahead, const DenseOpts *o);
+                           const double *grads, double *table, double *accum, fa_ssize_t d,
+                           int is_rowwise, fa_ssize_t ahead, const DenseOpts *o);
 typedef void (*add_f32_t)(fa_ssize_t n, float *dst, const float *src);
 typedef void (*add_f64_t)(fa_ssize_t n, double *dst, const double *src);
 typedef int (*finite_f32_t)(fa_ssize_t n, const float *x);
 typedef int (*finite_f64_t)(fa_ssize_t n, const double *x);
 typedef void (*probe_f32_t)(fa_ssize_t n, float *x, const float *y, float *z);
 typedef void (*probe_f64_t)(fa_ssize_t n, double *x, const double *y, double *z);
+/* dst[0..b) = idx (int64 / int32 widened), checked as copied: 1 if all in [0, n), else 0 */
+typedef int (*copy_checked_i64_t)(fa_ssize_t b, const int64_t *idx, fa_ssize_t n, int64_t *dst);
+typedef int (*copy_checked_i32_t)(fa_ssize_t b, const int32_t *idx, fa_ssize_t n, int64_t *dst);
 
 #include "family_table.h"
 
@@ -88,7 +92,7 @@ typedef struct KernelTable {
     strided_f64_t strided_f64;
     dense_f32_t rowwise_f32;       /* same signature: (d, row, grad, &accum_of_row, opts) */
     dense_f64_t rowwise_f64;
-    rows_f32_t sparse_rows_f32;    /* (count, rows, grad rows, table, accum, d, rowwise, ahead, opts) */
+    rows_f32_t sparse_rows_f32;    /* (count, rows, src, grads, table, accum, d, rowwise, ahead, opts) */
     rows_f64_t sparse_rows_f64;
     add_f32_t add_into_f32;
     add_f64_t add_into_f64;
@@ -123,6 +127,8 @@ typedef struct KernelTable {
     clip_into_f32_t clip_into_f32;
     clip_into_f64_t clip_into_f64;
     dense_mixed_sr_t dense_mixed_sr;   /* stochastic rounding (issue 15 §1) */
+    copy_checked_i64_t copy_checked_i64;   /* the sparse indices' private, range-checked copy */
+    copy_checked_i32_t copy_checked_i32;
 } KernelTable;
 
 /* ISA levels compiled into this build, best first, NULL-terminated (dispatch.c). */

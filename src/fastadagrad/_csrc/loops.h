@@ -46,6 +46,10 @@
 #define FA_IVDEP
 #endif
 
+/* Row u's gradient in the sparse loops: src[u], or row u of the contiguous grads when src is
+ * NULL (the caller's (b, d) array as passed; no pointer array to build). */
+#define FA_GRAD_ROW(src, grads, u, d) ((src) != NULL ? (src)[u] : (grads) + (u) * (d))
+
 static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
 {
     fa_ssize_t off;
@@ -62,6 +66,28 @@ static inline void FA_FN(prefetch_row)(const void *p, fa_ssize_t nbytes)
     FA_PREFETCH((const char *)p + nbytes - 1);
 }
 #define fa_prefetch_row FA_FN(prefetch_row)
+
+/* Copy the sparse indices idx[0..b) (int64, or int32 widened) into dst, checking each value as
+ * it is copied (one read of each, so the value checked is the value stored): 1 if every entry
+ * lies in [0, n), else 0. Branch-free: v is in [0, n) exactly when neither v nor n - 1 - v is
+ * negative, so the sign bit of the OR of all those says whether any is outside; only adds and
+ * ORs, which every ISA level vectorises (SSE2 has no 64-bit compare). */
+#define FA_COPY_CHECKED(name, IT)                                                             \
+    static int FA_FN(name)(fa_ssize_t b, const IT *idx, fa_ssize_t n, int64_t *dst)           \
+    {                                                                                         \
+        const uint64_t last = (uint64_t)n - 1;   /* n = 0: every v >= 0 fails via ~v */       \
+        uint64_t outside = 0;                                                                 \
+        fa_ssize_t i;                                                                         \
+        for (i = 0; i < b; i++) {                                                             \
+            int64_t v = idx[i];                                                               \
+            dst[i] = v;                                                                       \
+            outside |= (uint64_t)v | (last - (uint64_t)v);                                    \
+        }                                                                                     \
+        return (outside >> 63) == 0;                                                          \
+    }
+FA_COPY_CHECKED(copy_checked_i64, int64_t)
+FA_COPY_CHECKED(copy_checked_i32, int32_t)
+#undef FA_COPY_CHECKED
 
 #define FA_T float
 #define FA_U uint32_t
@@ -113,4 +139,5 @@ const KernelTable FA_CAT3(fa, table, FA_ISA) = {
     FA_FN(keras_clip_rows_f32), FA_FN(keras_clip_rows_f64),
     FA_FN(clip_into_f32), FA_FN(clip_into_f64),
     FA_FN(dense_mixed_sr),
+    FA_FN(copy_checked_i64), FA_FN(copy_checked_i32),
 };

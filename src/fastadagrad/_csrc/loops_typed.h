@@ -195,25 +195,29 @@ static void FA_TFN(rowwise)(fa_ssize_t d, FA_T *row, const FA_T *grad, FA_T *acc
 
 #include "sparse_rows_typed.h"   /* issue 12: rows of fixed widths */
 
-/* Update table rows rows[0..count) with the gradient rows src[0..count) (element-wise: accum
- * rows of d; row-wise: one accumulator per row), prefetching `ahead` rows ahead (ahead >= 0).
+/* Update table rows rows[0..count) with the gradient rows src[0..count), or, when src is NULL,
+ * the contiguous rows grads[0..count * d) (element-wise: accum rows of d; row-wise: one
+ * accumulator per row), prefetching `ahead` rows ahead (ahead >= 0).
  * The options are decoded once for the whole run of rows. Rows (element-wise or row-wise)
  * whose width is one of a few fixed widths take a loop of sparse_rows_typed.h (same bytes). */
 static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
-                                FA_T *table, FA_T *accum, fa_ssize_t d, int is_rowwise,
-                                fa_ssize_t ahead, const DenseOpts *o)
+                                const FA_T *grads, FA_T *table, FA_T *accum, fa_ssize_t d,
+                                int is_rowwise, fa_ssize_t ahead, const DenseOpts *o)
 {
     FA_TFN(coef_t) c = FA_TFN(coefficients)(o);
     int decay = o->weight_decay != 0;
     int general = o->zero_if_accum_zero || o->decoupled_weight_decay != 0;
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
-    if (!is_rowwise && FA_TFN(sparse_rows_fixed)(count, rows, src, table, accum, d, ahead, &c, o))
+    if (!is_rowwise
+            && FA_TFN(sparse_rows_fixed)(count, rows, src, grads, table, accum, d, ahead, &c, o))
         return;
     if (is_rowwise
-            && FA_TFN(sparse_rowwise_fixed)(count, rows, src, table, accum, d, ahead, &c, o))
+            && FA_TFN(sparse_rowwise_fixed)(count, rows, src, grads, table, accum, d, ahead, &c,
+                                            o))
         return;
     for (u = 0; u < count; u++) {
         int64_t r = rows[u];
+        const FA_T *g = FA_GRAD_ROW(src, grads, u, d);
         if (ahead > 0 && u + ahead < count) {
             fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
             if (is_rowwise)
@@ -223,20 +227,20 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
         }
         if (o->skip_accumulate) {
             if (is_rowwise)
-                FA_TFN(apply_rowwise)(d, table + r * d, src[u], accum + r, o);
+                FA_TFN(apply_rowwise)(d, table + r * d, g, accum + r, o);
             else
-                FA_TFN(apply_dense)(d, table + r * d, src[u], accum + r * d, o);
+                FA_TFN(apply_dense)(d, table + r * d, g, accum + r * d, o);
         } else if (is_rowwise) {
             if (decay)
-                FA_TFN(rowwise_loop)(d, table + r * d, src[u], accum + r, &c, 1);
+                FA_TFN(rowwise_loop)(d, table + r * d, g, accum + r, &c, 1);
             else
-                FA_TFN(rowwise_loop)(d, table + r * d, src[u], accum + r, &c, 0);
+                FA_TFN(rowwise_loop)(d, table + r * d, g, accum + r, &c, 0);
         } else if (general) {
-            FA_TFN(dense)(d, table + r * d, src[u], accum + r * d, o);
+            FA_TFN(dense)(d, table + r * d, g, accum + r * d, o);
         } else if (decay) {
-            FA_TFN(dense_loop)(d, table + r * d, src[u], accum + r * d, &c, 1, 0, 0);
+            FA_TFN(dense_loop)(d, table + r * d, g, accum + r * d, &c, 1, 0, 0);
         } else {
-            FA_TFN(dense_loop)(d, table + r * d, src[u], accum + r * d, &c, 0, 0, 0);
+            FA_TFN(dense_loop)(d, table + r * d, g, accum + r * d, &c, 0, 0, 0);
         }
     }
 }

@@ -15,9 +15,9 @@
  * prefetching the first and last byte of the table and accumulator rows `ahead` rows ahead
  * (a short row may straddle two cache lines). */
 static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const int64_t *rows,
-                                                       const FA_T **src, FA_T *table,
-                                                       FA_T *accum, const fa_ssize_t w,
-                                                       fa_ssize_t ahead,
+                                                       const FA_T **src, const FA_T *grads,
+                                                       FA_T *table, FA_T *accum,
+                                                       const fa_ssize_t w, fa_ssize_t ahead,
                                                        const FA_TFN(coef_t) *c0, int decay)
 {
     const FA_TFN(coef_t) c = *c0;
@@ -25,7 +25,7 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
     fa_ssize_t u, i;
     for (u = 0; u < count; u++) {
         FA_T *row = table + rows[u] * w, *acc = accum + rows[u] * w;
-        const FA_T *g = src[u];
+        const FA_T *g = FA_GRAD_ROW(src, grads, u, w);
         if (ahead > 0 && u + ahead < count) {
             const char *t = (const char *)(table + rows[u + ahead] * w);
             const char *s = (const char *)(accum + rows[u + ahead] * w);
@@ -43,7 +43,8 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
  * and its accumulator. */
 static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
                                                                const int64_t *rows,
-                                                               const FA_T **src, FA_T *table,
+                                                               const FA_T **src,
+                                                               const FA_T *grads, FA_T *table,
                                                                FA_T *accum, const fa_ssize_t w,
                                                                fa_ssize_t ahead,
                                                                const FA_TFN(coef_t) *c0,
@@ -58,7 +59,8 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
             fa_prefetch_row(t, nbytes);
             FA_PREFETCH(accum + rows[u + ahead]);
         }
-        FA_TFN(rowwise_loop)(w, table + rows[u] * w, src[u], accum + rows[u], &c, decay);
+        FA_TFN(rowwise_loop)(w, table + rows[u] * w, FA_GRAD_ROW(src, grads, u, w),
+                             accum + rows[u], &c, decay);
     }
 }
 
@@ -67,17 +69,17 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
 #define FA_SPARSE_WIDTH(loop, w)                                                              \
     case w:                                                                                   \
         if (decay)                                                                            \
-            FA_TFN(loop)(count, rows, src, table, accum, w, ahead, c, 1);                     \
+            FA_TFN(loop)(count, rows, src, grads, table, accum, w, ahead, c, 1);              \
         else                                                                                  \
-            FA_TFN(loop)(count, rows, src, table, accum, w, ahead, c, 0);                     \
+            FA_TFN(loop)(count, rows, src, grads, table, accum, w, ahead, c, 0);              \
         return 1;
 
 /* 1 (rows done) if sparse_rows can take a fixed-width row-wise loop: plain or coupled weight
  * decay, d one of the widths below; else 0 (nothing done). */
 static int FA_TFN(sparse_rowwise_fixed)(fa_ssize_t count, const int64_t *rows,
-                                        const FA_T **src, FA_T *table, FA_T *accum,
-                                        fa_ssize_t d, fa_ssize_t ahead, const FA_TFN(coef_t) *c,
-                                        const DenseOpts *o)
+                                        const FA_T **src, const FA_T *grads, FA_T *table,
+                                        FA_T *accum, fa_ssize_t d, fa_ssize_t ahead,
+                                        const FA_TFN(coef_t) *c, const DenseOpts *o)
 {
     int decay = o->weight_decay != 0;
     if (o->skip_accumulate)
@@ -98,8 +100,9 @@ static int FA_TFN(sparse_rowwise_fixed)(fa_ssize_t count, const int64_t *rows,
  * D = 8/16/32/64/128 (AVX2, float32, callgrind): 33/45/84/148/276 against the dense loop's
  * 108/123/161/237/389; other widths keep the dense loop. */
 static int FA_TFN(sparse_rows_fixed)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
-                                     FA_T *table, FA_T *accum, fa_ssize_t d, fa_ssize_t ahead,
-                                     const FA_TFN(coef_t) *c, const DenseOpts *o)
+                                     const FA_T *grads, FA_T *table, FA_T *accum, fa_ssize_t d,
+                                     fa_ssize_t ahead, const FA_TFN(coef_t) *c,
+                                     const DenseOpts *o)
 {
     int decay = o->weight_decay != 0;
     if (o->skip_accumulate || o->zero_if_accum_zero || o->decoupled_weight_decay != 0)
