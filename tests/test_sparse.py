@@ -406,15 +406,17 @@ def test_against_torch_sparse_embedding():
 @pytest.mark.parametrize("merge", ["hash", "sort"])
 @pytest.mark.parametrize("rowwise", [False, True])
 @pytest.mark.parametrize("n_rows", [1, 300, 70_000])
-def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_rows):
+@pytest.mark.parametrize("d", [5, 32, 33])
+def test_hash_and_sort_merges_give_the_same_bytes(compiled, merge, rowwise, n_rows, d):
     """Both duplicate-merge strategies (the benchmark knob kernels._set_merge) equal the NumPy
-    twin, for tables whose row numbers need 0 to 3 radix digits."""
+    twin, for tables whose row numbers need 0 to 3 radix digits, with rows summed inline
+    (d <= 32) and by the ISA loop (d = 33)."""
     rng = np.random.default_rng(12)
     idx = rng.integers(0, n_rows, 300)
     idx[:100] = idx[100:200]   # duplicates
-    table = rng.standard_normal((n_rows, 5)).astype(np.float32)
-    accum = np.full((n_rows,) if rowwise else (n_rows, 5), 0.3, np.float32)
-    grads = rng.standard_normal((300, 5)).astype(np.float32)
+    table = rng.standard_normal((n_rows, d)).astype(np.float32)
+    accum = np.full((n_rows,) if rowwise else (n_rows, d), 0.3, np.float32)
+    grads = rng.standard_normal((300, d)).astype(np.float32)
     old = compiled._set_merge(merge)
     try:
         t, a = table.copy(), accum.copy()

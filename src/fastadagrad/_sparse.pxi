@@ -35,11 +35,31 @@ cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) 
     return -1
 
 
+cdef Py_ssize_t _ADD_INLINE_MAX = 32   # rows up to this width are summed inline (no call)
+
+
 cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* src) noexcept nogil:
-    if floating is float:
+    """dst += src, element by element (the same IEEE additions at any vector width)."""
+    cdef Py_ssize_t i
+    if d <= _ADD_INLINE_MAX:
+        for i in range(d):
+            dst[i] = dst[i] + src[i]
+    elif floating is float:
         _table.add_into_f32(d, dst, src)
     else:
         _table.add_into_f64(d, dst, src)
+
+
+cdef inline void _sum_rows(Py_ssize_t d, floating* dst, const floating* a,
+                           const floating* b) noexcept nogil:
+    """dst = a + b (a row's first two gradients: the bytes of a copy of a, then b added)."""
+    cdef Py_ssize_t i
+    if d <= _ADD_INLINE_MAX:
+        for i in range(d):
+            dst[i] = a[i] + b[i]
+    else:
+        memcpy(dst, a, d * sizeof(floating))
+        _add_row(d, dst, b)
 
 
 ctypedef struct _HashSlot:       # _merge_hash's table: a row and its unique id, one load
@@ -89,11 +109,12 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                     nu = -1
                     break
                 scratch[0] = sc
-            memcpy(sc + k * d, src[u], d * sizeof(floating))
+            _sum_rows(d, sc + k * d, src[u], grads + p * d)
             src[u] = sc + k * d
             work[u] = 1
             k += 1
-        _add_row(d, <floating*>src[u], grads + p * d)
+        else:
+            _add_row(d, <floating*>src[u], grads + p * d)
     free(slots)
     return nu
 
@@ -151,8 +172,8 @@ cdef Py_ssize_t _merge_sort(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
             src[nu] = grads + perm[s] * d
         else:
             src[nu] = scratch[0] + k * d
-            memcpy(scratch[0] + k * d, grads + perm[s] * d, d * sizeof(floating))
-            for p in range(s + 1, e):
+            _sum_rows(d, scratch[0] + k * d, grads + perm[s] * d, grads + perm[s + 1] * d)
+            for p in range(s + 2, e):
                 _add_row(d, scratch[0] + k * d, grads + perm[p] * d)
             k += 1
         nu += 1
