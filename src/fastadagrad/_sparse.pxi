@@ -35,7 +35,8 @@ cdef Py_ssize_t first_bad_index(const int64_t* idx, Py_ssize_t b, Py_ssize_t n) 
     return -1
 
 
-cdef Py_ssize_t _ADD_INLINE_MAX = 32   # rows up to this width are summed inline (no call)
+cdef enum:
+    _ADD_INLINE_MAX = 32   # rows up to this width are summed inline (no call)
 
 
 cdef inline void _add_row(Py_ssize_t d, floating* dst, const floating* src) noexcept nogil:
