@@ -137,3 +137,61 @@ def test_isa_environment_override(compiled, tmp_path):
     out = run_python("import fastadagrad; print(fastadagrad.get_isa())",
                      env={"FASTADAGRAD_ISA": "generic"}, cwd=str(tmp_path))
     assert out.stdout.strip() == "generic", out.stderr
+
+
+def _finiteness_cases():
+    """(name, array): float32/float64 C-contiguous (the C scan) around SIMD widths and with
+    the bad element first, in the middle or last; views, other dtypes and 0-d (NumPy)."""
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for n in (0, 1, 7, 8, 9, 16, 17, 33, 1000):
+            cases.append((f"{np.dtype(dtype).name}[{n}] finite", np.linspace(-1e30, 1e30, n)
+                          .astype(dtype)))
+            for bad in (np.nan, np.inf, -np.inf):
+                for at in sorted({0, n // 2, n - 1}) if n else ():
+                    x = np.ones(n, dtype)
+                    x[at] = bad
+                    cases.append((f"{np.dtype(dtype).name}[{n}] {bad} at {at}", x))
+        sub = np.full(10, 5e-324 if dtype is np.float64 else 1e-45, dtype)   # denormals
+        cases.append((f"{np.dtype(dtype).name} denormals", sub))
+        big = np.full(10, np.finfo(dtype).max, dtype)
+        cases.append((f"{np.dtype(dtype).name} max", big))
+        two_d = np.ones((6, 5), dtype)
+        two_d[5, 4] = np.nan
+        cases.append((f"{np.dtype(dtype).name} (6, 5) nan last", two_d))
+        cases.append((f"{np.dtype(dtype).name} strided view hiding the nan", two_d[::2, ::2]))
+        cases.append((f"{np.dtype(dtype).name} transposed", two_d.T))
+        cases.append((f"{np.dtype(dtype).name} byte-swapped nan",
+                      two_d.astype(np.dtype(dtype).newbyteorder())))
+    cases.append(("float16 inf", np.array([1, np.inf], np.float16)))
+    cases.append(("int64", np.arange(5)))
+    cases.append(("0-d nan", np.array(np.nan)))
+    cases.append(("0-d finite", np.array(2.0, np.float32)))
+    return cases
+
+
+@pytest.mark.parametrize("name, x", _finiteness_cases(), ids=lambda v: v if isinstance(v, str)
+                         else "")
+def test_all_finite_matches_numpy_on_both_backends(compiled, name, x):
+    """Backend.all_finite (the optimizer's finiteness check of SparseGrad values) is
+    np.isfinite(x).all(), whichever backend and whatever the layout."""
+    want = bool(np.isfinite(x).all())
+    before = x.tobytes()
+    for backend in fastadagrad._backend.available():
+        got = backend.all_finite(x)
+        assert type(got) is bool and got == want, (backend, name)
+    assert x.tobytes() == before
+
+
+def test_data_address_is_the_array_interface_address(compiled):
+    """_backend.data_address (the optimizer's layout check) gives __array_interface__'s
+    address for contiguous arrays, views at an offset, negative strides and empty arrays, and
+    refuses what is not an array."""
+    base = np.arange(24.0).reshape(4, 6)
+    for a in (base, base[1:, 2:], base[::-1], base[:, ::-2], base[:0], np.float32(1.0) * np.ones(0),
+              base.T, np.array(3.0)):
+        want = a.__array_interface__["data"][0]
+        assert fastadagrad._backend.data_address(a) == want
+        assert compiled.data_address(a) == want
+    with pytest.raises(TypeError, match="NumPy array"):
+        compiled.data_address([1.0])

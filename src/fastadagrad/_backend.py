@@ -29,12 +29,14 @@ import threading
 import warnings
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
+
 from fastadagrad import reference, reference_family
 
 BACKENDS = ("cython", "numpy")
 __all__ = ["BACKENDS", "IMPORT_ERROR", "Backend", "CompiledBackend", "NumpyBackend", "_kernels",
-           "available", "backend", "compiled_available", "current", "get_backend", "named",
-           "set_backend"]
+           "available", "backend", "compiled_available", "current", "data_address", "get_backend",
+           "named", "set_backend"]
 
 _kernels: Any  # the compiled module fastadagrad.kernels, or None when it is not built
 IMPORT_ERROR: ImportError | None
@@ -50,6 +52,16 @@ except ImportError as exc:  # not built, or built but not loadable (e.g. a missi
     IMPORT_ERROR = exc
 
 Fn = Callable[..., Any]
+
+
+def _interface_address(a: Any) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+#: data_address(a): the address of an ndarray's first element (the compiled module's helper
+#: when it is built: ~50 ns instead of ~1.3 us for __array_interface__; the same number).
+data_address: Callable[[Any], int] = (_kernels.data_address if _kernels is not None
+                                      else _interface_address)
 
 
 # The entry points both backends define under the same name and arguments (the compiled
@@ -84,6 +96,7 @@ class Backend:
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
       clipping norm; family_fast(...), family_sparse_fast(...): the compiled family gates
       (False: not taken).
+    - all_finite(a): np.isfinite(a).all() (the compiled one scans plain float arrays in C).
     """
 
     name: str
@@ -108,6 +121,10 @@ class Backend:
 
     def sparse_grad_gate(self, guard: list[Any]) -> Any:
         return None
+
+    @staticmethod
+    def all_finite(a: Any) -> bool:
+        return bool(np.isfinite(a).all())
 
     def family_fast(self, *args: Any) -> bool:
         """The compiled family gate (kernels.family_fast): True when it did the step."""
@@ -152,7 +169,8 @@ class CompiledBackend(Backend):
 
     def __init__(self, kernels: Any) -> None:
         self.kernels = kernels
-        for name in ENTRY_POINTS + ("apply_steps", "family_fast", "family_sparse_fast"):
+        for name in ENTRY_POINTS + ("apply_steps", "family_fast", "family_sparse_fast",
+                                    "all_finite"):
             setattr(self, name, getattr(kernels, name))
 
     def array_group(self, params: list[Any], accums: list[Any],

@@ -568,6 +568,40 @@ def apply_steps(list steps):
         counter.step += 1
 
 
+def all_finite(a):
+    """True if no element of the array `a` is NaN or inf: np.isfinite(a).all(), with a
+    C-contiguous, aligned, native float32/float64 array scanned by the ISA loop (split across
+    threads like the update); any other array goes to NumPy."""
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t offsets[2]
+    cdef void* data
+    cdef int typenum
+    cdef Py_ssize_t bad
+    if not (cnp.PyArray_Check(a) and _plain_contiguous(<cnp.ndarray>a, _C_FLAGS)):
+        return bool(_np.isfinite(a).all())
+    arr = a
+    typenum = cnp.PyArray_TYPE(arr)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        return bool(_np.isfinite(a).all())
+    offsets[0] = 0
+    offsets[1] = cnp.PyArray_SIZE(arr)
+    data = cnp.PyArray_DATA(arr)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT:
+            bad = multi_first_nonfinite(1, <float**>&data, offsets)
+        else:
+            bad = multi_first_nonfinite(1, <double**>&data, offsets)
+    return bad == -1
+
+
+def data_address(a):
+    """The address of `a`'s first element (a.__array_interface__['data'][0], without building
+    that dict: ~50 ns instead of ~1.3 us)."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"expected a NumPy array, got {type(a).__name__}")
+    return <size_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 def bandwidth_probe(x, y, z):
     """z += y; x -= z over C-contiguous arrays of one float dtype and shape: AdaGrad's traffic
     (3 reads, 2 writes) without sqrt/div, what the memory can do (the benchmark's ceiling)."""
