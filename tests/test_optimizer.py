@@ -392,3 +392,22 @@ def test_packed_flat_steps_are_counted(backend_name):
     assert packed.groups[0].step == plain.groups[0].step == 3
     for v, p in zip(views, plain_params):
         assert v.tobytes() == p.tobytes()
+
+
+def test_opts_at_follows_the_rate_and_reloaded_options():
+    """ParamGroup.opts_at keeps its last options while the rate is unchanged and builds new
+    ones when it changes (lr_decay) or when load_state_dict sets other options: always the
+    precomputed options with that step's rate."""
+    p = np.ones(4, np.float32)
+    opt = AdaGrad([p], lr=0.5, lr_decay=0.25)
+    group = opt.groups[0]
+    for step in (1, 2, 2, 7, 1):
+        want = group.options.step_options(step)
+        assert group.opts_at(step) == want
+    constant = AdaGrad([np.ones(4, np.float32)], lr=0.5).groups[0]
+    assert constant.opts_at(3) is constant.opts_at(9) == constant.options.step_options(9)
+    other = AdaGrad([np.ones(4, np.float32)], lr=0.125, eps=1e-3)
+    opt.load_state_dict(other.state_dict())
+    for step in (1, 5):
+        assert group.opts_at(step) == other.groups[0].options.step_options(step)
+        assert group.opts_at(step).eps == 1e-3

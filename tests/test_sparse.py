@@ -347,18 +347,36 @@ def test_optimizer_sparse_gate_is_taken_and_equal(compiled, monkeypatch, rowwise
     assert_same_bits(opts[0].groups[0].accums[0], opts[1].groups[0].accums[0], "accum")
 
 
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad, at", [(np.inf, (1, 2)), (np.nan, (0, 0)), (-np.inf, (2, 3))])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
 @pytest.mark.parametrize("policy", ["skip", "raise"])
-def test_optimizer_nonfinite_sparse_values(policy):
-    emb = np.ones((10, 4))
-    opt = AdaGrad([emb], nonfinite=policy)
-    vals = np.ones((2, 4))
-    vals[1, 2] = np.inf
-    if policy == "raise":
-        with pytest.raises(ValueError, match=r"`grads\[0\]` holds NaN or inf"):
-            opt.step([SparseGrad(np.array([1, 2]), vals)])
-    else:
-        assert opt.step([SparseGrad(np.array([1, 2]), vals)]) is False
-    assert (emb == 1).all() and opt.groups[0].step == 0
+def test_optimizer_nonfinite_sparse_values(policy, layout, bad, at, dtype, backend):
+    """A SparseGrad whose values hold NaN or inf anywhere (C-gated contiguous values and
+    strided ones, which the Python path checks) is refused or skipped before any write, on
+    both backends; the same grad with finite values is applied."""
+    if backend == "cython" and not compiled_available():
+        pytest.skip("compiled extension not built")
+    with fastadagrad.backend(backend):
+        emb = np.ones((10, 4), dtype)
+        opt = AdaGrad([emb], nonfinite=policy)
+        full = np.ones((3, 8), dtype)
+        vals = full[:, :4] if layout == "contiguous" else full[:, ::2]
+        if layout == "contiguous":
+            vals = np.ascontiguousarray(vals)
+        vals[at] = bad
+        grad = SparseGrad(np.array([1, 2, 5]), vals)
+        if policy == "raise":
+            with pytest.raises(ValueError, match=r"`grads\[0\]` holds NaN or inf"):
+                opt.step([grad])
+        else:
+            assert opt.step([grad]) is False
+        assert (emb == 1).all() and opt.groups[0].step == 0
+        assert (opt.groups[0].accums[0] == 0).all()
+        vals[at] = 1
+        assert opt.step([grad]) is True
+        assert opt.groups[0].step == 1 and (emb[[1, 2, 5]] < 1).all()
 
 
 # ----------------------------------------------------------------------------- torch

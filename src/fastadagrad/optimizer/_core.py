@@ -181,7 +181,7 @@ class AdaGrad:
         else:
             sparse = [self._validate_group(group, grads_g)
                       for group, grads_g in zip(self.groups, per_group)]
-        bad_at = self._first_nonfinite(per_group, pointers, sparse) if check else None
+        bad_at = self._first_nonfinite(per_group, pointers, sparse, backend) if check else None
         if bad_at is not None:
             return self._finish_bad(bad_at)
         steps = []
@@ -264,12 +264,13 @@ class AdaGrad:
 
     @staticmethod
     def _first_nonfinite(per_group: list[list[Any]], pointers: list[Any],
-                         sparse: list[_grads.SparseItems]) -> tuple[int, int] | None:
+                         sparse: list[_grads.SparseItems],
+                         backend: _backend.Backend) -> tuple[int, int] | None:
         for gi, (grads, ptrs, sp) in enumerate(zip(per_group, pointers, sparse)):
             bad = ptrs.first_nonfinite(grads) if ptrs is not None and not sp else -2
             if bad == -2:
                 bad = next((i for i, g in enumerate(grads)
-                            if not np.isfinite(sp[i][1] if i in sp else g).all()), -1)
+                            if not backend.all_finite(sp[i][1] if i in sp else g)), -1)
             if bad >= 0:
                 return gi, bad
         return None

@@ -62,13 +62,17 @@ class ParamGroup:
     def set_options(self, options: GroupOptions) -> None:
         self.options = options
         self.kernel_opts: DenseOptions = options.step_options(1)  # clr replaced per step
+        self._opts_at = self.kernel_opts   # opts_at's last result (a new one when clr changes)
 
     def clr_at(self, step: int) -> float:
         return self.options.clr(step)
 
     def opts_at(self, step: int) -> DenseOptions:
         """The kernels' options at `step` (the precomputed ones with that step's rate)."""
-        return self.kernel_opts._replace(clr=self.options.clr(step))
+        clr = self.options.clr(step)
+        if self._opts_at.clr != clr:   # a constant rate builds them once
+            self._opts_at = self.kernel_opts._replace(clr=clr)
+        return self._opts_at
 
     def step_items(self, grads: list[Any], sparse: dict[int, tuple[np.ndarray, np.ndarray, str]]
                    ) -> list[tuple[Any, ...]]:
@@ -78,7 +82,9 @@ class ParamGroup:
         grads: a group that mixes dtypes is stepped in one compiled call per combination."""
         items: list[tuple[Any, ...]] = [(self.params[i], values, self.accums[i], idx, dup)
                                         for i, (idx, values, dup) in sparse.items()]
-        if sparse:
+        if len(sparse) == len(grads):
+            batches = []
+        elif sparse:
             batches = self._batch(grads, sparse)
         else:
             grad_dtypes = [g.dtype for g in grads]
@@ -125,7 +131,7 @@ class ParamGroup:
 
 def layout(a: np.ndarray) -> tuple[Any, ...]:
     """What the optimizer's accumulators and pointer groups assume about a param."""
-    return (a.dtype, a.shape, a.strides, a.__array_interface__["data"][0])
+    return (a.dtype, a.shape, a.strides, _backend.data_address(a))
 
 
 def describe(layout: tuple[Any, ...]) -> str:

@@ -59,14 +59,16 @@ def split_grads(structure: str, keys: list[Any], sizes: list[int], grads: Any) -
             raise ValueError(f"`grads` keys {sorted(map(repr, grads))} differ from the params' "
                              f"keys {sorted(map(repr, keys))}")
         return [[grads[k] for k in keys]]
-    if isinstance(grads, (np.ndarray, Mapping)) or not isinstance(grads, Sequence):
+    if (type(grads) is not list and type(grads) is not tuple   # (skips the ABC checks)
+            and (isinstance(grads, (np.ndarray, Mapping)) or not isinstance(grads, Sequence))):
         raise TypeError(f"`grads` must be a list like `params`, got {type(grads).__name__}")
     if structure == "groups":
         if len(grads) != len(sizes):
             raise ValueError(f"`grads` has {len(grads)} groups, `params` has {len(sizes)}")
         out = []
         for gi, (g, size) in enumerate(zip(grads, sizes)):
-            if isinstance(g, np.ndarray) or not isinstance(g, Sequence):
+            if (type(g) is not list and type(g) is not tuple
+                    and (isinstance(g, np.ndarray) or not isinstance(g, Sequence))):
                 raise TypeError(f"`grads[{gi}]` must be a list of arrays, got {type(g).__name__}")
             if len(g) != size:
                 raise ValueError(f"`grads[{gi}]` has {len(g)} arrays, the group has {size}")
