@@ -523,3 +523,28 @@ def test_index_range_check_on_every_isa(compiled, restore_isa, itype):
         empty_t, empty_a = np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)
         with pytest.raises(ValueError, match=r"`indices\[0\]` = 0 is out of range for a table of 0"):
             fastadagrad.sparse_adagrad_update(empty_t, empty_a, np.zeros(1, itype), grads[:1])
+
+
+@pytest.mark.parametrize("b", [1, 3, 4, 5, 8, 33])
+def test_merge_hash_collisions_and_wraparound(compiled, b):
+    """The merge's open-addressing table (Fibonacci hash of the row, linear probing over the
+    smallest power of two >= max(16, 4b) slots): rows that all hash to the table's last slot
+    probe past it and wrap to slot 0; with repeats among them the merged sums must still be
+    the twin's bytes (and the explicit definition's)."""
+    cap = 16
+    while cap < 4 * b:
+        cap *= 2
+    shift = 64 - cap.bit_length() + 1
+    n = 200_000
+    rows = np.arange(n, dtype=np.uint64)
+    slot = (rows * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(shift)
+    last = np.flatnonzero(slot == cap - 1)[:max(2, (b + 1) // 2)]
+    assert len(last) >= 2
+    rng = np.random.default_rng(b)
+    idx = rng.choice(last, b)   # collide on the last slot, with repeats
+    idx[0] = last[0]
+    table, accum, idx, grads = make(n=n, d=5, b=b, idx=idx.astype(np.int64))
+    got_t, got_a = both(table, accum, idx, grads)
+    exp_t, exp_a = explicit_elementwise(table, accum, idx, grads)
+    assert_same_bits(got_t, exp_t, "table")
+    assert_same_bits(got_a, exp_a, "accum")

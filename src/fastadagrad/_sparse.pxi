@@ -63,47 +63,47 @@ cdef inline void _sum_rows(Py_ssize_t d, floating* dst, const floating* a,
         _add_row(d, dst, b)
 
 
-ctypedef struct _HashSlot:       # _merge_hash's table: a row and its unique id, one load
-    int64_t key
-    Py_ssize_t id
-
-
 cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                             const floating* grads, int64_t* urow, const floating** src,
                             floating** scratch, Py_ssize_t* work) noexcept nogil:
     """Unique rows in order of first appearance, in one pass (Fibonacci hashing, linear probing
-    over a table of >= 2b slots); src[u] is the row's gradient: straight from `grads` for a row
-    seen once; at a row's first repeat its first gradient is copied to a scratch row, and that
-    and every later occurrence is added there in order of appearance, g1 + g2 + ...
-    (deterministic). Returns the number of unique rows, or -1 when out of memory. `work` holds
-    b Py_ssize_t (work[u]: row u has its scratch row)."""
+    over a table of >= 4b keys: short probes; the keys alone are cleared and probed, a row's id
+    sits in a parallel array); src[u] is the row's gradient: straight from `grads` for a row
+    seen once; at a row's first repeat its first gradient and the repeat are summed into a
+    scratch row (the slot's id then stored as ~u: "has its scratch row"), and every later
+    occurrence is added there in order of appearance, g1 + g2 + ... (deterministic). Returns
+    the number of unique rows, or -1 when out of memory. `work` is not used (the sort merge's
+    scratch)."""
     cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0, k = 0
-    cdef _HashSlot* slots
+    cdef int64_t* keys
+    cdef Py_ssize_t* ids
     cdef floating* sc = NULL     # b // 2 scratch rows (at most b // 2 rows repeat), allocated
                                  # at the first repeat; only the rows used are touched
-    cdef int64_t r
-    while cap < 2 * b:
+    cdef int64_t r, key
+    while cap < 4 * b:
         cap *= 2
         shift -= 1
-    slots = <_HashSlot*>malloc(cap * sizeof(_HashSlot))
-    if slots == NULL:
+    keys = <int64_t*>malloc(cap * (sizeof(int64_t) + sizeof(Py_ssize_t)))
+    if keys == NULL:
         return -1
-    memset(slots, 0xff, cap * sizeof(_HashSlot))   # every key -1: empty
+    ids = <Py_ssize_t*>(keys + cap)
+    memset(keys, 0xff, cap * sizeof(int64_t))   # every key -1: empty
     for p in range(b):
         r = idx[p]
         h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
-        while slots[h].key != r and slots[h].key != -1:
+        key = keys[h]
+        while key != r and key != -1:
             h = (h + 1) & (cap - 1)
-        if slots[h].key == -1:
-            slots[h].key = r
-            slots[h].id = nu
+            key = keys[h]
+        if key == -1:
+            keys[h] = r
+            ids[h] = nu
             urow[nu] = r
             src[nu] = grads + p * d
-            work[nu] = 0
             nu += 1
             continue
-        u = slots[h].id
-        if not work[u]:
+        u = ids[h]
+        if u >= 0:
             if sc == NULL:
                 sc = <floating*>malloc((b // 2) * d * sizeof(floating))
                 if sc == NULL:
@@ -112,11 +112,11 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                 scratch[0] = sc
             _sum_rows(d, sc + k * d, src[u], grads + p * d)
             src[u] = sc + k * d
-            work[u] = 1
+            ids[h] = ~u
             k += 1
         else:
-            _add_row(d, <floating*>src[u], grads + p * d)
-    free(slots)
+            _add_row(d, <floating*>src[~u], grads + p * d)
+    free(keys)
     return nu
 
 
