@@ -200,7 +200,7 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
     cdef floating* scratch = NULL
     if b == 0:
         return 0
-    work = <Py_ssize_t*>malloc(2 * b * sizeof(Py_ssize_t))   # _merge_sort's 2b (hash: b)
+    work = <Py_ssize_t*>malloc(2 * b * sizeof(Py_ssize_t))   # _merge_sort's 2b (the hash: none)
     urow = <int64_t*>malloc(b * sizeof(int64_t))
     src = <const floating**>malloc(b * sizeof(floating*))
     if work == NULL or urow == NULL or src == NULL:
