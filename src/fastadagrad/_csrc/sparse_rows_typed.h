@@ -12,8 +12,8 @@
  */
 
 /* Rows rows[0..count) of constant width w, plain AdaGrad (coupled weight decay when `decay`),
- * prefetching the first and last byte of the table and accumulator rows `ahead` rows ahead
- * (a short row may straddle two cache lines). */
+ * prefetching the lines of the table and accumulator rows `ahead` rows ahead (prefetch_row: a
+ * short row may straddle two cache lines). */
 static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const int64_t *rows,
                                                        const FA_T **src, const FA_T *grads,
                                                        FA_T *table, FA_T *accum,
