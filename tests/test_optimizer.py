@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastadagrad
-from fastadagrad import AdaGrad
+from fastadagrad import AdaGrad, SparseGrad
 from fastadagrad._backend import compiled_available
 from _helpers import assert_same_bits
 
@@ -249,6 +249,61 @@ def test_nonfinite_policies(backend_name, bad_value):
             if policy == "skip":
                 assert applied is False and opt.last_step_skipped and opt.skipped_steps == 1
                 assert opt.step(grads_for(params, 4)) is True and not opt.last_step_skipped
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("kw", [dict(clipnorm=1.0), dict(global_clipnorm=1.0),
+                                dict(clipvalue=0.5), dict(rule="proximal", l1=0.01),
+                                dict(rule="da"), dict(rule="glove", clipnorm=1.0)],
+                         ids=["clipnorm", "global_clipnorm", "clipvalue", "proximal", "da",
+                              "glove+clipnorm"])
+@pytest.mark.parametrize("where", ["dense", "sparse"])
+def test_nonfinite_policies_with_clipping_and_rules(backend_name, kw, where):
+    """The clipping and family-rule steps check finiteness too (their own code path): skip
+    and raise leave every param and state untouched and name the grad; propagate applies."""
+    table = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    dense = arrays([1000, 33])
+    rng = np.random.default_rng(2)
+    idx = np.array([3, 7, 3, 49])
+    values = rng.standard_normal((4, 8)).astype(np.float32)
+    gdense = grads_for(dense, 3)
+    if where == "dense":
+        gdense[1][32] = np.nan
+        bad_name = r"`grads\[1\]`"
+    else:
+        values[2, 5] = np.inf
+        bad_name = r"`grads\[2\]`"
+    for policy in ("propagate", "skip", "raise"):
+        ps = [p.copy() for p in dense] + [table.copy()]
+        with fastadagrad.backend(backend_name):
+            opt = AdaGrad(ps, nonfinite=policy, **kw)
+            grads = gdense + [SparseGrad(idx, values)]
+            state = [x.copy() for x in ps] + [x.copy() for x in _all_state(opt)]
+            if policy == "raise":
+                with pytest.raises(ValueError, match=bad_name + " holds NaN or inf"):
+                    opt.step(grads)
+            else:
+                applied = opt.step(grads)
+            now = ps + _all_state(opt)
+            if policy == "propagate":
+                assert applied is True and opt.groups[0].step == 1
+                assert any(a.tobytes() != b.tobytes() for a, b in zip(state, now))
+                continue
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(state, now)), policy
+            assert opt.groups[0].step == 0
+            if policy == "skip":
+                assert applied is False and opt.last_step_skipped and opt.skipped_steps == 1
+            finite = grads_for(dense, 4) + [SparseGrad(idx, np.ones((4, 8), np.float32))]
+            assert opt.step(finite) is True and opt.groups[0].step == 1
+
+
+def _all_state(opt):
+    """Every state array of every group: accumulators and, for a family rule, its extra
+    states."""
+    out = []
+    for g in opt.groups:
+        out += list(g.accums) + [x for xs in (getattr(g, "extra", None) or []) for x in xs]
+    return out
 
 
 def test_skip_covers_all_groups(compiled):

@@ -65,12 +65,12 @@ def step(opt: AdaGrad, grads: Any) -> bool:
     # what is clipped: a dense grad, or a sparse grad's values as passed
     seen = [[sp[i][1] if i in sp else g for i, g in enumerate(grads_g)]
             for grads_g, sp in zip(per_group, sparse)]
+    backend = _backend.current()
     if opt.nonfinite != "propagate":
         for gi, row in enumerate(seen):
             for i, g in enumerate(row):
-                if not np.isfinite(g).all():
+                if not backend.all_finite(g):
                     return opt._finish_bad((gi, i))
-    backend = _backend.current()
     cv = opt.clipvalue
     for group, grads_g, sp, factors in zip(opt.groups, per_group, sparse, scales(opt, seen)):
         step_opts = group.opts_at(group.step + 1)

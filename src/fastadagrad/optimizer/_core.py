@@ -210,7 +210,7 @@ class AdaGrad:
                 self._check_flat_grad(gi, group, g)
         if check:
             for gi, (t, g) in enumerate(zip(pointers, flats)):
-                if not _all_finite_flat(t, g):
+                if not _all_finite_flat(t, g, backend):
                     return self._finish_bad((gi, -1))
         steps = []
         for group, t, g in zip(self.groups, pointers, flats):
@@ -309,9 +309,9 @@ class AdaGrad:
                 f"nonfinite={self.nonfinite!r}, steps={[g.step for g in self.groups]})")
 
 
-def _all_finite_flat(pointers: Any, g: np.ndarray) -> bool:
+def _all_finite_flat(pointers: Any, g: np.ndarray, backend: _backend.Backend) -> bool:
     if pointers is not None:
         bad = pointers.first_nonfinite([g])
         if bad != -2:
             return bool(bad == -1)
-    return bool(np.isfinite(g).all())
+    return backend.all_finite(g)

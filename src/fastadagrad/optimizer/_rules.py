@@ -86,13 +86,13 @@ def step(opt: AdaGrad, grads: Any) -> bool:
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{gname}: {exc}".replace("`param`", f"`{name}`")
                                 .replace("`table`", f"`{name}`")) from None
+    backend = _backend.current()
     if opt.nonfinite != "propagate":
         for k, plan in enumerate(plans):
-            if not np.isfinite(plan[4]).all():
+            if not backend.all_finite(plan[4]):
                 gi, i = _locate(opt, k)
                 return opt._finish_bad((gi, i))
     plans = _clipped(opt, plans)
-    backend = _backend.current()
     for p, states, f, g, _ in plans:
         if isinstance(g, tuple):
             idx, values, dup = g
