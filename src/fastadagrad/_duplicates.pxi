@@ -85,40 +85,27 @@ cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
 
 cdef Py_ssize_t _group_rows(const int64_t* idx, Py_ssize_t b, int64_t* urow, Py_ssize_t* start,
                             Py_ssize_t* order, Py_ssize_t* uid) noexcept nogil:
-    """Unique rows urow[0..nu) in order of first appearance; order[start[u]..start[u+1]) are
-    the positions of row u's occurrences, ascending. uid: b scratch slots. Returns nu, or -1
-    when out of memory."""
-    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0
-    cdef int64_t* keys
-    cdef Py_ssize_t* ids
+    """Unique rows urow[0..nu) in order of first appearance (a RowHash of >= 2b slots);
+    order[start[u]..start[u+1]) are the positions of row u's occurrences, ascending. uid: b
+    scratch slots. Returns nu, or -1 when out of memory."""
+    cdef Py_ssize_t p, h, u, nu = 0
+    cdef RowHash t
     cdef int64_t r
-    while cap < 2 * b:
-        cap *= 2
-        shift -= 1
-    keys = <int64_t*>malloc(cap * sizeof(int64_t))
-    ids = <Py_ssize_t*>malloc(cap * sizeof(Py_ssize_t))
-    if keys == NULL or ids == NULL:
-        free(keys)
-        free(ids)
+    if row_hash_init(&t, 2 * b) < 0:
         return -1
-    for h in range(cap):
-        keys[h] = -1
     for p in range(b + 1):
         start[p] = 0
     for p in range(b):
         r = idx[p]
-        h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
-        while keys[h] != -1 and keys[h] != r:
-            h = (h + 1) & (cap - 1)
-        if keys[h] == -1:
-            keys[h] = r
-            ids[h] = nu
+        h = row_hash_find(&t, r)
+        if t.keys[h] == -1:
+            t.keys[h] = r
+            t.ids[h] = nu
             urow[nu] = r
             nu += 1
-        uid[p] = ids[h]
-        start[ids[h] + 1] += 1
-    free(keys)
-    free(ids)
+        uid[p] = t.ids[h]
+        start[t.ids[h] + 1] += 1
+    free(t.keys)
     for u in range(nu):
         start[u + 1] += start[u]
     for p in range(b):   # counting sort of the positions by row, stable

@@ -16,7 +16,8 @@
 #     `_clipping`, `cnp`, the `floating` type;
 #   from _duplicates.pxi: `sparse_dup_validated` (the duplicates rule, "sum" comes back here);
 #   from _clipnorm.pxi: `sum_of_squares` (clipnorm).
-# It defines for the others: first_bad_index, copy_checked, checked_indices, raise_unchecked,
+# It defines for the others: RowHash / row_hash_init / row_hash_find (the row hash table),
+# first_bad_index, copy_checked, checked_indices, raise_unchecked,
 # sparse_update, sparse_run, sparse_validated, sparse_adagrad_update.
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -63,46 +64,68 @@ cdef inline void _sum_rows(Py_ssize_t d, floating* dst, const floating* a,
         _add_row(d, dst, b)
 
 
+cdef struct RowHash:
+    # Open addressing over row numbers (Fibonacci hashing, linear probing): keys[cap] (-1:
+    # empty) and a parallel ids[cap] the caller fills; cap a power of two, in one allocation.
+    int64_t* keys
+    Py_ssize_t* ids
+    Py_ssize_t mask
+    int shift
+
+
+cdef inline int row_hash_init(RowHash* t, Py_ssize_t min_cap) noexcept nogil:
+    """An empty table of cap >= max(min_cap, 16) slots; -1 when out of memory."""
+    cdef Py_ssize_t cap = 16
+    t.shift = 60
+    while cap < min_cap:
+        cap *= 2
+        t.shift -= 1
+    t.mask = cap - 1
+    t.keys = <int64_t*>malloc(cap * (sizeof(int64_t) + sizeof(Py_ssize_t)))
+    if t.keys == NULL:
+        return -1
+    t.ids = <Py_ssize_t*>(t.keys + cap)
+    memset(t.keys, 0xff, cap * sizeof(int64_t))   # every key -1: empty
+    return 0
+
+
+cdef inline Py_ssize_t row_hash_find(const RowHash* t, int64_t r) noexcept nogil:
+    """The slot holding row r, or the empty slot (key -1) where r belongs."""
+    cdef Py_ssize_t h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> t.shift)
+    cdef int64_t key = t.keys[h]
+    while key != r and key != -1:
+        h = (h + 1) & t.mask
+        key = t.keys[h]
+    return h
+
+
 cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                             const floating* grads, int64_t* urow, const floating** src,
                             floating** scratch, Py_ssize_t* work) noexcept nogil:
-    """Unique rows in order of first appearance, in one pass (Fibonacci hashing, linear probing
-    over a table of >= 4b keys: short probes; the keys alone are cleared and probed, a row's id
-    sits in a parallel array); src[u] is the row's gradient: straight from `grads` for a row
-    seen once; at a row's first repeat its first gradient and the repeat are summed into a
-    scratch row (the slot's id then stored as ~u: "has its scratch row"), and every later
-    occurrence is added there in order of appearance, g1 + g2 + ... (deterministic). Returns
-    the number of unique rows, or -1 when out of memory. `work` is not used (the sort merge's
-    scratch)."""
-    cdef Py_ssize_t cap = 16, shift = 60, p, h, u, nu = 0, k = 0
-    cdef int64_t* keys
-    cdef Py_ssize_t* ids
+    """Unique rows in order of first appearance, in one pass over a RowHash of >= 4b slots
+    (short probes); src[u] is the row's gradient: straight from `grads` for a row seen once;
+    at a row's first repeat its first gradient and the repeat are summed into a scratch row
+    (the slot's id then stored as ~u: "has its scratch row"), and every later occurrence is
+    added there in order of appearance, g1 + g2 + ... (deterministic). Returns the number of
+    unique rows, or -1 when out of memory. `work` is not used (the sort merge's scratch)."""
+    cdef Py_ssize_t p, h, u, nu = 0, k = 0
+    cdef RowHash t
     cdef floating* sc = NULL     # b // 2 scratch rows (at most b // 2 rows repeat), allocated
                                  # at the first repeat; only the rows used are touched
-    cdef int64_t r, key
-    while cap < 4 * b:
-        cap *= 2
-        shift -= 1
-    keys = <int64_t*>malloc(cap * (sizeof(int64_t) + sizeof(Py_ssize_t)))
-    if keys == NULL:
+    cdef int64_t r
+    if row_hash_init(&t, 4 * b) < 0:
         return -1
-    ids = <Py_ssize_t*>(keys + cap)
-    memset(keys, 0xff, cap * sizeof(int64_t))   # every key -1: empty
     for p in range(b):
         r = idx[p]
-        h = <Py_ssize_t>((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> shift)
-        key = keys[h]
-        while key != r and key != -1:
-            h = (h + 1) & (cap - 1)
-            key = keys[h]
-        if key == -1:
-            keys[h] = r
-            ids[h] = nu
+        h = row_hash_find(&t, r)
+        if t.keys[h] == -1:
+            t.keys[h] = r
+            t.ids[h] = nu
             urow[nu] = r
             src[nu] = grads + p * d
             nu += 1
             continue
-        u = ids[h]
+        u = t.ids[h]
         if u >= 0:
             if sc == NULL:
                 sc = <floating*>malloc((b // 2) * d * sizeof(floating))
@@ -112,11 +135,11 @@ cdef Py_ssize_t _merge_hash(const int64_t* idx, Py_ssize_t b, Py_ssize_t d,
                 scratch[0] = sc
             _sum_rows(d, sc + k * d, src[u], grads + p * d)
             src[u] = sc + k * d
-            ids[h] = ~u
+            t.ids[h] = ~u
             k += 1
         else:
             _add_row(d, <floating*>src[~u], grads + p * d)
-    free(keys)
+    free(t.keys)
     return nu
 
 
