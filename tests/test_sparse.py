@@ -548,3 +548,29 @@ def test_merge_hash_collisions_and_wraparound(compiled, b):
     exp_t, exp_a = explicit_elementwise(table, accum, idx, grads)
     assert_same_bits(got_t, exp_t, "table")
     assert_same_bits(got_a, exp_a, "accum")
+
+
+@pytest.mark.parametrize("b", [1, 7, 64, 1000])
+@pytest.mark.parametrize("kw,threads", [(dict(duplicates="keras"), 1),
+                                        (dict(duplicates="sequential", clipvalue=0.5), 1),
+                                        (dict(duplicates="sequential"), 2)])
+def test_grouping_hash_collisions_and_wraparound(compiled, restore_threads, b, kw, threads):
+    """The same RowHash at the grouping pass's size (the smallest power of two >=
+    max(16, 2b) slots; used by "keras", by "sequential" with clipvalue, and by "sequential"
+    split over threads, which needs b * d past the parallel threshold): rows that all hash to
+    the last slot wrap to slot 0; with repeats among them, the twin's bytes."""
+    cap = 16
+    while cap < 2 * b:
+        cap *= 2
+    shift = 64 - cap.bit_length() + 1
+    n = 200_000
+    rows = np.arange(n, dtype=np.uint64)
+    slot = (rows * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(shift)
+    last = np.flatnonzero(slot == cap - 1)[:max(2, (b + 1) // 2)]
+    assert len(last) >= 2
+    idx = np.random.default_rng(b).choice(last, b)
+    idx[0] = last[0]
+    table, accum, idx, grads = make(n=n, d=64 if threads > 1 else 5, b=b,
+                                    idx=idx.astype(np.int64))
+    fastadagrad.set_num_threads(threads)
+    both(table, accum, idx, grads, **kw)
