@@ -466,3 +466,35 @@ def test_opts_at_follows_the_rate_and_reloaded_options():
     for step in (1, 5):
         assert group.opts_at(step) == other.groups[0].options.step_options(step)
         assert group.opts_at(step).eps == 1e-3
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_grads_structure_checked_alike_on_both_backends(kind):
+    """step(grads) takes the structure of params on every backend, fast paths included: a
+    one-group list of groups takes [[g]] (not [g], a TypeError naming grads[0]), a list of
+    arrays takes [g] (not [[g]]), a dict takes a dict; the accepted forms give the same bytes
+    on both backends."""
+    def grad():
+        if kind == "dense":
+            return np.full((10, 8), 0.5, np.float32)
+        return SparseGrad(np.array([1, 3, 1]), np.full((3, 8), 0.5, np.float32))
+
+    results = {}
+    for name in BACKENDS:
+        with fastadagrad.backend(name):
+            out = []
+            for structure in ("list", "groups", "dict"):
+                x = np.zeros((10, 8), np.float32)
+                params = {"list": [x], "groups": [{"params": [x]}], "dict": {"w": x}}[structure]
+                opt = AdaGrad(params, lr=0.1)
+                good = {"list": [grad()], "groups": [[grad()]], "dict": {"w": grad()}}[structure]
+                bad = {"list": [[grad()]], "groups": [grad()], "dict": [grad()]}[structure]
+                with pytest.raises((TypeError, ValueError), match=r"`grads"):
+                    opt.step(bad)
+                assert not x.any() and opt.groups[0].step == 0
+                assert opt.step(good) is True and opt.groups[0].step == 1
+                out.append(x.copy())
+            results[name] = out
+    for got in results.values():
+        for a, b in zip(got, results["numpy"]):
+            assert_same_bits(a, b, "param")

@@ -454,6 +454,45 @@ def test_ctrl_c_during_a_compiled_general_step_is_all_or_nothing(compiled, packe
 
 
 @pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
+def test_ctrl_c_during_a_one_call_sparse_step_is_all_or_nothing(compiled):
+    """The same for the one-call step of a group whose grads are all SparseGrads
+    (SparseGradGate.step): two tables, a real SIGINT at 25/50/75% of the step's time."""
+    _main_thread_with_default_sigint()
+    rows, b = 1 << 17, 1 << 17
+    idx = np.random.default_rng(0).integers(0, rows, b)
+    grads = [SparseGrad(idx, np.full((b, 8), 0.5, np.float32)),
+             SparseGrad(idx[::-1].copy(), np.full((b, 8), 2.0, np.float32), "sequential")]
+
+    def fresh():
+        params = [np.ones((rows, 8), np.float32), np.ones((rows, 8), np.float32)]
+        return params, AdaGrad(params, lr=0.1)
+
+    params, opt = fresh()
+    t0 = time.perf_counter()
+    opt.step(grads)
+    duration = time.perf_counter() - t0
+    done = [p.copy() for p in params]
+    for delay in (0.25, 0.5, 0.75):
+        params, opt = fresh()
+        timer = threading.Timer(duration * delay, signal.raise_signal, (signal.SIGINT,))
+        try:
+            timer.start()
+            opt.step(grads)
+            while timer.is_alive():
+                time.sleep(0.001)
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            pass
+        timer.join()
+        if opt.groups[0].step == 1:
+            for p, d in zip(params, done):
+                assert_same_bits(p, d)
+        else:
+            assert opt.groups[0].step == 0
+            assert all((p == 1).all() for p in params)
+
+
+@pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
 def test_ctrl_c_right_after_the_one_call_step_still_counts(compiled, monkeypatch):
     """The fast path (one C call for the whole group) counts the step inside that call: an
     interrupt arriving as it returns cannot separate the arrays from the counter."""

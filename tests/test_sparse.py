@@ -574,3 +574,105 @@ def test_grouping_hash_collisions_and_wraparound(compiled, restore_threads, b, k
                                     idx=idx.astype(np.int64))
     fastadagrad.set_num_threads(threads)
     both(table, accum, idx, grads, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(rowwise=True), dict(lr_decay=0.1, weight_decay=0.01),
+                                dict(maximize=True, nonfinite="skip"),
+                                dict(duplicates="sequential", nonfinite="raise"),
+                                dict(convention="torch"), dict(convention="keras")],
+                         ids=["plain", "rowwise", "lr_decay+wd", "maximize+skip",
+                              "sequential+raise", "torch", "keras"])
+def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw):
+    """A one-group step whose grads are all plain SparseGrads takes SparseGradGate.step (no
+    Python validation: a spy on validate_group sees no call), with the bytes, step counts and
+    state of the NumPy backend's step, over several steps (clr changes with lr_decay) and
+    each grad's own duplicates rule."""
+    from fastadagrad.optimizer import _grads
+    calls = []
+    full = _grads.validate_group
+    monkeypatch.setattr(_grads, "validate_group", lambda *a: calls.append(1) or full(*a))
+    rng = np.random.default_rng(5)
+    tables = [rng.standard_normal((40, 8)).astype(np.float32),
+              rng.standard_normal((30, 16)).astype(np.float32)]
+    fast, ref = [t.copy() for t in tables], [t.copy() for t in tables]
+    opt = AdaGrad(fast, lr=0.1, **kw)
+    with fastadagrad.backend("numpy"):
+        ref_opt = AdaGrad(ref, lr=0.1, **kw)
+    for step in range(5):
+        grads = [SparseGrad(rng.integers(0, len(t), 12).astype((np.int32, np.int64)[step % 2]),
+                            rng.standard_normal((12, t.shape[1])).astype(np.float32),
+                            (None, "sum", "sequential")[step % 3]) for t in tables]
+        assert opt.step(grads) is True
+        with fastadagrad.backend("numpy"):
+            assert ref_opt.step(grads) is True
+    assert calls == [1] * 5   # the NumPy backend's five steps only
+    for a, b in zip(fast + opt.accumulators[0], ref + ref_opt.accumulators[0]):
+        assert_same_bits(a, b, "table or accumulator")
+    assert opt.groups[0].step == ref_opt.groups[0].step == 5
+
+
+@pytest.mark.parametrize("nonfinite", ["skip", "raise"])
+def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite):
+    """NaN in the second SparseGrad of a one-call sparse step: the first table is untouched
+    too, the step is not counted, and raise names `grads[1]`."""
+    emb, other = np.zeros((10, 4), np.float32), np.zeros((12, 4), np.float32)
+    opt = AdaGrad([emb, other], nonfinite=nonfinite)
+    vals = np.ones((2, 4), np.float32)
+    vals[1, 3] = np.nan
+    grads = [SparseGrad(np.array([1, 2]), np.ones((2, 4), np.float32)),
+             SparseGrad(np.array([3, 4]), vals)]
+    if nonfinite == "raise":
+        with pytest.raises(ValueError, match=r"`grads\[1\]` holds NaN or inf"):
+            opt.step(grads)
+    else:
+        assert opt.step(grads) is False and opt.last_step_skipped
+    assert not emb.any() and not other.any()
+    assert opt.groups[0].step == 0 and not any(a.any() for a in opt.groups[0].accums)
+    vals[1, 3] = 1.0
+    assert opt.step(grads) is True and emb[1:3].all() and other[3:5].all()
+
+
+def test_sparse_grad_gate_step_refusals(compiled):
+    """SparseGradGate.step refuses (-2, nothing written) whatever the one-call step does not
+    cover, so the general path decides: a dense grad among them, a "keras" rule, master
+    weights, decoupled weight decay, a param that is not the array it was built with (or was
+    changed in place), a wrong count; it applies (-1) the plain case."""
+    from fastadagrad import _backend
+    from fastadagrad._validation import DenseOptions
+    emb = np.zeros((10, 4), np.float32)
+    opt = AdaGrad([emb])
+    group = opt.groups[0]
+    gate = group.sparse_gates[_backend.current()]
+    good = SparseGrad(np.array([1]), np.ones((1, 4), np.float32))
+    opts = group.opts_at(1)
+    assert isinstance(opts, DenseOptions)
+
+    def run(params=None, grads=None, masters=None, o=None, dup="sum"):
+        return gate.step(group.params if params is None else params, group.accums,
+                         [None] if masters is None else masters,
+                         [good] if grads is None else grads, SparseGrad, dup,
+                         opts if o is None else o, True, group)
+
+    assert run(grads=[np.ones((10, 4), np.float32)]) == -2
+    assert run(grads=[SparseGrad(np.array([1]), np.ones((1, 4), np.float32), "keras")]) == -2
+    assert run(dup="keras") == -2
+    assert run(masters=[np.zeros((10, 4), np.float32)]) == -2
+    assert run(o=opts._replace(decoupled_weight_decay=0.1)) == -2
+    assert run(params=[emb.copy()]) == -2
+    assert run(params=[emb[:5]]) == -2
+    assert run(params=[emb[:, :2]]) == -2
+    assert run(params=[emb.reshape(20, 2)]) == -2
+    assert run(grads=[good, good]) == -2
+    assert not emb.any() and group.step == 0
+    assert run() == -1 and emb[1].all() and group.step == 1
+
+
+def test_optimizer_sparse_step_param_changed_in_place(compiled):
+    """A table reshaped in place after the optimizer was built: the one-call sparse step
+    refuses it and the general path names it (nothing written)."""
+    emb = np.zeros((10, 4), np.float32)
+    opt = AdaGrad([emb])
+    emb.shape = (20, 2)
+    with pytest.raises(ValueError, match="changed in place"):
+        opt.step([SparseGrad(np.array([1]), np.ones((1, 2), np.float32))])
+    assert not emb.any() and opt.groups[0].step == 0

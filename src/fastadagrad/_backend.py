@@ -90,9 +90,10 @@ class Backend:
       (one C call per step, with its own C-level gate), or None when this backend has none.
     - mixed_group_gate(params, accums, guard): the C-level gate alone, for a group that mixes
       dtypes (its grads then skip the Python validation), or None.
-    - sparse_grad_gate(guard): the C-level check of an optimizer's SparseGrad
+    - sparse_grad_gate(guard, params): the C-level check of an optimizer's SparseGrad
       (kernels.SparseGradGate: `checked(param, accum, indices, values)` gives the private int64
-      indices, or None: validate in Python), or None.
+      indices, or None: validate in Python; `step(...)`: a group's all-SparseGrad step in one
+      call), or None.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
       clipping norm; family_fast(...), family_sparse_fast(...): the compiled family gates
       (False: not taken).
@@ -119,7 +120,7 @@ class Backend:
     def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
         return None
 
-    def sparse_grad_gate(self, guard: list[Any]) -> Any:
+    def sparse_grad_gate(self, guard: list[Any], params: list[Any] | None = None) -> Any:
         return None
 
     @staticmethod
@@ -180,8 +181,8 @@ class CompiledBackend(Backend):
     def mixed_group_gate(self, params: list[Any], accums: list[Any], guard: list[Any]) -> Any:
         return self.kernels.MixedGroupGate(params, accums, guard)
 
-    def sparse_grad_gate(self, guard: list[Any]) -> Any:
-        return self.kernels.SparseGradGate(guard)
+    def sparse_grad_gate(self, guard: list[Any], params: list[Any] | None = None) -> Any:
+        return self.kernels.SparseGradGate(guard, params)
 
 
 class _InterruptsDeferred:

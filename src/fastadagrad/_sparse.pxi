@@ -519,19 +519,106 @@ def _set_merge(name):
     return old
 
 
+cdef struct _Layout:
+    # A 2-D param as the optimizer was built with it (what optimizer._group.layout records).
+    void* data
+    int typenum
+    int ndim
+    Py_ssize_t dims[2]
+    Py_ssize_t strides[2]
+
+
 cdef class SparseGradGate:
     """The optimizer's C-level check of a SparseGrad (what _validation.check_sparse and the
     optimizer's overlap check accept, for the gate's common case): `checked` returns the
     indices as a private, range-checked int64 copy, or None (the caller then validates in
     Python, which names the problem). `guard`: every array of the optimizer (no grad may share
-    its memory)."""
+    its memory). `params`: the group's params as built (for `step`; a param changed in place
+    since is refused there)."""
 
     cdef _Guard guard
     cdef list _guard   # keeps the guarded arrays alive
+    cdef Py_ssize_t k
+    cdef _Layout* layouts
 
-    def __cinit__(self, list guard):
+    def __cinit__(self, list guard, list params=None):
+        cdef Py_ssize_t i, j
+        cdef cnp.ndarray p
         self._guard = list(guard)
         self.guard = _Guard(self._guard)
+        params = [] if params is None else params
+        self.k = len(params)
+        self.layouts = <_Layout*>PyMem_Malloc((self.k + 1) * sizeof(_Layout))
+        if self.layouts == NULL:
+            raise MemoryError()
+        for i in range(self.k):
+            p = params[i]
+            self.layouts[i].data = cnp.PyArray_DATA(p)
+            self.layouts[i].typenum = cnp.PyArray_TYPE(p)
+            self.layouts[i].ndim = cnp.PyArray_NDIM(p)
+            for j in range(2):
+                self.layouts[i].dims[j] = cnp.PyArray_DIMS(p)[j] if j < cnp.PyArray_NDIM(p) else 0
+                self.layouts[i].strides[j] = (cnp.PyArray_STRIDES(p)[j]
+                                              if j < cnp.PyArray_NDIM(p) else 0)
+
+    def __dealloc__(self):
+        PyMem_Free(self.layouts)
+
+    cdef bint _as_built(self, Py_ssize_t i, object param) noexcept:
+        """Param i is an exact 2-D ndarray with the data pointer, dtype, shape and strides
+        it had when the gate was built."""
+        cdef cnp.ndarray p
+        cdef const _Layout* l = &self.layouts[i]
+        if not cnp.PyArray_CheckExact(param):
+            return False
+        p = param
+        return (cnp.PyArray_NDIM(p) == 2 and l.ndim == 2 and cnp.PyArray_DATA(p) == l.data
+                and cnp.PyArray_TYPE(p) == l.typenum
+                and cnp.PyArray_DIMS(p)[0] == l.dims[0] and cnp.PyArray_DIMS(p)[1] == l.dims[1]
+                and cnp.PyArray_STRIDES(p)[0] == l.strides[0]
+                and cnp.PyArray_STRIDES(p)[1] == l.strides[1])
+
+    def step(self, list params, list accums, list masters, list grads, sparse_type,
+             duplicates, opts, bint check_finite, counter):
+        """The optimizer's step of a group whose grads are all SparseGrads (`sparse_type`) that
+        pass `checked`, in one call: every param as built, no master weights, no decoupled
+        weight decay, each grad's duplicates rule (its own, else `duplicates`) "sum" or
+        "sequential". Then (check_finite) the values scanned for NaN/inf, then every table
+        updated with `opts` (a DenseOptions with the step's clr) and `counter.step`
+        incremented, with no Python bytecode from the first write to the count. Returns -2 if
+        a condition fails (nothing written; the caller takes the general path, which names
+        the problem), the index of the first grad holding NaN/inf (nothing written), or -1
+        when applied."""
+        cdef Py_ssize_t i, k = len(params)
+        cdef list items = []
+        cdef object g, dup, idx
+        if not (k == self.k and len(grads) == k and len(accums) == k and len(masters) == k
+                and opts.decoupled_weight_decay == 0):
+            return -2
+        for i in range(k):
+            g = grads[i]
+            if type(g) is not sparse_type or masters[i] is not None:
+                return -2
+            if not self._as_built(i, params[i]):
+                return -2
+            dup = g.duplicates
+            if dup is None:
+                dup = duplicates
+            if gated_duplicates(dup) < 0:
+                return -2
+            idx = self.checked(params[i], accums[i], g.indices, g.values)
+            if idx is None:
+                return -2
+            items.append((idx, g.values, dup))
+        if check_finite:
+            for i in range(k):
+                if not all_finite(items[i][1]):
+                    return i
+        for i in range(k):
+            idx, g, dup = items[i]
+            sparse_dup_validated(params[i], accums[i], idx, g, opts, dup)
+        counter.step += 1
+        return -1
 
     def checked(self, table, accum, indices, values):
         cdef cnp.ndarray own, i

@@ -147,13 +147,23 @@ class AdaGrad:
         backend = _backend.current()
         check = self.nonfinite != "propagate"
         group = self.groups[0]
-        if type(grads) is list and len(self.groups) == 1:
-            # Fast path (one group, a list of grads, a backend with pointer groups): the C
+        one = self._one_group_list(grads)
+        if one is not None:
+            # Fast path (one group's list of grads, a backend with pointer groups): the C
             # gate, the finiteness scan, the update of every array and the step count in one call.
             pointers = group.pointers.get(backend)
             if pointers is not None:
-                bad = pointers.step(grads, group.kernel_opts, group.clr_at(group.step + 1),
+                bad = pointers.step(one, group.kernel_opts, group.clr_at(group.step + 1),
                                     check, group)
+                if bad != -2:
+                    return self._finish(bad)
+            # ... and when every grad is a SparseGrad: the C checks, the scan, the update of
+            # every table and the step count in one call.
+            sparse_gate = group.sparse_gates.get(backend)
+            if sparse_gate is not None and one and type(one[0]) is SparseGrad:
+                bad = sparse_gate.step(group.params, group.accums, group.masters, one,
+                                       SparseGrad, self.duplicates,
+                                       group.opts_at(group.step + 1), check, group)
                 if bad != -2:
                     return self._finish(bad)
         if self.packed and type(grads) is np.ndarray and len(self.groups) == 1:
@@ -168,6 +178,18 @@ class AdaGrad:
         if self.packed and self._is_flat(grads):
             return self._step_flat(grads, check, backend)
         return self._step_general(self._split_grads(grads), check, backend)
+
+    def _one_group_list(self, grads: Any) -> list[Any] | None:
+        """The grads of a one-group optimizer as the list the fast paths take, when `grads`
+        has the structure of `params` (a list for a list of arrays, `[list]` for one group);
+        else None (the general path checks the structure and names what is wrong)."""
+        if len(self.groups) != 1 or type(grads) is not list:
+            return None
+        if self._structure == "list":
+            return grads
+        if self._structure == "groups" and len(grads) == 1 and type(grads[0]) is list:
+            return grads[0]
+        return None
 
     def _step_general(self, per_group: list[list[Any]], check: bool,
                       backend: _backend.Backend) -> bool:

@@ -118,7 +118,7 @@ class ParamGroup:
         fits = (plain and len({p.dtype for p in self.params}) <= 1   # float32 or float64 only
                 and all(p.dtype in _validation.SUPPORTED_DTYPES for p in self.params))
         for backend in _backend.available():
-            self.sparse_gates[backend] = backend.sparse_grad_gate(guard)
+            self.sparse_gates[backend] = backend.sparse_grad_gate(guard, self.params)
             group = backend.array_group(self.params, self.accums, guard) if fits else None
             self.pointers[backend] = group
             self.gates[backend] = (group if group is not None else

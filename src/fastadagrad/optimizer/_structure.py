@@ -68,7 +68,7 @@ def split_grads(structure: str, keys: list[Any], sizes: list[int], grads: Any) -
         out = []
         for gi, (g, size) in enumerate(zip(grads, sizes)):
             if (type(g) is not list and type(g) is not tuple
-                    and (isinstance(g, np.ndarray) or not isinstance(g, Sequence))):
+                    and (isinstance(g, (np.ndarray, SparseGrad)) or not isinstance(g, Sequence))):
                 raise TypeError(f"`grads[{gi}]` must be a list of arrays, got {type(g).__name__}")
             if len(g) != size:
                 raise ValueError(f"`grads[{gi}]` has {len(g)} arrays, the group has {size}")
