@@ -455,16 +455,18 @@ def test_ctrl_c_during_a_compiled_general_step_is_all_or_nothing(compiled, packe
 
 @pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
 def test_ctrl_c_during_a_one_call_sparse_step_is_all_or_nothing(compiled):
-    """The same for the one-call step of a group whose grads are all SparseGrads
-    (SparseGradGate.step): two tables, a real SIGINT at 25/50/75% of the step's time."""
+    """The same for the one-call step of a group with SparseGrads (SparseGradGate.step): two
+    tables and a dense array, a real SIGINT at 25/50/75% of the step's time."""
     _main_thread_with_default_sigint()
     rows, b = 1 << 17, 1 << 17
     idx = np.random.default_rng(0).integers(0, rows, b)
     grads = [SparseGrad(idx, np.full((b, 8), 0.5, np.float32)),
+             np.full(1 << 20, 0.25, np.float32),
              SparseGrad(idx[::-1].copy(), np.full((b, 8), 2.0, np.float32), "sequential")]
 
     def fresh():
-        params = [np.ones((rows, 8), np.float32), np.ones((rows, 8), np.float32)]
+        params = [np.ones((rows, 8), np.float32), np.ones(1 << 20, np.float32),
+                  np.ones((rows, 8), np.float32)]
         return params, AdaGrad(params, lr=0.1)
 
     params, opt = fresh()

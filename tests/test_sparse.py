@@ -582,8 +582,10 @@ def test_grouping_hash_collisions_and_wraparound(compiled, restore_threads, b, k
                                 dict(convention="torch"), dict(convention="keras")],
                          ids=["plain", "rowwise", "lr_decay+wd", "maximize+skip",
                               "sequential+raise", "torch", "keras"])
-def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw):
-    """A one-group step whose grads are all plain SparseGrads takes SparseGradGate.step (no
+@pytest.mark.parametrize("with_dense", [False, True], ids=["sparse", "sparse+dense"])
+def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw, with_dense):
+    """A one-group step whose grads are plain SparseGrads (with_dense: and plain dense grads
+    of other params: 1-D, 2-D C- and Fortran-ordered, empty) takes SparseGradGate.step (no
     Python validation: a spy on validate_group sees no call), with the bytes, step counts and
     state of the NumPy backend's step, over several steps (clr changes with lr_decay) and
     each grad's own duplicates rule."""
@@ -594,7 +596,12 @@ def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw):
     rng = np.random.default_rng(5)
     tables = [rng.standard_normal((40, 8)).astype(np.float32),
               rng.standard_normal((30, 16)).astype(np.float32)]
-    fast, ref = [t.copy() for t in tables], [t.copy() for t in tables]
+    dense = ([rng.standard_normal(1000).astype(np.float32),
+              np.asfortranarray(rng.standard_normal((7, 33)).astype(np.float32)),
+              rng.standard_normal((5, 3)).astype(np.float32), np.zeros(0, np.float32)]
+             if with_dense and not kw.get("rowwise") else [])
+    fast = [t.copy() for t in tables[:1]] + [d.copy(order="K") for d in dense] + [tables[1].copy()]
+    ref = [t.copy(order="K") for t in fast]
     opt = AdaGrad(fast, lr=0.1, **kw)
     with fastadagrad.backend("numpy"):
         ref_opt = AdaGrad(ref, lr=0.1, **kw)
@@ -602,6 +609,10 @@ def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw):
         grads = [SparseGrad(rng.integers(0, len(t), 12).astype((np.int32, np.int64)[step % 2]),
                             rng.standard_normal((12, t.shape[1])).astype(np.float32),
                             (None, "sum", "sequential")[step % 3]) for t in tables]
+        grads = (grads[:1] + [rng.standard_normal(d.shape).astype(np.float32).copy(order="K")
+                              if d.flags.c_contiguous else
+                              np.asfortranarray(rng.standard_normal(d.shape).astype(np.float32))
+                              for d in dense] + grads[1:])
         assert opt.step(grads) is True
         with fastadagrad.backend("numpy"):
             assert ref_opt.step(grads) is True
@@ -612,31 +623,37 @@ def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw):
 
 
 @pytest.mark.parametrize("nonfinite", ["skip", "raise"])
-def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite):
-    """NaN in the second SparseGrad of a one-call sparse step: the first table is untouched
-    too, the step is not counted, and raise names `grads[1]`."""
-    emb, other = np.zeros((10, 4), np.float32), np.zeros((12, 4), np.float32)
-    opt = AdaGrad([emb, other], nonfinite=nonfinite)
+@pytest.mark.parametrize("where", ["sparse", "dense"])
+def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite, where):
+    """NaN in the second grad (a SparseGrad's values, or a dense grad) of a one-call step:
+    the other arrays are untouched too, the step is not counted, and raise names
+    `grads[1]`."""
+    emb, other, w = (np.zeros((10, 4), np.float32), np.zeros((12, 4), np.float32),
+                     np.zeros(6, np.float32))
+    opt = AdaGrad([emb, other, w], nonfinite=nonfinite)
     vals = np.ones((2, 4), np.float32)
-    vals[1, 3] = np.nan
+    dense = np.ones((12, 4), np.float32)
+    (vals if where == "sparse" else dense)[1, 3] = np.nan
     grads = [SparseGrad(np.array([1, 2]), np.ones((2, 4), np.float32)),
-             SparseGrad(np.array([3, 4]), vals)]
+             SparseGrad(np.array([3, 4]), vals) if where == "sparse" else dense,
+             np.ones(6, np.float32)]
     if nonfinite == "raise":
         with pytest.raises(ValueError, match=r"`grads\[1\]` holds NaN or inf"):
             opt.step(grads)
     else:
         assert opt.step(grads) is False and opt.last_step_skipped
-    assert not emb.any() and not other.any()
+    assert not emb.any() and not other.any() and not w.any()
     assert opt.groups[0].step == 0 and not any(a.any() for a in opt.groups[0].accums)
-    vals[1, 3] = 1.0
-    assert opt.step(grads) is True and emb[1:3].all() and other[3:5].all()
+    (vals if where == "sparse" else dense)[1, 3] = 1.0
+    assert opt.step(grads) is True and emb[1:3].all() and other[3:5].all() and w.all()
 
 
 def test_sparse_grad_gate_step_refusals(compiled):
     """SparseGradGate.step refuses (-2, nothing written) whatever the one-call step does not
-    cover, so the general path decides: a dense grad among them, a "keras" rule, master
-    weights, decoupled weight decay, a param that is not the array it was built with (or was
-    changed in place), a wrong count; it applies (-1) the plain case."""
+    cover, so the general path decides: a dense grad of another dtype or shape, strided,
+    byte-swapped or guarded, a "keras" rule, master weights, decoupled weight decay, a param
+    that is not the array it was built with (or was changed in place), a wrong count; it
+    applies (-1) the plain cases, sparse and dense."""
     from fastadagrad import _backend
     from fastadagrad._validation import DenseOptions
     emb = np.zeros((10, 4), np.float32)
@@ -653,7 +670,11 @@ def test_sparse_grad_gate_step_refusals(compiled):
                          [good] if grads is None else grads, SparseGrad, dup,
                          opts if o is None else o, True, group)
 
-    assert run(grads=[np.ones((10, 4), np.float32)]) == -2
+    assert run(grads=[np.ones((10, 4), np.float64)]) == -2            # dense, other dtype
+    assert run(grads=[np.ones((10, 8), np.float32)[:, ::2]]) == -2    # dense, strided
+    assert run(grads=[np.ones((4, 10), np.float32)]) == -2            # dense, other shape
+    assert run(grads=[group.accums[0]]) == -2                         # dense, guarded
+    assert run(grads=[np.ones((10, 4), ">f4")]) == -2                  # dense, byte-swapped
     assert run(grads=[SparseGrad(np.array([1]), np.ones((1, 4), np.float32), "keras")]) == -2
     assert run(dup="keras") == -2
     assert run(masters=[np.zeros((10, 4), np.float32)]) == -2
@@ -665,6 +686,7 @@ def test_sparse_grad_gate_step_refusals(compiled):
     assert run(grads=[good, good]) == -2
     assert not emb.any() and group.step == 0
     assert run() == -1 and emb[1].all() and group.step == 1
+    assert run(grads=[np.ones((10, 4), np.float32)]) == -1 and emb.all() and group.step == 2
 
 
 def test_optimizer_sparse_step_param_changed_in_place(compiled):

@@ -519,15 +519,6 @@ def _set_merge(name):
     return old
 
 
-cdef struct _Layout:
-    # A 2-D param as the optimizer was built with it (what optimizer._group.layout records).
-    void* data
-    int typenum
-    int ndim
-    Py_ssize_t dims[2]
-    Py_ssize_t strides[2]
-
-
 cdef class SparseGradGate:
     """The optimizer's C-level check of a SparseGrad (what _validation.check_sparse and the
     optimizer's overlap check accept, for the gate's common case): `checked` returns the
@@ -539,56 +530,89 @@ cdef class SparseGradGate:
     cdef _Guard guard
     cdef list _guard   # keeps the guarded arrays alive
     cdef Py_ssize_t k
-    cdef _Layout* layouts
+    cdef void** datas        # each param's data pointer, dtype, ndim, shape and strides as
+    cdef int* typenums       # built (what optimizer._group.layout records)
+    cdef int* ndims
+    cdef Py_ssize_t** shapes   # ndim dims then ndim strides each
 
     def __cinit__(self, list guard, list params=None):
-        cdef Py_ssize_t i, j
+        cdef Py_ssize_t i, j, nd
         cdef cnp.ndarray p
         self._guard = list(guard)
         self.guard = _Guard(self._guard)
         params = [] if params is None else params
         self.k = len(params)
-        self.layouts = <_Layout*>PyMem_Malloc((self.k + 1) * sizeof(_Layout))
-        if self.layouts == NULL:
+        self.datas = <void**>PyMem_Malloc((self.k + 1) * sizeof(void*))
+        self.typenums = <int*>PyMem_Malloc((self.k + 1) * sizeof(int))
+        self.ndims = <int*>PyMem_Malloc((self.k + 1) * sizeof(int))
+        self.shapes = <Py_ssize_t**>PyMem_Malloc((self.k + 1) * sizeof(Py_ssize_t*))
+        if not (self.datas and self.typenums and self.ndims and self.shapes):
             raise MemoryError()
         for i in range(self.k):
+            self.shapes[i] = NULL
+        for i in range(self.k):
             p = params[i]
-            self.layouts[i].data = cnp.PyArray_DATA(p)
-            self.layouts[i].typenum = cnp.PyArray_TYPE(p)
-            self.layouts[i].ndim = cnp.PyArray_NDIM(p)
-            for j in range(2):
-                self.layouts[i].dims[j] = cnp.PyArray_DIMS(p)[j] if j < cnp.PyArray_NDIM(p) else 0
-                self.layouts[i].strides[j] = (cnp.PyArray_STRIDES(p)[j]
-                                              if j < cnp.PyArray_NDIM(p) else 0)
+            nd = cnp.PyArray_NDIM(p)
+            self.datas[i] = cnp.PyArray_DATA(p)
+            self.typenums[i] = cnp.PyArray_TYPE(p)
+            self.ndims[i] = <int>nd
+            self.shapes[i] = <Py_ssize_t*>PyMem_Malloc((2 * nd + 1) * sizeof(Py_ssize_t))
+            if self.shapes[i] == NULL:
+                raise MemoryError()
+            for j in range(nd):
+                self.shapes[i][j] = cnp.PyArray_DIMS(p)[j]
+                self.shapes[i][nd + j] = cnp.PyArray_STRIDES(p)[j]
 
     def __dealloc__(self):
-        PyMem_Free(self.layouts)
+        cdef Py_ssize_t i
+        if self.shapes != NULL:
+            for i in range(self.k):
+                PyMem_Free(self.shapes[i])
+        PyMem_Free(self.shapes)
+        PyMem_Free(self.datas)
+        PyMem_Free(self.typenums)
+        PyMem_Free(self.ndims)
 
     cdef bint _as_built(self, Py_ssize_t i, object param) noexcept:
-        """Param i is an exact 2-D ndarray with the data pointer, dtype, shape and strides
-        it had when the gate was built."""
+        """Param i is an exact ndarray with the data pointer, dtype, shape and strides it had
+        when the gate was built."""
         cdef cnp.ndarray p
-        cdef const _Layout* l = &self.layouts[i]
+        cdef Py_ssize_t j, nd = self.ndims[i]
         if not cnp.PyArray_CheckExact(param):
             return False
         p = param
-        return (cnp.PyArray_NDIM(p) == 2 and l.ndim == 2 and cnp.PyArray_DATA(p) == l.data
-                and cnp.PyArray_TYPE(p) == l.typenum
-                and cnp.PyArray_DIMS(p)[0] == l.dims[0] and cnp.PyArray_DIMS(p)[1] == l.dims[1]
-                and cnp.PyArray_STRIDES(p)[0] == l.strides[0]
-                and cnp.PyArray_STRIDES(p)[1] == l.strides[1])
+        if not (cnp.PyArray_NDIM(p) == nd and cnp.PyArray_DATA(p) == self.datas[i]
+                and cnp.PyArray_TYPE(p) == self.typenums[i]):
+            return False
+        for j in range(nd):
+            if (cnp.PyArray_DIMS(p)[j] != self.shapes[i][j]
+                    or cnp.PyArray_STRIDES(p)[j] != self.shapes[i][nd + j]):
+                return False
+        return True
+
+    cdef bint _dense_ok(self, object param, object grad, object accum) noexcept:
+        """A dense grad the compiled step takes as it is: exact ndarrays, a float32/float64
+        param, grad and accumulator of one dtype, shape and contiguous layout (aligned,
+        native, param and accumulator writable), the grad touching no guarded array."""
+        cdef int typenum
+        if not (cnp.PyArray_CheckExact(grad) and cnp.PyArray_CheckExact(accum)):
+            return False
+        typenum = cnp.PyArray_TYPE(<cnp.ndarray>param)
+        return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+                and _contiguous_gate(param, grad, accum, typenum, True)
+                and not self.guard.hits(grad))
 
     def step(self, list params, list accums, list masters, list grads, sparse_type,
              duplicates, opts, bint check_finite, counter):
-        """The optimizer's step of a group whose grads are all SparseGrads (`sparse_type`) that
-        pass `checked`, in one call: every param as built, no master weights, no decoupled
-        weight decay, each grad's duplicates rule (its own, else `duplicates`) "sum" or
-        "sequential". Then (check_finite) the values scanned for NaN/inf, then every table
-        updated with `opts` (a DenseOptions with the step's clr) and `counter.step`
-        incremented, with no Python bytecode from the first write to the count. Returns -2 if
-        a condition fails (nothing written; the caller takes the general path, which names
-        the problem), the index of the first grad holding NaN/inf (nothing written), or -1
-        when applied."""
+        """The optimizer's step of a group whose grads are plain SparseGrads (`sparse_type`)
+        that pass `checked` or plain dense grads (`_dense_ok`), in one call: every param as
+        built, no master weights, no decoupled weight decay, each SparseGrad's duplicates rule
+        (its own, else `duplicates`) "sum" or "sequential". Then (check_finite) every grad
+        scanned for NaN/inf, then every array updated with `opts` (a DenseOptions with the
+        step's clr) and `counter.step` incremented, with no Python bytecode from the first
+        write to the count. Returns -2 if a condition fails (nothing written; the caller takes
+        the general path, which names the problem), the index of the first grad holding
+        NaN/inf (nothing written), or -1 when applied."""
         cdef Py_ssize_t i, k = len(params)
         cdef list items = []
         cdef object g, dup, idx
@@ -597,26 +621,32 @@ cdef class SparseGradGate:
             return -2
         for i in range(k):
             g = grads[i]
-            if type(g) is not sparse_type or masters[i] is not None:
+            if masters[i] is not None or not self._as_built(i, params[i]):
                 return -2
-            if not self._as_built(i, params[i]):
+            if type(g) is sparse_type:
+                dup = g.duplicates
+                if dup is None:
+                    dup = duplicates
+                if gated_duplicates(dup) < 0:
+                    return -2
+                idx = self.checked(params[i], accums[i], g.indices, g.values)
+                if idx is None:
+                    return -2
+                items.append((idx, g.values, dup))
+            elif self._dense_ok(params[i], g, accums[i]):
+                items.append((None, g, None))
+            else:
                 return -2
-            dup = g.duplicates
-            if dup is None:
-                dup = duplicates
-            if gated_duplicates(dup) < 0:
-                return -2
-            idx = self.checked(params[i], accums[i], g.indices, g.values)
-            if idx is None:
-                return -2
-            items.append((idx, g.values, dup))
         if check_finite:
             for i in range(k):
                 if not all_finite(items[i][1]):
                     return i
         for i in range(k):
             idx, g, dup = items[i]
-            sparse_dup_validated(params[i], accums[i], idx, g, opts, dup)
+            if idx is None:
+                update_validated(params[i], g, accums[i], opts)
+            else:
+                sparse_dup_validated(params[i], accums[i], idx, g, opts, dup)
         counter.step += 1
         return -1
 

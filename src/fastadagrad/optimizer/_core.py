@@ -157,10 +157,10 @@ class AdaGrad:
                                     check, group)
                 if bad != -2:
                     return self._finish(bad)
-            # ... and when every grad is a SparseGrad: the C checks, the scan, the update of
-            # every table and the step count in one call.
+            # ... and for SparseGrads (with or without dense grads): the C checks, the scan,
+            # the update of every array and the step count in one call.
             sparse_gate = group.sparse_gates.get(backend)
-            if sparse_gate is not None and one and type(one[0]) is SparseGrad:
+            if sparse_gate is not None:
                 bad = sparse_gate.step(group.params, group.accums, group.masters, one,
                                        SparseGrad, self.duplicates,
                                        group.opts_at(group.step + 1), check, group)
