@@ -455,7 +455,7 @@ def test_ctrl_c_during_a_compiled_general_step_is_all_or_nothing(compiled, packe
 
 @pytest.mark.skipif(not compiled_available(), reason="needs the compiled extension")
 def test_ctrl_c_during_a_one_call_sparse_step_is_all_or_nothing(compiled):
-    """The same for the one-call step of a group with SparseGrads (SparseGradGate.step): two
+    """The same for a step with SparseGrads checked in C (SparseGradGate.prepare): two
     tables and a dense array, a real SIGINT at 25/50/75% of the step's time."""
     _main_thread_with_default_sigint()
     rows, b = 1 << 17, 1 << 17

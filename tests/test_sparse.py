@@ -583,9 +583,9 @@ def test_grouping_hash_collisions_and_wraparound(compiled, restore_threads, b, k
                          ids=["plain", "rowwise", "lr_decay+wd", "maximize+skip",
                               "sequential+raise", "torch", "keras"])
 @pytest.mark.parametrize("with_dense", [False, True], ids=["sparse", "sparse+dense"])
-def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw, with_dense):
+def test_optimizer_sparse_step_checked_in_c(compiled, monkeypatch, kw, with_dense):
     """A one-group step whose grads are plain SparseGrads (with_dense: and plain dense grads
-    of other params: 1-D, 2-D C- and Fortran-ordered, empty) takes SparseGradGate.step (no
+    of other params: 1-D, 2-D C- and Fortran-ordered, empty) is checked by SparseGradGate.prepare (no
     Python validation: a spy on validate_group sees no call), with the bytes, step counts and
     state of the NumPy backend's step, over several steps (clr changes with lr_decay) and
     each grad's own duplicates rule."""
@@ -625,7 +625,7 @@ def test_optimizer_all_sparse_step_in_one_call(compiled, monkeypatch, kw, with_d
 @pytest.mark.parametrize("nonfinite", ["skip", "raise"])
 @pytest.mark.parametrize("where", ["sparse", "dense"])
 def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite, where):
-    """NaN in the second grad (a SparseGrad's values, or a dense grad) of a one-call step:
+    """NaN in the second grad (a SparseGrad's values, or a dense grad) of a step checked in C:
     the other arrays are untouched too, the step is not counted, and raise names
     `grads[1]`."""
     emb, other, w = (np.zeros((10, 4), np.float32), np.zeros((12, 4), np.float32),
@@ -648,53 +648,102 @@ def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite,
     assert opt.step(grads) is True and emb[1:3].all() and other[3:5].all() and w.all()
 
 
-def test_sparse_grad_gate_step_refusals(compiled):
-    """SparseGradGate.step refuses (-2, nothing written) whatever the one-call step does not
+def test_sparse_grad_gate_prepare_refusals(compiled):
+    """SparseGradGate.prepare refuses (None, nothing written) whatever the C checks do not
     cover, so the general path decides: a dense grad of another dtype or shape, strided,
     byte-swapped or guarded, a "keras" rule, master weights, decoupled weight decay, a param
-    that is not the array it was built with (or was changed in place), a wrong count; it
-    applies (-1) the plain cases, sparse and dense."""
+    that is not the array it was built with (or was changed in place), a wrong count; the
+    plain cases, sparse and dense, give apply_steps' items (the private int64 indices)."""
     from fastadagrad import _backend
     from fastadagrad._validation import DenseOptions
     emb = np.zeros((10, 4), np.float32)
     opt = AdaGrad([emb])
     group = opt.groups[0]
     gate = group.sparse_gates[_backend.current()]
-    good = SparseGrad(np.array([1]), np.ones((1, 4), np.float32))
+    good = SparseGrad(np.array([1], np.int32), np.ones((1, 4), np.float32))
     opts = group.opts_at(1)
     assert isinstance(opts, DenseOptions)
 
     def run(params=None, grads=None, masters=None, o=None, dup="sum"):
-        return gate.step(group.params if params is None else params, group.accums,
-                         [None] if masters is None else masters,
-                         [good] if grads is None else grads, SparseGrad, dup,
-                         opts if o is None else o, True, group)
+        return gate.prepare(group.params if params is None else params, group.accums,
+                            [None] if masters is None else masters,
+                            [good] if grads is None else grads, SparseGrad, dup,
+                            opts if o is None else o)
 
-    assert run(grads=[np.ones((10, 4), np.float64)]) == -2            # dense, other dtype
-    assert run(grads=[np.ones((10, 8), np.float32)[:, ::2]]) == -2    # dense, strided
-    assert run(grads=[np.ones((4, 10), np.float32)]) == -2            # dense, other shape
-    assert run(grads=[group.accums[0]]) == -2                         # dense, guarded
-    assert run(grads=[np.ones((10, 4), ">f4")]) == -2                  # dense, byte-swapped
-    assert run(grads=[SparseGrad(np.array([1]), np.ones((1, 4), np.float32), "keras")]) == -2
-    assert run(dup="keras") == -2
-    assert run(masters=[np.zeros((10, 4), np.float32)]) == -2
-    assert run(o=opts._replace(decoupled_weight_decay=0.1)) == -2
-    assert run(params=[emb.copy()]) == -2
-    assert run(params=[emb[:5]]) == -2
-    assert run(params=[emb[:, :2]]) == -2
-    assert run(params=[emb.reshape(20, 2)]) == -2
-    assert run(grads=[good, good]) == -2
+    refused = [dict(grads=[np.ones((10, 4), np.float64)]),            # dense, other dtype
+               dict(grads=[np.ones((10, 8), np.float32)[:, ::2]]),    # dense, strided
+               dict(grads=[np.ones((4, 10), np.float32)]),            # dense, other shape
+               dict(grads=[group.accums[0]]),                         # dense, guarded
+               dict(grads=[np.ones((10, 4), ">f4")]),                 # dense, byte-swapped
+               dict(grads=[SparseGrad(np.array([1]), np.ones((1, 4), np.float32), "keras")]),
+               dict(dup="keras"), dict(masters=[np.zeros((10, 4), np.float32)]),
+               dict(o=opts._replace(decoupled_weight_decay=0.1)), dict(params=[emb.copy()]),
+               dict(params=[emb[:5]]), dict(params=[emb[:, :2]]),
+               dict(params=[emb.reshape(20, 2)]), dict(grads=[good, good])]
+    for kw in refused:
+        assert run(**kw) is None, kw
+    [(p, values, a, idx, dup)] = run()
+    assert p is emb and values is good.values and a is group.accums[0] and dup == "sum"
+    assert idx.dtype == np.int64 and idx.tolist() == [1] and idx is not good.indices
+    dense = np.ones((10, 4), np.float32)
+    assert run(grads=[dense]) == [(emb, dense, group.accums[0], None, None)]
     assert not emb.any() and group.step == 0
-    assert run() == -1 and emb[1].all() and group.step == 1
-    assert run(grads=[np.ones((10, 4), np.float32)]) == -1 and emb.all() and group.step == 2
 
 
 def test_optimizer_sparse_step_param_changed_in_place(compiled):
-    """A table reshaped in place after the optimizer was built: the one-call sparse step
-    refuses it and the general path names it (nothing written)."""
+    """A table reshaped in place after the optimizer was built: the C checks refuse it and
+    the general path names it (nothing written)."""
     emb = np.zeros((10, 4), np.float32)
     opt = AdaGrad([emb])
     emb.shape = (20, 2)
     with pytest.raises(ValueError, match="changed in place"):
         opt.step([SparseGrad(np.array([1]), np.ones((1, 2), np.float32))])
     assert not emb.any() and opt.groups[0].step == 0
+
+
+@pytest.mark.parametrize("nonfinite", ["propagate", "skip"])
+def test_optimizer_sparse_groups_checked_in_c(compiled, monkeypatch, nonfinite):
+    """Several groups (a table group with its own lr, a dense group, a rowwise group) with
+    SparseGrads: every group's grads checked in C (no validate_group call), then one write
+    of every group; the NumPy backend's bytes and step counts. skip: NaN in the last group's
+    dense grad leaves every group untouched."""
+    from fastadagrad.optimizer import _grads
+    calls = []
+    full = _grads.validate_group
+    monkeypatch.setattr(_grads, "validate_group", lambda *a: calls.append(1) or full(*a))
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal((50, 8)).astype(np.float32),
+              rng.standard_normal(300).astype(np.float32),
+              rng.standard_normal((20, 4)).astype(np.float32),
+              rng.standard_normal((30, 16)).astype(np.float32)]
+
+    def build(xs):
+        return AdaGrad([{"params": [xs[0]], "lr": 0.5}, {"params": [xs[1], xs[2]]},
+                        {"params": [xs[3]], "rowwise": True}], lr=0.1, nonfinite=nonfinite)
+
+    fast, ref = [x.copy() for x in arrays], [x.copy() for x in arrays]
+    opt = build(fast)
+    with fastadagrad.backend("numpy"):
+        ref_opt = build(ref)
+    for step in range(4):
+        grads = [[SparseGrad(rng.integers(0, 50, 9), rng.standard_normal((9, 8)).astype(np.float32))],
+                 [rng.standard_normal(300).astype(np.float32),
+                  SparseGrad(rng.integers(0, 20, 5), rng.standard_normal((5, 4)).astype(np.float32),
+                             "sequential")],
+                 [SparseGrad(rng.integers(0, 30, 7), rng.standard_normal((7, 16)).astype(np.float32))]]
+        assert opt.step(grads) is True
+        with fastadagrad.backend("numpy"):
+            assert ref_opt.step(grads) is True
+    assert calls == [1, 1, 1] * 4    # the NumPy backend's steps only
+    for a, b in zip(fast + [a for g in opt.accumulators for a in g],
+                    ref + [a for g in ref_opt.accumulators for a in g]):
+        assert_same_bits(a, b, "param or accumulator")
+    assert [g.step for g in opt.groups] == [g.step for g in ref_opt.groups] == [4, 4, 4]
+    if nonfinite == "skip":
+        before = [x.copy() for x in fast]
+        bad = rng.standard_normal(300).astype(np.float32)
+        bad[7] = np.inf
+        grads[1][0] = bad
+        assert opt.step(grads) is False
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(fast, before))
+        assert [g.step for g in opt.groups] == [4, 4, 4]

@@ -92,8 +92,8 @@ class Backend:
       dtypes (its grads then skip the Python validation), or None.
     - sparse_grad_gate(guard, params): the C-level check of an optimizer's SparseGrad
       (kernels.SparseGradGate: `checked(param, accum, indices, values)` gives the private int64
-      indices, or None: validate in Python; `step(...)`: a group's step with SparseGrads, and
-      plain dense grads, in one call), or None.
+      indices, or None: validate in Python; `prepare(...)`: a group's grads, SparseGrads and
+      plain dense grads, checked in C as apply_steps' items), or None.
     - family_validated, family_sparse_validated, sum_of_squares: the AdaGrad family and the
       clipping norm; family_fast(...), family_sparse_fast(...): the compiled family gates
       (False: not taken).

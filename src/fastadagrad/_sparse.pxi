@@ -602,52 +602,49 @@ cdef class SparseGradGate:
                 and _contiguous_gate(param, grad, accum, typenum, True)
                 and not self.guard.hits(grad))
 
-    def step(self, list params, list accums, list masters, list grads, sparse_type,
-             duplicates, opts, bint check_finite, counter):
-        """The optimizer's step of a group whose grads are plain SparseGrads (`sparse_type`)
-        that pass `checked` or plain dense grads (`_dense_ok`), in one call: every param as
-        built, no master weights, no decoupled weight decay, each SparseGrad's duplicates rule
-        (its own, else `duplicates`) "sum" or "sequential". Then (check_finite) every grad
-        scanned for NaN/inf, then every array updated with `opts` (a DenseOptions with the
-        step's clr) and `counter.step` incremented, with no Python bytecode from the first
-        write to the count. Returns -2 if a condition fails (nothing written; the caller takes
-        the general path, which names the problem), the index of the first grad holding
-        NaN/inf (nothing written), or -1 when applied."""
+    def prepare(self, list params, list accums, list masters, list grads, sparse_type,
+                duplicates, opts):
+        """The checks of a group's step in C, when its grads are plain SparseGrads
+        (`sparse_type`) that pass `checked` or plain dense grads (`_dense_ok`): every param as
+        built, no master weights, no decoupled weight decay in `opts`, each SparseGrad's
+        duplicates rule (its own, else `duplicates`) "sum" or "sequential". Returns
+        apply_steps' items `(param, grad, accum, indices, duplicates)` (indices the private
+        int64 copy, None for a dense grad), or None when a condition fails: the caller then
+        takes the general path, which names the problem. Nothing is written either way."""
         cdef Py_ssize_t i, k = len(params)
         cdef list items = []
         cdef object g, dup, idx
         if not (k == self.k and len(grads) == k and len(accums) == k and len(masters) == k
                 and opts.decoupled_weight_decay == 0):
-            return -2
+            return None
         for i in range(k):
             g = grads[i]
             if masters[i] is not None or not self._as_built(i, params[i]):
-                return -2
+                return None
             if type(g) is sparse_type:
                 dup = g.duplicates
                 if dup is None:
                     dup = duplicates
                 if gated_duplicates(dup) < 0:
-                    return -2
+                    return None
                 idx = self.checked(params[i], accums[i], g.indices, g.values)
                 if idx is None:
-                    return -2
-                items.append((idx, g.values, dup))
+                    return None
+                items.append((params[i], g.values, accums[i], idx, dup))
             elif self._dense_ok(params[i], g, accums[i]):
-                items.append((None, g, None))
+                items.append((params[i], g, accums[i], None, None))
             else:
-                return -2
-        if check_finite:
-            for i in range(k):
-                if not all_finite(items[i][1]):
-                    return i
-        for i in range(k):
-            idx, g, dup = items[i]
-            if idx is None:
-                update_validated(params[i], g, accums[i], opts)
-            else:
-                sparse_dup_validated(params[i], accums[i], idx, g, opts, dup)
-        counter.step += 1
+                return None
+        return items
+
+    @staticmethod
+    def first_nonfinite(list items):
+        """Index of the first of prepare's items whose grad (a SparseGrad's values) holds NaN
+        or inf, or -1."""
+        cdef Py_ssize_t i
+        for i in range(len(items)):
+            if not all_finite(items[i][1]):
+                return i
         return -1
 
     def checked(self, table, accum, indices, values):

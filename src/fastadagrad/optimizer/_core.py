@@ -157,15 +157,11 @@ class AdaGrad:
                                     check, group)
                 if bad != -2:
                     return self._finish(bad)
-            # ... and for SparseGrads (with or without dense grads): the C checks, the scan,
-            # the update of every array and the step count in one call.
-            sparse_gate = group.sparse_gates.get(backend)
-            if sparse_gate is not None:
-                bad = sparse_gate.step(group.params, group.accums, group.masters, one,
-                                       SparseGrad, self.duplicates,
-                                       group.opts_at(group.step + 1), check, group)
-                if bad != -2:
-                    return self._finish(bad)
+            # ... else (SparseGrads among the grads) the C checks of prepare, then one
+            # compiled call writes every array and counts the step.
+            prepared = self._prepare([one], backend)
+            if prepared is not None:
+                return self._apply_prepared(prepared, check, backend)
         if self.packed and type(grads) is np.ndarray and len(self.groups) == 1:
             # Packed flat step: one C call over the arena (gate: grad vs the guarded ranges
             # sorted at construction, finiteness scan, update).
@@ -201,6 +197,9 @@ class AdaGrad:
         if all(t is not None and t.gate(g) for t, g in zip(gates, per_group)):
             sparse: list[_grads.SparseItems] = [{} for _ in self.groups]
         else:
+            prepared = self._prepare(per_group, backend)
+            if prepared is not None:
+                return self._apply_prepared(prepared, check, backend)
             sparse = [self._validate_group(group, grads_g)
                       for group, grads_g in zip(self.groups, per_group)]
         bad_at = self._first_nonfinite(per_group, pointers, sparse, backend) if check else None
@@ -212,6 +211,38 @@ class AdaGrad:
             steps.append((group, None if sp else ptrs, grads_g, opts, opts.clr,
                           group.step_items(grads_g, sp)))
         backend.apply_steps(steps)
+        self.last_step_skipped = False
+        return True
+
+    def _prepare(self, per_group: list[list[Any]], backend: _backend.Backend
+                 ) -> list[tuple[ParamGroup, list[Any], Any, list[Any]]] | None:
+        """Every group's grads checked in C (SparseGradGate.prepare: plain SparseGrads and
+        plain dense grads): (group, grads, step options, apply_steps items) per group, or
+        None when a group's gate is missing or refuses (the Python checks then decide)."""
+        out = []
+        for group, grads_g in zip(self.groups, per_group):
+            gate = group.sparse_gates.get(backend)
+            if gate is None:
+                return None
+            opts = group.opts_at(group.step + 1)
+            items = gate.prepare(group.params, group.accums, group.masters, grads_g,
+                                 SparseGrad, self.duplicates, opts)
+            if items is None:
+                return None
+            out.append((group, grads_g, opts, items))
+        return out
+
+    def _apply_prepared(self, prepared: list[tuple[ParamGroup, list[Any], Any, list[Any]]],
+                        check: bool, backend: _backend.Backend) -> bool:
+        """_prepare's groups: the finiteness scan of every grad (nonfinite="skip"/"raise"),
+        then one apply_steps call writes every array and counts every group's step."""
+        if check:
+            for gi, (group, _, _, items) in enumerate(prepared):
+                bad = group.sparse_gates[backend].first_nonfinite(items)
+                if bad >= 0:
+                    return self._finish_bad((gi, bad))
+        backend.apply_steps([(group, None, grads_g, opts, opts.clr, items)
+                             for group, grads_g, opts, items in prepared])
         self.last_step_skipped = False
         return True
 
