@@ -747,3 +747,18 @@ def test_optimizer_sparse_groups_checked_in_c(compiled, monkeypatch, nonfinite):
         assert opt.step(grads) is False
         assert all(x.tobytes() == y.tobytes() for x, y in zip(fast, before))
         assert [g.step for g in opt.groups] == [4, 4, 4]
+
+
+def test_optimizer_sparse_grads_of_subclass_params(compiled):
+    """A param that is an ndarray subclass (np.memmap) is refused by the C checks (exact
+    ndarrays only) and stepped by the general path: the same bytes as a plain array."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        mm = np.memmap(f"{tmp}/t.bin", dtype=np.float32, mode="w+", shape=(10, 4))
+        plain = np.zeros((10, 4), np.float32)
+        grads = [SparseGrad(np.array([1, 3, 1]), np.full((3, 4), 0.5, np.float32))]
+        for p in (mm, plain):
+            opt = AdaGrad([p], lr=0.1)
+            assert opt.step(grads) is True and opt.groups[0].step == 1
+        assert_same_bits(np.asarray(mm), plain, "memmap param")
+        del mm

@@ -524,8 +524,8 @@ cdef class SparseGradGate:
     optimizer's overlap check accept, for the gate's common case): `checked` returns the
     indices as a private, range-checked int64 copy, or None (the caller then validates in
     Python, which names the problem). `guard`: every array of the optimizer (no grad may share
-    its memory). `params`: the group's params as built (for `step`; a param changed in place
-    since is refused there)."""
+    its memory). `params`: the group's params as built (for `prepare`; a param changed in
+    place since is refused there)."""
 
     cdef _Guard guard
     cdef list _guard   # keeps the guarded arrays alive
@@ -551,6 +551,9 @@ cdef class SparseGradGate:
         for i in range(self.k):
             self.shapes[i] = NULL
         for i in range(self.k):
+            if not cnp.PyArray_Check(params[i]):
+                self.ndims[i] = -1   # never as built: prepare refuses it
+                continue
             p = params[i]
             nd = cnp.PyArray_NDIM(p)
             self.datas[i] = cnp.PyArray_DATA(p)
