@@ -624,7 +624,7 @@ def test_optimizer_sparse_step_checked_in_c(compiled, monkeypatch, kw, with_dens
 
 @pytest.mark.parametrize("nonfinite", ["skip", "raise"])
 @pytest.mark.parametrize("where", ["sparse", "dense"])
-def test_optimizer_all_sparse_step_nonfinite_writes_nothing(compiled, nonfinite, where):
+def test_optimizer_sparse_step_checked_in_c_nonfinite_writes_nothing(compiled, nonfinite, where):
     """NaN in the second grad (a SparseGrad's values, or a dense grad) of a step checked in C:
     the other arrays are untouched too, the step is not counted, and raise names
     `grads[1]`."""
@@ -726,11 +726,13 @@ def test_optimizer_sparse_groups_checked_in_c(compiled, monkeypatch, nonfinite):
     with fastadagrad.backend("numpy"):
         ref_opt = build(ref)
     for step in range(4):
-        grads = [[SparseGrad(rng.integers(0, 50, 9), rng.standard_normal((9, 8)).astype(np.float32))],
+        def values(b, d):
+            return rng.standard_normal((b, d)).astype(np.float32)
+
+        grads = [[SparseGrad(rng.integers(0, 50, 9), values(9, 8))],
                  [rng.standard_normal(300).astype(np.float32),
-                  SparseGrad(rng.integers(0, 20, 5), rng.standard_normal((5, 4)).astype(np.float32),
-                             "sequential")],
-                 [SparseGrad(rng.integers(0, 30, 7), rng.standard_normal((7, 16)).astype(np.float32))]]
+                  SparseGrad(rng.integers(0, 20, 5), values(5, 4), "sequential")],
+                 [SparseGrad(rng.integers(0, 30, 7), values(7, 16))]]
         assert opt.step(grads) is True
         with fastadagrad.backend("numpy"):
             assert ref_opt.step(grads) is True
