@@ -585,7 +585,7 @@ def test_grouping_hash_collisions_and_wraparound(compiled, restore_threads, b, k
 @pytest.mark.parametrize("with_dense", [False, True], ids=["sparse", "sparse+dense"])
 def test_optimizer_sparse_step_checked_in_c(compiled, monkeypatch, kw, with_dense):
     """A one-group step whose grads are plain SparseGrads (with_dense: and plain dense grads
-    of other params: 1-D, 2-D C- and Fortran-ordered, empty) is checked by SparseGradGate.prepare (no
+    of other params: 1-D, 2-D C- and Fortran-ordered, empty, float64 among float32) is checked by SparseGradGate.prepare (no
     Python validation: a spy on validate_group sees no call), with the bytes, step counts and
     state of the NumPy backend's step, over several steps (clr changes with lr_decay) and
     each grad's own duplicates rule."""
@@ -598,7 +598,8 @@ def test_optimizer_sparse_step_checked_in_c(compiled, monkeypatch, kw, with_dens
               rng.standard_normal((30, 16)).astype(np.float32)]
     dense = ([rng.standard_normal(1000).astype(np.float32),
               np.asfortranarray(rng.standard_normal((7, 33)).astype(np.float32)),
-              rng.standard_normal((5, 3)).astype(np.float32), np.zeros(0, np.float32)]
+              rng.standard_normal((5, 3)).astype(np.float32), np.zeros(0, np.float32),
+              rng.standard_normal(50)]   # float64: its own batch
              if with_dense and not kw.get("rowwise") else [])
     fast = [t.copy() for t in tables[:1]] + [d.copy(order="K") for d in dense] + [tables[1].copy()]
     ref = [t.copy(order="K") for t in fast]
@@ -609,9 +610,9 @@ def test_optimizer_sparse_step_checked_in_c(compiled, monkeypatch, kw, with_dens
         grads = [SparseGrad(rng.integers(0, len(t), 12).astype((np.int32, np.int64)[step % 2]),
                             rng.standard_normal((12, t.shape[1])).astype(np.float32),
                             (None, "sum", "sequential")[step % 3]) for t in tables]
-        grads = (grads[:1] + [rng.standard_normal(d.shape).astype(np.float32).copy(order="K")
+        grads = (grads[:1] + [rng.standard_normal(d.shape).astype(d.dtype)
                               if d.flags.c_contiguous else
-                              np.asfortranarray(rng.standard_normal(d.shape).astype(np.float32))
+                              np.asfortranarray(rng.standard_normal(d.shape).astype(d.dtype))
                               for d in dense] + grads[1:])
         assert opt.step(grads) is True
         with fastadagrad.backend("numpy"):
@@ -653,7 +654,8 @@ def test_sparse_grad_gate_prepare_refusals(compiled):
     cover, so the general path decides: a dense grad of another dtype or shape, strided,
     byte-swapped or guarded, a "keras" rule, master weights, decoupled weight decay, a param
     that is not the array it was built with (or was changed in place), a wrong count; the
-    plain cases, sparse and dense, give apply_steps' items (the private int64 indices)."""
+    plain cases give apply_steps' items (a SparseGrad's private int64 indices; dense grads in
+    one batch per dtype)."""
     from fastadagrad import _backend
     from fastadagrad._validation import DenseOptions
     emb = np.zeros((10, 4), np.float32)
@@ -686,7 +688,7 @@ def test_sparse_grad_gate_prepare_refusals(compiled):
     assert p is emb and values is good.values and a is group.accums[0] and dup == "sum"
     assert idx.dtype == np.int64 and idx.tolist() == [1] and idx is not good.indices
     dense = np.ones((10, 4), np.float32)
-    assert run(grads=[dense]) == [(emb, dense, group.accums[0], None, None)]
+    assert run(grads=[dense]) == [([emb], [dense], [group.accums[0]], None, None, [None])]
     assert not emb.any() and group.step == 0
 
 

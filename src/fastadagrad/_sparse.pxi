@@ -611,11 +611,15 @@ cdef class SparseGradGate:
         (`sparse_type`) that pass `checked` or plain dense grads (`_dense_ok`): every param as
         built, no master weights, no decoupled weight decay in `opts`, each SparseGrad's
         duplicates rule (its own, else `duplicates`) "sum" or "sequential". Returns
-        apply_steps' items `(param, grad, accum, indices, duplicates)` (indices the private
-        int64 copy, None for a dense grad), or None when a condition fails: the caller then
-        takes the general path, which names the problem. Nothing is written either way."""
+        apply_steps' items: `(param, values, accum, indices, duplicates)` per SparseGrad
+        (indices the private int64 copy), then one batch `(params, grads, accums, None, None,
+        masters)` per dtype of the dense grads (one multi-array call each); or None when a
+        condition fails: the caller then takes the general path, which names the problem.
+        Nothing is written either way."""
         cdef Py_ssize_t i, k = len(params)
         cdef list items = []
+        cdef list dense = [([], [], []), ([], [], [])]   # float32, float64: params, grads, accums
+        cdef tuple batch
         cdef object g, dup, idx
         if not (k == self.k and len(grads) == k and len(accums) == k and len(masters) == k
                 and opts.decoupled_weight_decay == 0):
@@ -635,18 +639,26 @@ cdef class SparseGradGate:
                     return None
                 items.append((params[i], g.values, accums[i], idx, dup))
             elif self._dense_ok(params[i], g, accums[i]):
-                items.append((params[i], g, accums[i], None, None))
+                batch = dense[cnp.PyArray_TYPE(<cnp.ndarray>params[i]) == cnp.NPY_DOUBLE]
+                batch[0].append(params[i])
+                batch[1].append(g)
+                batch[2].append(accums[i])
             else:
                 return None
+        for batch in dense:
+            if batch[0]:
+                items.append((batch[0], batch[1], batch[2], None, None, [None] * len(batch[0])))
         return items
 
     @staticmethod
-    def first_nonfinite(list items):
-        """Index of the first of prepare's items whose grad (a SparseGrad's values) holds NaN
-        or inf, or -1."""
+    def first_nonfinite(list grads, sparse_type):
+        """Index of the first of a prepared group's grads (a SparseGrad: its values) holding
+        NaN or inf, or -1."""
         cdef Py_ssize_t i
-        for i in range(len(items)):
-            if not all_finite(items[i][1]):
+        cdef object g
+        for i in range(len(grads)):
+            g = grads[i]
+            if not all_finite(g.values if type(g) is sparse_type else g):
                 return i
         return -1
 

@@ -237,8 +237,8 @@ class AdaGrad:
         """_prepare's groups: the finiteness scan of every grad (nonfinite="skip"/"raise"),
         then one apply_steps call writes every array and counts every group's step."""
         if check:
-            for gi, (group, _, _, items) in enumerate(prepared):
-                bad = group.sparse_gates[backend].first_nonfinite(items)
+            for gi, (group, grads_g, _, _) in enumerate(prepared):
+                bad = group.sparse_gates[backend].first_nonfinite(grads_g, SparseGrad)
                 if bad >= 0:
                     return self._finish_bad((gi, bad))
         backend.apply_steps([(group, None, grads_g, opts, opts.clr, items)
