@@ -692,6 +692,44 @@ def test_sparse_grad_gate_prepare_refusals(compiled):
     assert not emb.any() and group.step == 0
 
 
+@pytest.mark.parametrize("structure", ["list", "groups"])
+def test_optimizer_prepare_refusal_not_repeated(compiled, monkeypatch, structure):
+    """A one-group step whose grads the C checks refuse (a SparseGrad with a strided dense grad)
+    runs SparseGradGate.prepare once, not again on the general path, and gives the NumPy
+    backend's bytes."""
+    from fastadagrad.optimizer import _core
+    rng = np.random.default_rng(13)
+    emb, w = rng.standard_normal((10, 4)).astype(np.float32), np.zeros((6, 3), np.float32)
+    ref = [emb.copy(), w.copy()]
+    wrap = (lambda x: x) if structure == "list" else (lambda x: [x])   # grads
+    group = (lambda x: x) if structure == "list" else (lambda x: [{"params": x}])
+    opt = AdaGrad(group([emb, w]), lr=0.1)
+    with fastadagrad.backend("numpy"):
+        ref_opt = AdaGrad(group(ref), lr=0.1)
+    calls = []
+    real = _core.AdaGrad._prepare
+
+    def counting(self, per_group, backend):
+        out = real(self, per_group, backend)
+        calls.append(out is None)
+        return out
+
+    monkeypatch.setattr(_core.AdaGrad, "_prepare", counting)
+    grads = [SparseGrad(np.array([1, 3, 1]), rng.standard_normal((3, 4)).astype(np.float32)),
+             rng.standard_normal((6, 6)).astype(np.float32)[:, ::2]]   # strided: refused
+    assert opt.step(wrap(grads)) is True
+    assert calls == [True]   # refused once; the Python checks took it from there
+    calls.clear()
+    assert opt.step(wrap([grads[0], np.ascontiguousarray(grads[1])])) is True
+    assert calls == [False]   # a plain step: prepared once, no general path
+    with fastadagrad.backend("numpy"):
+        assert ref_opt.step(wrap(grads)) is True
+        assert ref_opt.step(wrap([grads[0], np.ascontiguousarray(grads[1])])) is True
+    for a, b in zip([emb, w] + opt.accumulators[0], ref + ref_opt.accumulators[0]):
+        assert_same_bits(a, b, "param or accumulator")
+    assert opt.groups[0].step == ref_opt.groups[0].step == 2
+
+
 def test_optimizer_sparse_step_param_changed_in_place(compiled):
     """A table reshaped in place after the optimizer was built: the C checks refuse it and
     the general path names it (nothing written)."""

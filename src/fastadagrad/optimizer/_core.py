@@ -148,6 +148,7 @@ class AdaGrad:
         check = self.nonfinite != "propagate"
         group = self.groups[0]
         one = self._one_group_list(grads)
+        refused = False   # _prepare already refused these grads (not to be run twice)
         if one is not None:
             # Fast path (one group's list of grads, a backend with pointer groups): the C
             # gate, the finiteness scan, the update of every array and the step count in one call.
@@ -162,6 +163,7 @@ class AdaGrad:
             prepared = self._prepare([one], backend)
             if prepared is not None:
                 return self._apply_prepared(prepared, check, backend)
+            refused = True
         if self.packed and type(grads) is np.ndarray and len(self.groups) == 1:
             # Packed flat step: one C call over the arena (gate: grad vs the guarded ranges
             # sorted at construction, finiteness scan, update).
@@ -173,7 +175,7 @@ class AdaGrad:
                     return self._finish(-1) if bad == -1 else self._finish_bad((0, -1))
         if self.packed and self._is_flat(grads):
             return self._step_flat(grads, check, backend)
-        return self._step_general(self._split_grads(grads), check, backend)
+        return self._step_general(self._split_grads(grads), check, backend, refused)
 
     def _one_group_list(self, grads: Any) -> list[Any] | None:
         """The grads of a one-group optimizer as the list the fast paths take, when `grads`
@@ -188,16 +190,17 @@ class AdaGrad:
         return None
 
     def _step_general(self, per_group: list[list[Any]], check: bool,
-                      backend: _backend.Backend) -> bool:
-        """Validate all groups (in C when every group's grads pass its C gate,
-        else in Python, which names the bad argument), scan all, then one backend call writes
-        every group and counts the step."""
+                      backend: _backend.Backend, refused: bool = False) -> bool:
+        """Validate all groups (in C when every group's grads pass its C gate or
+        SparseGradGate.prepare, the latter skipped when `refused`: it already refused these
+        grads; else in Python, which names the bad argument), scan all, then one backend call
+        writes every group and counts the step."""
         pointers = [g.pointers.get(backend) for g in self.groups]
         gates = [g.gates.get(backend) for g in self.groups]
         if all(t is not None and t.gate(g) for t, g in zip(gates, per_group)):
             sparse: list[_grads.SparseItems] = [{} for _ in self.groups]
         else:
-            prepared = self._prepare(per_group, backend)
+            prepared = None if refused else self._prepare(per_group, backend)
             if prepared is not None:
                 return self._apply_prepared(prepared, check, backend)
             sparse = [self._validate_group(group, grads_g)
