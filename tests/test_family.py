@@ -154,6 +154,51 @@ def test_sparse_sequential_is_one_step_per_occurrence(backend, rule):
     assert_same_bits(t3[untouched], table[untouched])
 
 
+@pytest.mark.parametrize("rule", ["proximal", "da", "glove"])
+@pytest.mark.parametrize("d", [1, 7, 8, 9, 17, 64, 130])
+@pytest.mark.parametrize("duplicates", ["sum", "sequential"])
+def test_sparse_rows_every_width_isa_and_thread_count(compiled, restore_isa, restore_threads,
+                                                      rule, d, duplicates):
+    """The sparse family row loop (one vectorised element loop per row, the rule's switches
+    and coefficients fixed for the run of rows; one-thread "sequential" ungrouped, on the
+    caller's grads rows; two threads grouped) gives the twin's bytes at row widths around the
+    vector widths, on every ISA path, on 1 and 2 threads, float32 and float64, with l1, l2
+    and clipvalue; rows repeat ~100 times in a batch, so the order of each row's steps counts."""
+    spec = family._rules.RULES[rule]
+    rng = np.random.default_rng(d)
+    n, b = 300, 32768 // d + 7   # b * d >= the parallel threshold: 2 threads really split
+    hyper = {"lr": 0.1, **({"l1": 0.05} if "l1" in spec.hyper else {}),
+             **({"l2": 0.01} if "l2" in spec.hyper else {}),
+             **({"step": 3} if spec.needs_step else {})}
+    idx = rng.integers(0, n, b)
+    compiled._set_adaptive(False)   # 2 threads run on the pool, not serially by choice
+    try:
+        for dtype in (np.float32, np.float64):
+            table = rng.standard_normal((n, d)).astype(dtype)
+            states = [(np.abs(rng.standard_normal((n, d))) + 0.1).astype(dtype)
+                      for _ in spec.states]
+            grads = rng.standard_normal((b, d)).astype(dtype)
+            for opts in (hyper, dict(hyper, clipvalue=0.5)):
+                want_t, want_s = table.copy(), [s.copy() for s in states]
+                family.sparse_rule_update(rule, want_t, want_s, idx, grads,
+                                          duplicates=duplicates, backend="numpy", **opts)
+                assert not np.array_equal(want_t, table)
+                for isa in compiled.isa_available():
+                    compiled.set_isa(isa)
+                    for threads in (1, 2):
+                        fastadagrad.set_num_threads(threads)
+                        got_t, got_s = table.copy(), [s.copy() for s in states]
+                        family.sparse_rule_update(rule, got_t, got_s, idx, grads,
+                                                  duplicates=duplicates, backend="cython",
+                                                  **opts)
+                        where = f"{isa} {threads} threads {np.dtype(dtype).name} {opts}"
+                        assert_same_bits(got_t, want_t, f"table {where}")
+                        for x, y in zip(got_s, want_s):
+                            assert_same_bits(x, y, f"state {where}")
+    finally:
+        compiled._set_adaptive(True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_validation_writes_nothing(backend):
     rng = np.random.default_rng(2)

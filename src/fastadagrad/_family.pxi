@@ -113,29 +113,41 @@ cdef void _family_rows(Py_ssize_t count, const int64_t* rows, const floating** s
                        floating* table, floating* s1, floating* s2, Py_ssize_t d,
                        const FamilyOpts* f) noexcept nogil:
     if floating is float:
-        _table.family_rows_f32(count, rows, src, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        _table.family_rows_f32(count, rows, src, NULL, table, s1, s2, d, _PREFETCH_AHEAD, f)
     else:
-        _table.family_rows_f64(count, rows, src, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        _table.family_rows_f64(count, rows, src, NULL, table, s1, s2, d, _PREFETCH_AHEAD, f)
 
 
 cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2, Py_ssize_t d,
                                      const int64_t* idx, Py_ssize_t b, const floating* grads,
                                      const FamilyOpts* f, int mode) noexcept nogil:
     """A family rule on rows idx[0..b): mode 0 duplicates summed first (the merge of
-    _sparse.pxi), mode 1 each occurrence in turn. Unique rows split across threads."""
+    _sparse.pxi), mode 1 each occurrence in turn. Unique rows split across threads. One
+    thread, mode 1: the occurrences in batch order, ungrouped (each row's steps come in the
+    same order and rows are independent: the same bytes, without the grouping pass), each
+    gradient read from its row of `grads`; returns b then."""
     cdef Py_ssize_t nu = -1, k, u0, u1
     cdef int nt, t
     cdef _RowsJob job
-    cdef Py_ssize_t* work = <Py_ssize_t*>malloc((5 * b + 1) * sizeof(Py_ssize_t))
-    cdef int64_t* urow = <int64_t*>malloc(b * sizeof(int64_t))
-    cdef int64_t* rows = <int64_t*>malloc(b * sizeof(int64_t))
-    cdef const floating** src = <const floating**>malloc(b * sizeof(floating*))
+    cdef Py_ssize_t* work
+    cdef int64_t* urow
+    cdef int64_t* rows
+    cdef const floating** src
     cdef floating* scratch = NULL
     cdef Py_ssize_t* start
     cdef Py_ssize_t* order
+    if mode == 1 and _threads_for(b * d) <= 1:   # grads row k is occurrence k's
+        if floating is float:
+            _table.family_rows_f32(b, idx, NULL, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        else:
+            _table.family_rows_f64(b, idx, NULL, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        return b
     if mode == 0 and f.clipvalue > 0:
-        free(work); free(urow); free(rows); free(src)
         return clip_sum_update(table, s1, s2, d, idx, b, grads, NULL, f, f.clipvalue)
+    work = <Py_ssize_t*>malloc((5 * b + 1) * sizeof(Py_ssize_t))
+    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    rows = <int64_t*>malloc(b * sizeof(int64_t))
+    src = <const floating**>malloc(b * sizeof(floating*))
     if work != NULL and urow != NULL and rows != NULL and src != NULL:
         if mode == 0:
             nu = _merge_hash(idx, b, d, grads, urow, src, &scratch, work)

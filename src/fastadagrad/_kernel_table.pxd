@@ -45,11 +45,13 @@ cdef extern from "fastadagrad/_csrc/kernel_table.h" nogil:
                                        Py_ssize_t ss1, double* s2, Py_ssize_t ss2,
                                        const FamilyOpts* o) noexcept nogil
     ctypedef void (*fam_rows_f32_t)(Py_ssize_t count, const int64_t* rows, const float** src,
-                                    float* table, float* s1, float* s2, Py_ssize_t d,
-                                    Py_ssize_t ahead, const FamilyOpts* o) noexcept nogil
+                                    const float* grads, float* table, float* s1, float* s2,
+                                    Py_ssize_t d, Py_ssize_t ahead,
+                                    const FamilyOpts* o) noexcept nogil
     ctypedef void (*fam_rows_f64_t)(Py_ssize_t count, const int64_t* rows, const double** src,
-                                    double* table, double* s1, double* s2, Py_ssize_t d,
-                                    Py_ssize_t ahead, const FamilyOpts* o) noexcept nogil
+                                    const double* grads, double* table, double* s1, double* s2,
+                                    Py_ssize_t d, Py_ssize_t ahead,
+                                    const FamilyOpts* o) noexcept nogil
     ctypedef void (*keras_rows_f32_t)(Py_ssize_t nu, const int64_t* rows, const Py_ssize_t* start,
                                       const float** src, float* table, float* accum, Py_ssize_t d,
                                       Py_ssize_t ahead, const DenseOpts* o) noexcept nogil

@@ -33,14 +33,15 @@ typedef void (*fam_strided_f32_t)(fa_ssize_t n, float *param, fa_ssize_t sp, con
 typedef void (*fam_strided_f64_t)(fa_ssize_t n, double *param, fa_ssize_t sp, const double *grad,
                                   fa_ssize_t sg, double *s1, fa_ssize_t ss1, double *s2,
                                   fa_ssize_t ss2, const FamilyOpts *o);
-/* Rows rows[0..count) of an (., d) table and its states, gradient rows src[0..count), in order
-   (a row may repeat: each occurrence is applied in turn). */
+/* Rows rows[0..count) of an (., d) table and its states, gradient rows src[0..count) (or,
+   when src is NULL, the contiguous rows grads[0..count * d)), in order (a row may repeat: each
+   occurrence is applied in turn). */
 typedef void (*fam_rows_f32_t)(fa_ssize_t count, const int64_t *rows, const float **src,
-                               float *table, float *s1, float *s2, fa_ssize_t d,
-                               fa_ssize_t ahead, const FamilyOpts *o);
+                               const float *grads, float *table, float *s1, float *s2,
+                               fa_ssize_t d, fa_ssize_t ahead, const FamilyOpts *o);
 typedef void (*fam_rows_f64_t)(fa_ssize_t count, const int64_t *rows, const double **src,
-                               double *table, double *s1, double *s2, fa_ssize_t d,
-                               fa_ssize_t ahead, const FamilyOpts *o);
+                               const double *grads, double *table, double *s1, double *s2,
+                               fa_ssize_t d, fa_ssize_t ahead, const FamilyOpts *o);
 /* Keras 3's sparse duplicates: for each unique row u (rows[u]), its occurrences
    src[start[u]..start[u+1]) first all add g*g to the accumulator row, in order, then each
    subtracts its update computed with the accumulator after all the additions. */

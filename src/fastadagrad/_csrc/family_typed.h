@@ -271,23 +271,94 @@ static void FA_TFN(family_strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, con
 }
 
 /* Table rows, each occurrence in order (rows may repeat), prefetching `ahead` rows ahead. */
-static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
-                                FA_T *table, FA_T *s1, FA_T *s2, fa_ssize_t d, fa_ssize_t ahead,
-                                const FamilyOpts *o)
+/* Rows rows[0..count) with the rule, l1 and clip switches as constants, the coefficients
+ * decoded once for the whole run of rows, prefetching `ahead` rows ahead. The element loop of
+ * a row carries FA_IVDEP: in a validated call the table, state and gradient rows are pairwise
+ * disjoint (merged or clipped gradients live in private scratch), so gcc needs no per-row
+ * overlap check (the same bytes: element-wise IEEE operations in the same order). */
+static FA_ALWAYS_INLINE void FA_TFN(family_rows_loop)(fa_ssize_t count, const int64_t *rows,
+                                                      const FA_T **src, const FA_T *grads,
+                                                      FA_T *table, FA_T *s1, FA_T *s2,
+                                                      fa_ssize_t d, fa_ssize_t ahead,
+                                                      const FA_TFN(fam_coef_t) *c0, int rule,
+                                                      int l1, int clip)
 {
-    fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
-    int da = o->rule == FA_RULE_DA;
+    const FA_TFN(fam_coef_t) c = *c0;
+    const fa_ssize_t nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    fa_ssize_t u, i;
     for (u = 0; u < count; u++) {
-        int64_t r = rows[u];
+        const int64_t r = rows[u];
+        FA_T *p = table + r * d, *a = s1 + r * d;
+        const FA_T *g = FA_GRAD_ROW(src, grads, u, d);
         if (ahead > 0 && u + ahead < count) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_bytes(s1 + rows[u + ahead] * d, nbytes);
-            if (da)
-                fa_prefetch_bytes(s2 + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(table + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(s1 + rows[u + ahead] * d, nbytes);
+            if (rule == FA_RULE_DA)
+                fa_prefetch_row(s2 + rows[u + ahead] * d, nbytes);
         }
-        FA_TFN(family_dense)(d, table + r * d, src[u], s1 + r * d, da ? s2 + r * d : NULL, o);
+        if (rule == FA_RULE_PROXIMAL) {
+            FA_IVDEP
+            for (i = 0; i < d; i++)
+                p[i] = FA_TFN(proximal_element)(p[i], FA_TFN(fam_grad)(g[i], &c, clip), &a[i],
+                                                &c, l1);
+        } else if (rule == FA_RULE_DA) {
+            FA_T *b = s2 + r * d;
+            FA_IVDEP
+            for (i = 0; i < d; i++)
+                p[i] = FA_TFN(da_element)(FA_TFN(fam_grad)(g[i], &c, clip), &a[i], &b[i], &c,
+                                          l1);
+        } else {
+            FA_IVDEP
+            for (i = 0; i < d; i++)
+                p[i] = FA_TFN(lagged_element)(p[i], FA_TFN(fam_grad)(g[i], &c, clip), &a[i],
+                                              &c);
+        }
     }
 }
+
+#define FA_FAM_ROWS(rule, l1)                                                                  \
+    switch (clip) {                                                                            \
+    case 0:                                                                                    \
+        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
+                                 l1, 0);                                                       \
+        break;                                                                                 \
+    case 1:                                                                                    \
+        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
+                                 l1, 1);                                                       \
+        break;                                                                                 \
+    default:                                                                                   \
+        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
+                                 l1, 2);                                                       \
+        break;                                                                                 \
+    }
+
+static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
+                                const FA_T *grads, FA_T *table, FA_T *s1, FA_T *s2,
+                                fa_ssize_t d, fa_ssize_t ahead, const FamilyOpts *o)
+{
+    FA_TFN(fam_coef_t) c = FA_TFN(fam_coefficients)(o);
+    int l1 = o->l1 > 0, clip = FA_TFN(fam_clip_mode)(o);
+    switch (o->rule) {
+    case FA_RULE_PROXIMAL:
+        if (l1) {
+            FA_FAM_ROWS(FA_RULE_PROXIMAL, 1)
+        } else {
+            FA_FAM_ROWS(FA_RULE_PROXIMAL, 0)
+        }
+        break;
+    case FA_RULE_DA:
+        if (l1) {
+            FA_FAM_ROWS(FA_RULE_DA, 1)
+        } else {
+            FA_FAM_ROWS(FA_RULE_DA, 0)
+        }
+        break;
+    default:
+        FA_FAM_ROWS(FA_RULE_LAGGED, 0)
+        break;
+    }
+}
+#undef FA_FAM_ROWS
 
 /* ---------------------------------------------------------------- clipping by norm */
 static double FA_TFN(sumsq)(fa_ssize_t n, const FA_T *x)
