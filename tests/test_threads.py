@@ -69,6 +69,38 @@ def test_sparse_and_multi_same_bytes_for_every_thread_count(compiled, restore_th
             assert_same_bits(x, y, f"array {i}")
 
 
+@pytest.mark.parametrize("rowwise", [False, True], ids=["elementwise", "rowwise"])
+def test_sequential_parts_by_row_owner(compiled, restore_threads, always_parallel, rowwise):
+    """"sequential" on several threads splits the occurrences by row owner (no grouping pass):
+    with every row repeated ~12 times in the batch, rows consecutive or strided, on 2 and 3
+    threads, the plain and the proximal step give the twin's bytes (a row split across two
+    parts, or its occurrences reordered, would not)."""
+    from fastadagrad import family, reference
+    rng = np.random.default_rng(8)
+    n, b, d = 1_000, 6_000, 24
+    for idx in (rng.integers(0, 500, b), 2 * rng.integers(0, 500, b)):   # consecutive, even
+        table = rng.standard_normal((n, d)).astype(np.float32)
+        accum = np.abs(rng.standard_normal(n if rowwise else (n, d))).astype(np.float32) + 0.1
+        state = np.abs(rng.standard_normal((n, d))).astype(np.float32) + 0.1   # proximal's
+        grads = rng.standard_normal((b, d)).astype(np.float32)
+        want = (table.copy(), accum.copy())
+        reference.sparse_adagrad_update(*want, idx, grads, lr=0.1, duplicates="sequential")
+        want_p = (table.copy(), [state.copy()])
+        family.sparse_rule_update("proximal", *want_p, idx, grads, lr=0.1, l1=0.01,
+                                  duplicates="sequential", backend="numpy")
+        for threads in (2, 3):
+            fastadagrad.set_num_threads(threads)
+            got = (table.copy(), accum.copy())
+            fastadagrad.sparse_adagrad_update(*got, idx, grads, lr=0.1, duplicates="sequential")
+            got_p = (table.copy(), [state.copy()])
+            family.sparse_rule_update("proximal", *got_p, idx, grads, lr=0.1, l1=0.01,
+                                      duplicates="sequential", backend="cython")
+            for x, y, what in ((got[0], want[0], "table"), (got[1], want[1], "accum"),
+                               (got_p[0], want_p[0], "proximal table"),
+                               (got_p[1][0], want_p[1][0], "proximal state")):
+                assert_same_bits(x, y, f"{what}, {threads} threads")
+
+
 def test_thread_settings(compiled, restore_threads):
     old = fastadagrad.set_num_threads(1)
     assert fastadagrad.get_num_threads() == 1

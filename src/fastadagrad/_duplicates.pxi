@@ -6,7 +6,9 @@
 # Sparse duplicates other than "sum": the positions of the batch are grouped by row (rows in
 # order of first appearance, each row's occurrences in batch order); unique rows are split
 # across threads (each row, with all its occurrences, by exactly one thread), so any thread
-# count gives the same bytes. All memory is allocated before the first write.
+# count gives the same bytes. Unclipped "sequential" needs no grouping: on one thread it runs
+# the batch in order, on several in parts by row owner (_owner_parts). All memory is allocated
+# before the first write.
 
 cdef enum:
     _DUP_SEQUENTIAL = 1
@@ -83,6 +85,32 @@ cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
                      <double*>j.s1, <double*>j.s2, j.d, j.f)
 
 
+cdef inline Py_ssize_t _owner(int64_t r, Py_ssize_t nt) noexcept nogil:
+    """The part in [0, nt) that row r belongs to: the top 32 bits of its Fibonacci hash scaled
+    to nt, so that any set of rows (consecutive, strided, random) spreads evenly."""
+    return <Py_ssize_t>((((<uint64_t>r * 0x9E3779B97F4A7C15ULL) >> 32) * <uint64_t>nt) >> 32)
+
+
+cdef void _owner_parts(const int64_t* idx, Py_ssize_t b, Py_ssize_t nt, Py_ssize_t* start,
+                       Py_ssize_t* order) noexcept nogil:
+    """The positions 0..b, stably partitioned by the owner of their row (a counting sort):
+    part t is order[start[t]..start[t+1]), so every occurrence of a row is in one part, in
+    batch order. start: 2 * nt + 1 slots (the last nt are cursors). What one-step-per-occurrence
+    ("sequential") on several threads needs, without grouping the rows."""
+    cdef Py_ssize_t k, t
+    cdef Py_ssize_t* cur = start + nt + 1
+    memset(start, 0, (nt + 1) * sizeof(Py_ssize_t))
+    for k in range(b):
+        start[_owner(idx[k], nt) + 1] += 1
+    for t in range(nt):
+        start[t + 1] += start[t]
+    memcpy(cur, start, nt * sizeof(Py_ssize_t))
+    for k in range(b):
+        t = _owner(idx[k], nt)
+        order[cur[t]] = k
+        cur[t] += 1
+
+
 cdef Py_ssize_t _group_rows(const int64_t* idx, Py_ssize_t b, int64_t* urow, Py_ssize_t* start,
                             Py_ssize_t* order, Py_ssize_t* uid) noexcept nogil:
     """Unique rows urow[0..nu) in order of first appearance (a RowHash of >= 2b slots);
@@ -126,10 +154,11 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     its own step, in batch order) or "keras" (mode 2, element-wise only: every occurrence's
     g*g into the accumulator, then every occurrence's update with the final accumulator).
     clip > 0: every occurrence's grad clipped to [-clip, clip] in the loop (element-wise).
-    One thread, "sequential", no clip: the occurrences in batch order, ungrouped (each row's
-    steps come in the same order, and rows are independent: the same bytes, without the
-    grouping pass). Returns -1 if out of memory (nothing written), else the number of rows
-    updated (unique rows; b when ungrouped)."""
+    "sequential", no clip: on one thread the occurrences in batch order, ungrouped; on several,
+    in parts by row owner (_owner_parts: each row's occurrences in one part, in batch order):
+    each row's steps come in the same order and rows are independent, so the same bytes,
+    without the grouping pass. Returns -1 if out of memory (nothing written), else the number
+    of rows updated (unique rows; b when ungrouped, the part count when by owner)."""
     cdef Py_ssize_t nu = -1, k
     cdef int nt = _threads_for(b * d)
     cdef _RowsJob job
@@ -151,13 +180,17 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
         return b
     src = <const floating**>malloc(b * sizeof(floating*))
     uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    start = <Py_ssize_t*>malloc((b + 1) * sizeof(Py_ssize_t))
+    start = <Py_ssize_t*>malloc((max(b, 2 * nt) + 1) * sizeof(Py_ssize_t))
     order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
     urow = <int64_t*>malloc(b * sizeof(int64_t))
     rows = <int64_t*>malloc(b * sizeof(int64_t))
     if uid != NULL and start != NULL and order != NULL and urow != NULL and rows != NULL \
             and src != NULL:
-        nu = _group_rows(idx, b, urow, start, order, uid)
+        if mode == _DUP_SEQUENTIAL and clip <= 0:   # several threads: parts by row owner
+            _owner_parts(idx, b, nt, start, order)
+            nu = nt                                 # _dup_part's part t: start[t]..start[t+1]
+        else:
+            nu = _group_rows(idx, b, urow, start, order, uid)
     if nu > 0:
         for k in range(b):
             rows[k] = idx[order[k]]

@@ -122,10 +122,11 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
                                      const int64_t* idx, Py_ssize_t b, const floating* grads,
                                      const FamilyOpts* f, int mode) noexcept nogil:
     """A family rule on rows idx[0..b): mode 0 duplicates summed first (the merge of
-    _sparse.pxi), mode 1 each occurrence in turn. Unique rows split across threads. One
-    thread, mode 1: the occurrences in batch order, ungrouped (each row's steps come in the
-    same order and rows are independent: the same bytes, without the grouping pass), each
-    gradient read from its row of `grads`; returns b then."""
+    _sparse.pxi), mode 1 each occurrence in turn. Mode 0: unique rows split across threads.
+    Mode 1, without a grouping pass (each row's steps come in the same order and rows are
+    independent: the same bytes): on one thread the occurrences in batch order, each gradient
+    read from its row of `grads` (returns b); on several, in parts by row owner (_owner_parts;
+    returns the part count)."""
     cdef Py_ssize_t nu = -1, k, u0, u1
     cdef int nt, t
     cdef _RowsJob job
@@ -136,7 +137,8 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     cdef floating* scratch = NULL
     cdef Py_ssize_t* start
     cdef Py_ssize_t* order
-    if mode == 1 and _threads_for(b * d) <= 1:   # grads row k is occurrence k's
+    nt = _threads_for(b * d)
+    if mode == 1 and nt <= 1:   # grads row k is occurrence k's
         if floating is float:
             _table.family_rows_f32(b, idx, NULL, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
         else:
@@ -144,7 +146,7 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
         return b
     if mode == 0 and f.clipvalue > 0:
         return clip_sum_update(table, s1, s2, d, idx, b, grads, NULL, f, f.clipvalue)
-    work = <Py_ssize_t*>malloc((5 * b + 1) * sizeof(Py_ssize_t))
+    work = <Py_ssize_t*>malloc((5 * b + 2 * nt + 2) * sizeof(Py_ssize_t))
     urow = <int64_t*>malloc(b * sizeof(int64_t))
     rows = <int64_t*>malloc(b * sizeof(int64_t))
     src = <const floating**>malloc(b * sizeof(floating*))
@@ -157,15 +159,15 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
                 work[nu] = nu
             start = work
             memcpy(rows, urow, (nu if nu > 0 else 0) * sizeof(int64_t))
-        else:
-            start = work
-            order = work + b + 1
-            nu = _group_rows(idx, b, urow, start, order, work + 2 * b + 1)
-            for k in range(b if nu > 0 else 0):
+        else:   # several threads: parts by row owner
+            order = work
+            start = work + b
+            _owner_parts(idx, b, nt, start, order)
+            nu = nt                     # _family_part's part t: start[t]..start[t+1]
+            for k in range(b):
                 rows[k] = idx[order[k]]
                 src[k] = grads + order[k] * d
     if nu > 0:
-        nt = _threads_for(b * d)
         if nt > nu:
             nt = <int>nu
         if nt <= 1:
