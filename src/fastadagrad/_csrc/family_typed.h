@@ -272,9 +272,10 @@ static void FA_TFN(family_strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, con
 
 /* Table rows rows[0..count), each occurrence in order (rows may repeat), with the rule, l1
  * and clip switches as constants, the coefficients decoded once for the whole run of rows,
- * prefetching `ahead` rows ahead. The element loop of a row carries FA_IVDEP: in a validated call the table, state and gradient rows are pairwise
- * disjoint (merged or clipped gradients live in private scratch), so gcc needs no per-row
- * overlap check (the same bytes: element-wise IEEE operations in the same order). */
+ * prefetching `ahead` rows ahead. The element loop of a row carries FA_IVDEP: in a validated
+ * call the table, state and gradient rows are pairwise disjoint (merged or clipped gradients
+ * live in private scratch), so gcc needs no per-row overlap check (the same bytes:
+ * element-wise IEEE operations in the same order). */
 static FA_ALWAYS_INLINE void FA_TFN(family_rows_loop)(fa_ssize_t count, const int64_t *rows,
                                                       const FA_T **src, const FA_T *grads,
                                                       FA_T *table, FA_T *s1, FA_T *s2,
