@@ -161,6 +161,7 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     of rows updated (unique rows; b when ungrouped, the part count when by owner)."""
     cdef Py_ssize_t nu = -1, k
     cdef int nt = _threads_for(b * d)
+    cdef bint by_owner
     cdef _RowsJob job
     cdef Py_ssize_t* uid
     cdef Py_ssize_t* start
@@ -178,15 +179,16 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
             _table.sparse_rows_f64(b, idx, NULL, grads, table, accum, d, rowwise,
                                    _PREFETCH_AHEAD, o)
         return b
+    by_owner = mode == _DUP_SEQUENTIAL and clip <= 0   # several threads: parts by row owner
     src = <const floating**>malloc(b * sizeof(floating*))
-    uid = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
+    uid = NULL if by_owner else <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
     start = <Py_ssize_t*>malloc((max(b, 2 * nt) + 1) * sizeof(Py_ssize_t))
     order = <Py_ssize_t*>malloc(b * sizeof(Py_ssize_t))
-    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    urow = NULL if by_owner else <int64_t*>malloc(b * sizeof(int64_t))
     rows = <int64_t*>malloc(b * sizeof(int64_t))
-    if uid != NULL and start != NULL and order != NULL and urow != NULL and rows != NULL \
-            and src != NULL:
-        if mode == _DUP_SEQUENTIAL and clip <= 0:   # several threads: parts by row owner
+    if start != NULL and order != NULL and rows != NULL and src != NULL \
+            and (by_owner or uid != NULL and urow != NULL):
+        if by_owner:
             _owner_parts(idx, b, nt, start, order)
             nu = nt                                 # _dup_part's part t: start[t]..start[t+1]
         else:

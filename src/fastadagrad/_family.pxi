@@ -147,10 +147,10 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     if mode == 0 and f.clipvalue > 0:
         return clip_sum_update(table, s1, s2, d, idx, b, grads, NULL, f, f.clipvalue)
     work = <Py_ssize_t*>malloc((5 * b + 2 * nt + 2) * sizeof(Py_ssize_t))
-    urow = <int64_t*>malloc(b * sizeof(int64_t))
+    urow = <int64_t*>malloc(b * sizeof(int64_t)) if mode == 0 else NULL   # the merge's
     rows = <int64_t*>malloc(b * sizeof(int64_t))
     src = <const floating**>malloc(b * sizeof(floating*))
-    if work != NULL and urow != NULL and rows != NULL and src != NULL:
+    if work != NULL and (mode != 0 or urow != NULL) and rows != NULL and src != NULL:
         if mode == 0:
             nu = _merge_hash(idx, b, d, grads, urow, src, &scratch, work)
             for k in range(nu if nu > 0 else 0):
