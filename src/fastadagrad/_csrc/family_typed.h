@@ -215,39 +215,47 @@ static FA_ALWAYS_INLINE void FA_TFN(family_loop)(fa_ssize_t n, FA_T *param, cons
     }
 }
 
-#define FA_FAM_CLIP(rule, l1)                                                        \
-    switch (clip) {                                                                  \
-    case 0: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 0); break;     \
-    case 1: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 1); break;     \
-    default: FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, 2); break;    \
+/* The rule, l1 and clip switches of the caller's `o`, `l1` and `clip` as compile-time
+ * constants: CALL(rule, l1, clip) is one loop copy per combination, picked at run time. Shared
+ * by family_dense and family_rows (undefined after both). */
+#define FA_FAM_CLIPS(CALL, rule, l1)                                                           \
+    switch (clip) {                                                                            \
+    case 0: CALL(rule, l1, 0); break;                                                          \
+    case 1: CALL(rule, l1, 1); break;                                                          \
+    default: CALL(rule, l1, 2); break;                                                         \
     }
+#define FA_FAM_DISPATCH(CALL)                                                                  \
+    switch (o->rule) {                                                                         \
+    case FA_RULE_PROXIMAL:                                                                     \
+        if (l1) {                                                                              \
+            FA_FAM_CLIPS(CALL, FA_RULE_PROXIMAL, 1)                                            \
+        } else {                                                                               \
+            FA_FAM_CLIPS(CALL, FA_RULE_PROXIMAL, 0)                                            \
+        }                                                                                      \
+        break;                                                                                 \
+    case FA_RULE_DA:                                                                           \
+        if (l1) {                                                                              \
+            FA_FAM_CLIPS(CALL, FA_RULE_DA, 1)                                                  \
+        } else {                                                                               \
+            FA_FAM_CLIPS(CALL, FA_RULE_DA, 0)                                                  \
+        }                                                                                      \
+        break;                                                                                 \
+    default:                                                                                   \
+        FA_FAM_CLIPS(CALL, FA_RULE_LAGGED, 0)                                                  \
+        break;                                                                                 \
+    }
+
+#define FA_FAM_DENSE(rule, l1, clip) \
+    FA_TFN(family_loop)(n, param, grad, s1, s2, &c, rule, l1, clip)
 
 static void FA_TFN(family_dense)(fa_ssize_t n, FA_T *param, const FA_T *grad, FA_T *s1,
                                  FA_T *s2, const FamilyOpts *o)
 {
     FA_TFN(fam_coef_t) c = FA_TFN(fam_coefficients)(o);
     int l1 = o->l1 > 0, clip = FA_TFN(fam_clip_mode)(o);
-    switch (o->rule) {
-    case FA_RULE_PROXIMAL:
-        if (l1) {
-            FA_FAM_CLIP(FA_RULE_PROXIMAL, 1)
-        } else {
-            FA_FAM_CLIP(FA_RULE_PROXIMAL, 0)
-        }
-        break;
-    case FA_RULE_DA:
-        if (l1) {
-            FA_FAM_CLIP(FA_RULE_DA, 1)
-        } else {
-            FA_FAM_CLIP(FA_RULE_DA, 0)
-        }
-        break;
-    default:
-        FA_FAM_CLIP(FA_RULE_LAGGED, 0)
-        break;
-    }
+    FA_FAM_DISPATCH(FA_FAM_DENSE)
 }
-#undef FA_FAM_CLIP
+#undef FA_FAM_DENSE
 
 /* The same over byte-strided operands (views updated in place); s2 unused unless DA. */
 static void FA_TFN(family_strided)(fa_ssize_t n, FA_T *param, fa_ssize_t sp, const FA_T *grad,
@@ -316,21 +324,8 @@ static FA_ALWAYS_INLINE void FA_TFN(family_rows_loop)(fa_ssize_t count, const in
     }
 }
 
-#define FA_FAM_ROWS(rule, l1)                                                                  \
-    switch (clip) {                                                                            \
-    case 0:                                                                                    \
-        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
-                                 l1, 0);                                                       \
-        break;                                                                                 \
-    case 1:                                                                                    \
-        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
-                                 l1, 1);                                                       \
-        break;                                                                                 \
-    default:                                                                                   \
-        FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule,   \
-                                 l1, 2);                                                       \
-        break;                                                                                 \
-    }
+#define FA_FAM_ROWS(rule, l1, clip) \
+    FA_TFN(family_rows_loop)(count, rows, src, grads, table, s1, s2, d, ahead, &c, rule, l1, clip)
 
 static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_T **src,
                                 const FA_T *grads, FA_T *table, FA_T *s1, FA_T *s2,
@@ -338,27 +333,11 @@ static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_
 {
     FA_TFN(fam_coef_t) c = FA_TFN(fam_coefficients)(o);
     int l1 = o->l1 > 0, clip = FA_TFN(fam_clip_mode)(o);
-    switch (o->rule) {
-    case FA_RULE_PROXIMAL:
-        if (l1) {
-            FA_FAM_ROWS(FA_RULE_PROXIMAL, 1)
-        } else {
-            FA_FAM_ROWS(FA_RULE_PROXIMAL, 0)
-        }
-        break;
-    case FA_RULE_DA:
-        if (l1) {
-            FA_FAM_ROWS(FA_RULE_DA, 1)
-        } else {
-            FA_FAM_ROWS(FA_RULE_DA, 0)
-        }
-        break;
-    default:
-        FA_FAM_ROWS(FA_RULE_LAGGED, 0)
-        break;
-    }
+    FA_FAM_DISPATCH(FA_FAM_ROWS)
 }
 #undef FA_FAM_ROWS
+#undef FA_FAM_DISPATCH
+#undef FA_FAM_CLIPS
 
 /* ---------------------------------------------------------------- clipping by norm */
 static double FA_TFN(sumsq)(fa_ssize_t n, const FA_T *x)
