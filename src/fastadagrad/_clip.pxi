@@ -147,7 +147,8 @@ cdef void _clip_sum_range(_ClipSumJob* j, Py_ssize_t lo, Py_ssize_t hi, bint cli
     if hi <= lo:
         return
     if j.o == NULL:
-        _family_rows(hi - lo, rows, src, table, s1, s2, j.d, j.f if clipped else j.f0)
+        _family_rows(hi - lo, rows, src, <const floating*>NULL, table, s1, s2, j.d,
+                     j.f if clipped else j.f0)
     elif clipped:
         if floating is float:
             _table.clip_rows_f32(hi - lo, rows, src, table, s1, j.d, _PREFETCH_AHEAD, j.o, j.clip)

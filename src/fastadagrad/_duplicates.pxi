@@ -78,11 +78,11 @@ cdef void _family_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
     cdef _RowsJob* j = <_RowsJob*>ctx
     cdef Py_ssize_t u0 = j.start[t * j.nu // nt], u1 = j.start[(t + 1) * j.nu // nt]
     if j.f32:
-        _family_rows(u1 - u0, j.rows + u0, <const float**>j.src + u0, <float*>j.table,
-                     <float*>j.s1, <float*>j.s2, j.d, j.f)
+        _family_rows(u1 - u0, j.rows + u0, <const float**>j.src + u0, <const float*>NULL,
+                     <float*>j.table, <float*>j.s1, <float*>j.s2, j.d, j.f)
     else:
-        _family_rows(u1 - u0, j.rows + u0, <const double**>j.src + u0, <double*>j.table,
-                     <double*>j.s1, <double*>j.s2, j.d, j.f)
+        _family_rows(u1 - u0, j.rows + u0, <const double**>j.src + u0, <const double*>NULL,
+                     <double*>j.table, <double*>j.s1, <double*>j.s2, j.d, j.f)
 
 
 cdef inline Py_ssize_t _owner(int64_t r, Py_ssize_t nt) noexcept nogil:

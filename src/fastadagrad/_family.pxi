@@ -110,12 +110,14 @@ def family_validated(param, grad, states, fopts):
 
 
 cdef void _family_rows(Py_ssize_t count, const int64_t* rows, const floating** src,
-                       floating* table, floating* s1, floating* s2, Py_ssize_t d,
-                       const FamilyOpts* f) noexcept nogil:
+                       const floating* grads, floating* table, floating* s1, floating* s2,
+                       Py_ssize_t d, const FamilyOpts* f) noexcept nogil:
+    """family_rows of the ISA: gradient rows src[0..count), or the contiguous rows of grads
+    when src is NULL."""
     if floating is float:
-        _table.family_rows_f32(count, rows, src, NULL, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        _table.family_rows_f32(count, rows, src, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
     else:
-        _table.family_rows_f64(count, rows, src, NULL, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        _table.family_rows_f64(count, rows, src, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
 
 
 cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2, Py_ssize_t d,
@@ -139,10 +141,7 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
     cdef Py_ssize_t* order
     nt = _threads_for(b * d)
     if mode == 1 and nt <= 1:   # grads row k is occurrence k's
-        if floating is float:
-            _table.family_rows_f32(b, idx, NULL, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
-        else:
-            _table.family_rows_f64(b, idx, NULL, grads, table, s1, s2, d, _PREFETCH_AHEAD, f)
+        _family_rows(b, idx, <const floating**>NULL, grads, table, s1, s2, d, f)
         return b
     if mode == 0 and f.clipvalue > 0:
         return clip_sum_update(table, s1, s2, d, idx, b, grads, NULL, f, f.clipvalue)
@@ -171,7 +170,7 @@ cdef Py_ssize_t family_sparse_update(floating* table, floating* s1, floating* s2
         if nt > nu:
             nt = <int>nu
         if nt <= 1:
-            _family_rows(start[nu], rows, src, table, s1, s2, d, f)
+            _family_rows(start[nu], rows, src, <const floating*>NULL, table, s1, s2, d, f)
         else:
             job.table = table
             job.s1 = s1
