@@ -80,11 +80,12 @@ static void FA_TFN(clip_rows)(fa_ssize_t count, const int64_t *rows, const FA_T 
                               const DenseOpts *o, double clipvalue)
 {
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes), a_last = fa_rows_straddle(accum, nbytes);
     for (u = 0; u < count; u++) {
         int64_t r = rows[u];
         if (ahead > 0 && u + ahead < count) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(table + rows[u + ahead] * d, nbytes, t_last);
+            fa_prefetch_row(accum + rows[u + ahead] * d, nbytes, a_last);
         }
         FA_TFN(dense_clip)(d, table + r * d, src[u], accum + r * d, o, clipvalue);
     }
@@ -103,12 +104,13 @@ static FA_ALWAYS_INLINE void FA_TFN(keras_rows_impl)(fa_ssize_t nu, const int64_
     FA_T hi = (FA_T)clipvalue, lo = -hi, t;
     DenseOpts apply = *o;
     fa_ssize_t u, k, j, nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes), a_last = fa_rows_straddle(accum, nbytes);
     apply.skip_accumulate = 1;
     for (u = 0; u < nu; u++) {
         FA_T *row = table + rows[u] * d, *acc = accum + rows[u] * d;
         if (ahead > 0 && u + ahead < nu) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(table + rows[u + ahead] * d, nbytes, t_last);
+            fa_prefetch_row(accum + rows[u + ahead] * d, nbytes, a_last);
         }
         for (k = start[u]; k < start[u + 1]; k++) {
             const FA_T *g = src[k];

@@ -293,16 +293,18 @@ static FA_ALWAYS_INLINE void FA_TFN(family_rows_loop)(fa_ssize_t count, const in
 {
     const FA_TFN(fam_coef_t) c = *c0;
     const fa_ssize_t nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes), s1_last = fa_rows_straddle(s1, nbytes);
+    const int s2_last = rule == FA_RULE_DA && fa_rows_straddle(s2, nbytes);
     fa_ssize_t u, i;
     for (u = 0; u < count; u++) {
         const int64_t r = rows[u];
         FA_T *p = table + r * d, *a = s1 + r * d;
         const FA_T *g = FA_GRAD_ROW(src, grads, u, d);
         if (ahead > 0 && u + ahead < count) {
-            fa_prefetch_row(table + rows[u + ahead] * d, nbytes);
-            fa_prefetch_row(s1 + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(table + rows[u + ahead] * d, nbytes, t_last);
+            fa_prefetch_row(s1 + rows[u + ahead] * d, nbytes, s1_last);
             if (rule == FA_RULE_DA)
-                fa_prefetch_row(s2 + rows[u + ahead] * d, nbytes);
+                fa_prefetch_row(s2 + rows[u + ahead] * d, nbytes, s2_last);
         }
         if (rule == FA_RULE_PROXIMAL) {
             FA_IVDEP

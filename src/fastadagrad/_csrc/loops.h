@@ -58,16 +58,40 @@ static inline void FA_FN(prefetch_bytes)(const void *p, fa_ssize_t nbytes)
 }
 #define fa_prefetch_bytes FA_FN(prefetch_bytes)
 
-/* A row's lines: prefetch_bytes' line starts, and the line of its last byte (a row need not
- * start on a cache line, so it may reach into one more line than (nbytes - 1) / 64 + 1; when
- * it does not, that prefetch asks again for a line already asked for). Branch-free on purpose:
- * asking only when the last line was missed took a compare and a branch per row that rows at
- * random offsets mispredict half the time (issue 12 §4, session 13: D = 8 float32 in L2, 4,096
- * rows, 44-52 us against 23 us without prefetching and 22-23 us for FBGEMM). */
-static inline void FA_FN(prefetch_row)(const void *p, fa_ssize_t nbytes)
+/* 1 if some row r of an array of rows of nbytes at `base` (base + r * nbytes) reaches into one
+ * more line than (nbytes - 1) / 64 + 1, the lines prefetch_bytes asks for; 0 if none does. The
+ * row offsets within a line are base % g + k * g with g = gcd(nbytes, 64), the largest
+ * 64 - g + base % g, so none straddles iff base % g + (nbytes - 1) % 64 < g: e.g. rows of 32
+ * bytes on a 32-byte boundary, or rows of 64k bytes on a line boundary. */
+static inline int FA_FN(rows_straddle)(const void *base, fa_ssize_t nbytes)
+{
+    uintptr_t n = (uintptr_t)nbytes, g = n & (0 - n);     /* the lowest set bit of nbytes */
+    if (g == 0 || g > 64)
+        g = 64;
+    return (uintptr_t)base % g + ((n - 1) & 63) >= g;
+}
+#define fa_rows_straddle FA_FN(rows_straddle)
+
+/* A row's lines: prefetch_bytes' line starts, and, when `last_line` (rows_straddle of its
+ * array, fixed for a loop: a predictable branch), the line of its last byte (a row need not
+ * start on a cache line, so it may reach into one more line). Issue 12 §4, float32, 4,096
+ * rows, 1 thread, AVX-512 Xeon; medians in one process, FBGEMM in the same runs:
+ * - session 13: asking for the last line only when the line starts missed it took a compare
+ *   and a branch per row that rows at random offsets mispredict half the time (D = 8, table in
+ *   L2: 44-52 us against 23 us without prefetching and 22-23 us for FBGEMM);
+ * - session 14: always asking for it asks twice for one line when no row straddles (rows of
+ *   32 or 64 bytes on such a boundary), and out of cache a prefetch of a line already being
+ *   filled stalls. 1e6 rows on 64-byte lines: D = 8 52.7-54.0 -> 46.0-47.7 us (FBGEMM
+ *   41.5-46.5), D = 16 60.7-64.2 -> 50.4-53.1 us (FBGEMM 48.0-48.9); in L2 level. When only
+ *   some rows straddle (32-byte rows 16 bytes past a line) the second prefetch stays on every
+ *   row (level with any per-row choice there). A per-row choice without a branch (a cmov, the
+ *   spare prefetch sent to an address in L1) ran faster still out of cache (D = 8: 38-42 us),
+ *   for a reason not found, but up to 25% slower in L2 in some processes: not kept. */
+static inline void FA_FN(prefetch_row)(const void *p, fa_ssize_t nbytes, int last_line)
 {
     fa_prefetch_bytes(p, nbytes);
-    FA_PREFETCH((const char *)p + nbytes - 1);
+    if (last_line)
+        FA_PREFETCH((const char *)p + nbytes - 1);
 }
 #define fa_prefetch_row FA_FN(prefetch_row)
 

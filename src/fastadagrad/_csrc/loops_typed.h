@@ -208,6 +208,7 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
     int decay = o->weight_decay != 0;
     int general = o->zero_if_accum_zero || o->decoupled_weight_decay != 0;
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes), a_last = fa_rows_straddle(accum, nbytes);
     if (!is_rowwise
             && FA_TFN(sparse_rows_fixed)(count, rows, src, grads, table, accum, d, ahead, &c, o))
         return;
@@ -219,11 +220,11 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
         int64_t r = rows[u];
         const FA_T *g = FA_GRAD_ROW(src, grads, u, d);
         if (ahead > 0 && u + ahead < count) {
-            fa_prefetch_bytes(table + rows[u + ahead] * d, nbytes);
+            fa_prefetch_row(table + rows[u + ahead] * d, nbytes, t_last);
             if (is_rowwise)
                 FA_PREFETCH(accum + rows[u + ahead]);
             else
-                fa_prefetch_bytes(accum + rows[u + ahead] * d, nbytes);
+                fa_prefetch_row(accum + rows[u + ahead] * d, nbytes, a_last);
         }
         if (o->skip_accumulate) {
             if (is_rowwise)

@@ -22,6 +22,7 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
 {
     const FA_TFN(coef_t) c = *c0;
     const fa_ssize_t nbytes = w * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes), a_last = fa_rows_straddle(accum, nbytes);
     fa_ssize_t u, i;
     for (u = 0; u < count; u++) {
         FA_T *row = table + rows[u] * w, *acc = accum + rows[u] * w;
@@ -29,8 +30,8 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_fixed_loop)(fa_ssize_t count, const i
         if (ahead > 0 && u + ahead < count) {
             const char *t = (const char *)(table + rows[u + ahead] * w);
             const char *s = (const char *)(accum + rows[u + ahead] * w);
-            fa_prefetch_row(t, nbytes);
-            fa_prefetch_row(s, nbytes);
+            fa_prefetch_row(t, nbytes, t_last);
+            fa_prefetch_row(s, nbytes, a_last);
         }
         FA_IVDEP
         for (i = 0; i < w; i++)
@@ -52,11 +53,12 @@ static FA_ALWAYS_INLINE void FA_TFN(sparse_rowwise_fixed_loop)(fa_ssize_t count,
 {
     const FA_TFN(coef_t) c = *c0;
     const fa_ssize_t nbytes = w * (fa_ssize_t)sizeof(FA_T);
+    const int t_last = fa_rows_straddle(table, nbytes);
     fa_ssize_t u;
     for (u = 0; u < count; u++) {
         if (ahead > 0 && u + ahead < count) {
             const char *t = (const char *)(table + rows[u + ahead] * w);
-            fa_prefetch_row(t, nbytes);
+            fa_prefetch_row(t, nbytes, t_last);
             FA_PREFETCH(accum + rows[u + ahead]);
         }
         FA_TFN(rowwise_loop)(w, table + rows[u] * w, FA_GRAD_ROW(src, grads, u, w),
