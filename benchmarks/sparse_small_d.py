@@ -3,6 +3,7 @@ np.unique's output, element-wise and row-wise, at row widths D = 8 ... 128:
 
     python benchmarks/sparse_small_d.py [--dims 8,16,32,64,128] [--rows 1e6] [--batch 4096]
                                         [--threads 1] [--dtype float32] [--samples 9]
+                                        [--align OFFSET] [--baseline KERNELS.so]
 
 Each step takes a fresh batch (16 pre-drawn batches of `--batch` indices, 25% of them repeats
 of others in the batch, cycled) over an (n, D) table much larger than the caches, as in the
@@ -17,6 +18,12 @@ Columns: medians of interleaved samples (fastadagrad, numba, fastadagrad row-wis
 row-wise, one after the other within each round) and "numba/fa" = numba time / fastadagrad time
 (> 1: fastadagrad is faster). Timings on a shared machine are noisy: quote the load with them.
 Nothing here asserts a speed.
+
+Where a row starts within a 64-byte cache line changes how many lines a step touches (32-byte
+rows on a 32-byte boundary never straddle two lines; 16 bytes past one, half of them do), and
+NumPy places arrays at any multiple of 16 bytes past a line. So contenders with arrays of
+different placement are not compared on equal terms: `--align OFFSET` (0, 16, 32 or 48) puts
+every timed table and accumulator at that offset.
 """
 
 from __future__ import annotations
@@ -77,6 +84,18 @@ def baseline(path: str) -> Any:
     return module
 
 
+def placed(x: np.ndarray, offset: int | None) -> np.ndarray:
+    """x itself (offset None), or a copy of x whose data starts `offset` bytes past a 64-byte
+    line (every page written now)."""
+    if offset is None:
+        return x
+    buf = np.empty(x.nbytes + 64, np.uint8)
+    k = (offset - buf.ctypes.data) % 64
+    y = buf[k:k + x.nbytes].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    return y
+
+
 def measure(d: int, args: argparse.Namespace, peer: Any) -> dict[str, Any]:
     rng = np.random.default_rng(d)
     dtype = np.dtype(args.dtype)
@@ -91,10 +110,12 @@ def measure(d: int, args: argparse.Namespace, peer: Any) -> dict[str, Any]:
                               ("fa rw", fastadagrad.sparse_adagrad_update, True),
                               ("numba rw", peer.sparse_step, True)):
         # np.full touches every page now (no first-touch faults inside the timed steps)
-        arrays[name] = (start.copy(), np.full((n,) if rowwise else (n, d), 0.1, dtype))
+        arrays[name] = tuple(placed(x, args.align) for x in (
+            start.copy(), np.full((n,) if rowwise else (n, d), 0.1, dtype)))
         fns[name] = stepper(fn, *arrays[name], batches, grads)
     if args.baseline:   # the same step through another build's compiled module
-        arrays["before"] = (start.copy(), np.full((n, d), 0.1, dtype))
+        arrays["before"] = tuple(placed(x, args.align) for x in (
+            start.copy(), np.full((n, d), 0.1, dtype)))
         fns["before"] = stepper(baseline(args.baseline).sparse_adagrad_update,
                                 *arrays["before"], batches, grads)
     fns["fa"]()
@@ -120,6 +141,9 @@ def main() -> int:
                          "descheduling then does not count)")
     ap.add_argument("--baseline", metavar="KERNELS.so",
                     help="also time another build's compiled module (column 'before')")
+    ap.add_argument("--align", type=int, choices=(0, 16, 32, 48), default=None,
+                    metavar="OFFSET", help="every timed table and accumulator starts OFFSET "
+                    "bytes past a 64-byte line (default: wherever NumPy puts it)")
     args = ap.parse_args()
     try:
         import numba
@@ -136,7 +160,9 @@ def main() -> int:
     print(f"{bench.header_line(h)}, numba {numba.__version__}, load {os.getloadavg()[0]:.2f}")
     print(f"sparse AdaGrad, {int(args.rows):,} rows x D, batch {int(args.batch):,} "
           f"(25% repeats), {args.dtype}, {args.threads} thread(s); medians of "
-          f"{'CPU' if args.cpu_time else 'wall'} time")
+          f"{'CPU' if args.cpu_time else 'wall'} time; arrays "
+          + ("where NumPy put them" if args.align is None
+             else f"{args.align} bytes past a 64-byte line"))
     cols = ("D", "fastadagrad", "numba", "numba/fa", "same bytes", "fa row-wise",
             "numba row-wise", "numba/fa rw") + (("before", "before/fa")
                                                            if args.baseline else ())
