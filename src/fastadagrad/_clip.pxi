@@ -154,10 +154,8 @@ cdef void _clip_sum_range(_ClipSumJob* j, Py_ssize_t lo, Py_ssize_t hi, bint cli
             _table.clip_rows_f32(hi - lo, rows, src, table, s1, j.d, _PREFETCH_AHEAD, j.o, j.clip)
         else:
             _table.clip_rows_f64(hi - lo, rows, src, table, s1, j.d, _PREFETCH_AHEAD, j.o, j.clip)
-    elif floating is float:
-        _table.sparse_rows_f32(hi - lo, rows, src, NULL, table, s1, j.d, 0, _PREFETCH_AHEAD, j.o)
     else:
-        _table.sparse_rows_f64(hi - lo, rows, src, NULL, table, s1, j.d, 0, _PREFETCH_AHEAD, j.o)
+        _sparse_rows(hi - lo, rows, src, <const floating*>NULL, table, s1, False, j.d, j.o)
 
 
 cdef void _clip_sum_part(void* ctx, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:

@@ -172,12 +172,7 @@ cdef Py_ssize_t sparse_dup_update(floating* table, floating* accum, bint rowwise
     if mode == 0:   # "sum" with clip > 0 (unclipped "sum" is _sparse.pxi's sparse_update)
         return clip_sum_update(table, accum, NULL, d, idx, b, grads, o, NULL, clip)
     if nt <= 1 and mode == _DUP_SEQUENTIAL and clip <= 0:   # grads row k is occurrence k's
-        if floating is float:
-            _table.sparse_rows_f32(b, idx, NULL, grads, table, accum, d, rowwise,
-                                   _PREFETCH_AHEAD, o)
-        else:
-            _table.sparse_rows_f64(b, idx, NULL, grads, table, accum, d, rowwise,
-                                   _PREFETCH_AHEAD, o)
+        _sparse_rows(b, idx, <const floating**>NULL, grads, table, accum, rowwise, d, o)
         return b
     by_owner = mode == _DUP_SEQUENTIAL and clip <= 0   # several threads: parts by row owner
     src = <const floating**>malloc(b * sizeof(floating*))
@@ -242,12 +237,9 @@ cdef void _dup_rows(Py_ssize_t u0, Py_ssize_t u1, floating* table, floating* acc
         else:
             _table.keras_rows_f64(u1 - u0, urow + u0, start + u0, src, table, accum, d,
                                   _PREFETCH_AHEAD, o)
-    elif floating is float:   # sequential (and keras without accumulating: the same steps)
-        _table.sparse_rows_f32(k1 - k0, rows + k0, src + k0, NULL, table, accum, d, rowwise,
-                               _PREFETCH_AHEAD, o)
-    else:
-        _table.sparse_rows_f64(k1 - k0, rows + k0, src + k0, NULL, table, accum, d, rowwise,
-                               _PREFETCH_AHEAD, o)
+    else:   # sequential (and keras without accumulating: the same steps)
+        _sparse_rows(k1 - k0, rows + k0, src + k0, <const floating*>NULL, table, accum, rowwise,
+                     d, o)
 
 
 cdef int _duplicates_mode(str duplicates):

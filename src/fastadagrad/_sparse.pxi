@@ -235,7 +235,7 @@ cdef Py_ssize_t sparse_update(floating* table, floating* accum, bint rowwise, Py
     if nu > 0:   # the rows, in parallel; each row by one thread
         nt = _threads_for(nu * d)
         if nt == 1:
-            _sparse_rows(0, nu, table, accum, rowwise, d, urow, src, o)
+            _sparse_rows(nu, urow, src, <const floating*>NULL, table, accum, rowwise, d, o)
         else:
             job.table = table
             job.accum = accum
@@ -268,11 +268,11 @@ ctypedef struct _SparseJob:       # the unique rows of one sparse step, split in
 cdef void _sparse_chunk(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     cdef _SparseJob* j = <_SparseJob*>ctx
     if j.f32:
-        _sparse_rows(lo, hi, <float*>j.table, <float*>j.accum, j.rowwise, j.d, j.urow,
-                     <const float**>j.src, j.o)
+        _sparse_rows(hi - lo, j.urow + lo, <const float**>j.src + lo, <const float*>NULL,
+                     <float*>j.table, <float*>j.accum, j.rowwise, j.d, j.o)
     else:
-        _sparse_rows(lo, hi, <double*>j.table, <double*>j.accum, j.rowwise, j.d, j.urow,
-                     <const double**>j.src, j.o)
+        _sparse_rows(hi - lo, j.urow + lo, <const double**>j.src + lo, <const double*>NULL,
+                     <double*>j.table, <double*>j.accum, j.rowwise, j.d, j.o)
 
 
 ctypedef fused index_t:          # the index dtypes the C-level gate passes through
@@ -364,15 +364,17 @@ cdef Py_ssize_t sparse_run(cnp.ndarray t, cnp.ndarray a, cnp.ndarray i, cnp.ndar
     return -2 if own == NULL else nu
 
 
-cdef void _sparse_rows(Py_ssize_t start, Py_ssize_t stop, floating* table, floating* accum,
-                       bint rowwise, Py_ssize_t d, const int64_t* urow, const floating** src,
-                       const DenseOpts* o) noexcept nogil:
+cdef void _sparse_rows(Py_ssize_t count, const int64_t* rows, const floating** src,
+                       const floating* grads, floating* table, floating* accum, bint rowwise,
+                       Py_ssize_t d, const DenseOpts* o) noexcept nogil:
+    """sparse_rows of the ISA: gradient rows src[0..count), or the contiguous rows of grads
+    when src is NULL."""
     if floating is float:
-        _table.sparse_rows_f32(stop - start, urow + start, src + start, NULL, table, accum, d,
-                               rowwise, _PREFETCH_AHEAD, o)
+        _table.sparse_rows_f32(count, rows, src, grads, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
     else:
-        _table.sparse_rows_f64(stop - start, urow + start, src + start, NULL, table, accum, d,
-                               rowwise, _PREFETCH_AHEAD, o)
+        _table.sparse_rows_f64(count, rows, src, grads, table, accum, d, rowwise,
+                               _PREFETCH_AHEAD, o)
 
 
 cdef inline bint _apart(cnp.ndarray x, cnp.ndarray y) noexcept:
