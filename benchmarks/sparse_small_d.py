@@ -110,12 +110,12 @@ def measure(d: int, args: argparse.Namespace, peer: Any) -> dict[str, Any]:
                               ("fa rw", fastadagrad.sparse_adagrad_update, True),
                               ("numba rw", peer.sparse_step, True)):
         # np.full touches every page now (no first-touch faults inside the timed steps)
-        arrays[name] = tuple(placed(x, args.align) for x in (
-            start.copy(), np.full((n,) if rowwise else (n, d), 0.1, dtype)))
+        arrays[name] = (placed(start.copy(), args.align),
+                        placed(np.full((n,) if rowwise else (n, d), 0.1, dtype), args.align))
         fns[name] = stepper(fn, *arrays[name], batches, grads)
     if args.baseline:   # the same step through another build's compiled module
-        arrays["before"] = tuple(placed(x, args.align) for x in (
-            start.copy(), np.full((n, d), 0.1, dtype)))
+        arrays["before"] = (placed(start.copy(), args.align),
+                            placed(np.full((n, d), 0.1, dtype), args.align))
         fns["before"] = stepper(baseline(args.baseline).sparse_adagrad_update,
                                 *arrays["before"], batches, grads)
     fns["fa"]()
@@ -169,10 +169,10 @@ def main() -> int:
     print("  ".join(f"{c:>14}" for c in cols))
     for d in (int(x) for x in args.dims.split(",")):
         r = measure(d, args, peer)
-        cells = (str(d), bench.fmt_time(r["fa"]), bench.fmt_time(r["numba"]),
-                 f"{r['numba'] / r['fa']:.2f}", "yes" if r["same"] else "NO",
-                 bench.fmt_time(r["fa rw"]), bench.fmt_time(r["numba rw"]),
-                 f"{r['numba rw'] / r['fa rw']:.2f}")
+        cells: tuple[str, ...] = (str(d), bench.fmt_time(r["fa"]), bench.fmt_time(r["numba"]),
+                                 f"{r['numba'] / r['fa']:.2f}", "yes" if r["same"] else "NO",
+                                 bench.fmt_time(r["fa rw"]), bench.fmt_time(r["numba rw"]),
+                                 f"{r['numba rw'] / r['fa rw']:.2f}")
         if args.baseline:
             cells += (bench.fmt_time(r["before"]), f"{r['before'] / r['fa']:.2f}")
         print("  ".join(f"{c:>14}" for c in cells), flush=True)
