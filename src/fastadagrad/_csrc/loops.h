@@ -81,8 +81,8 @@ static inline int FA_FN(rows_straddle)(const void *base, fa_ssize_t nbytes)
  *   L2: 44-52 us against 23 us without prefetching and 22-23 us for FBGEMM);
  * - session 14: always asking for it asks twice for one line when no row straddles (rows of
  *   32 or 64 bytes on such a boundary), and out of cache a prefetch of a line already being
- *   filled stalls. 1e6 rows on 64-byte lines: D = 8 52.7-54.0 -> 46.0-47.7 us (FBGEMM
- *   41.5-46.5), D = 16 60.7-64.2 -> 50.4-53.1 us (FBGEMM 48.0-48.9); in L2 level. When only
+ *   filled stalls. 1e6 rows on 64-byte lines: D = 8 52.6-54.0 -> 46.0-47.7 us (FBGEMM
+ *   41.5-47.8), D = 16 60.7-64.2 -> 50.4-53.1 us (FBGEMM 48.0-53.3); in L2 level. When only
  *   some rows straddle (32-byte rows 16 bytes past a line) the second prefetch stays on every
  *   row (level with any per-row choice there). A per-row choice without a branch (a cmov, the
  *   spare prefetch sent to an address in L1) ran faster still out of cache (D = 8: 38-42 us),
