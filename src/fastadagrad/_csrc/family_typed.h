@@ -224,25 +224,17 @@ static FA_ALWAYS_INLINE void FA_TFN(family_loop)(fa_ssize_t n, FA_T *param, cons
     case 1: CALL(rule, l1, 1); break;                                                          \
     default: CALL(rule, l1, 2); break;                                                         \
     }
+#define FA_FAM_L1S(CALL, rule)                                                                 \
+    if (l1) {                                                                                  \
+        FA_FAM_CLIPS(CALL, rule, 1)                                                            \
+    } else {                                                                                   \
+        FA_FAM_CLIPS(CALL, rule, 0)                                                            \
+    }
 #define FA_FAM_DISPATCH(CALL)                                                                  \
     switch (o->rule) {                                                                         \
-    case FA_RULE_PROXIMAL:                                                                     \
-        if (l1) {                                                                              \
-            FA_FAM_CLIPS(CALL, FA_RULE_PROXIMAL, 1)                                            \
-        } else {                                                                               \
-            FA_FAM_CLIPS(CALL, FA_RULE_PROXIMAL, 0)                                            \
-        }                                                                                      \
-        break;                                                                                 \
-    case FA_RULE_DA:                                                                           \
-        if (l1) {                                                                              \
-            FA_FAM_CLIPS(CALL, FA_RULE_DA, 1)                                                  \
-        } else {                                                                               \
-            FA_FAM_CLIPS(CALL, FA_RULE_DA, 0)                                                  \
-        }                                                                                      \
-        break;                                                                                 \
-    default:                                                                                   \
-        FA_FAM_CLIPS(CALL, FA_RULE_LAGGED, 0)                                                  \
-        break;                                                                                 \
+    case FA_RULE_PROXIMAL: FA_FAM_L1S(CALL, FA_RULE_PROXIMAL) break;                           \
+    case FA_RULE_DA: FA_FAM_L1S(CALL, FA_RULE_DA) break;                                       \
+    default: FA_FAM_CLIPS(CALL, FA_RULE_LAGGED, 0) break;                                      \
     }
 
 #define FA_FAM_DENSE(rule, l1, clip) \
@@ -339,6 +331,7 @@ static void FA_TFN(family_rows)(fa_ssize_t count, const int64_t *rows, const FA_
 }
 #undef FA_FAM_ROWS
 #undef FA_FAM_DISPATCH
+#undef FA_FAM_L1S
 #undef FA_FAM_CLIPS
 
 /* ---------------------------------------------------------------- clipping by norm */
