@@ -208,7 +208,7 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
     int decay = o->weight_decay != 0;
     int general = o->zero_if_accum_zero || o->decoupled_weight_decay != 0;
     fa_ssize_t u, nbytes = d * (fa_ssize_t)sizeof(FA_T);
-    const int t_last = fa_rows_straddle(table, nbytes), a_last = fa_rows_straddle(accum, nbytes);
+    int t_last, a_last;
     if (!is_rowwise
             && FA_TFN(sparse_rows_fixed)(count, rows, src, grads, table, accum, d, ahead, &c, o))
         return;
@@ -216,6 +216,8 @@ static void FA_TFN(sparse_rows)(fa_ssize_t count, const int64_t *rows, const FA_
             && FA_TFN(sparse_rowwise_fixed)(count, rows, src, grads, table, accum, d, ahead, &c,
                                             o))
         return;
+    t_last = fa_rows_straddle(table, nbytes);
+    a_last = fa_rows_straddle(accum, nbytes);
     for (u = 0; u < count; u++) {
         int64_t r = rows[u];
         const FA_T *g = FA_GRAD_ROW(src, grads, u, d);
