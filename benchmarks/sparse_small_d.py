@@ -126,14 +126,11 @@ def measure(d: int, args: argparse.Namespace, peer: Any) -> dict[str, Any]:
     return {"d": d, "same": same, **{k: bench.summary(v)["median"] for k, v in t.items()}}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_workload_args(ap: argparse.ArgumentParser) -> None:
+    """The options of this workload and its timing, shared with fbgemm/compare.py."""
     ap.add_argument("--dims", default="8,16,32,64,128")
     ap.add_argument("--rows", type=float, default=1e6)
     ap.add_argument("--batch", type=float, default=4096)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--samples", type=int, default=9)
     ap.add_argument("--min-time", type=float, default=0.02)
     ap.add_argument("--cpu-time", action="store_true",
@@ -144,6 +141,14 @@ def main() -> int:
     ap.add_argument("--align", type=int, choices=(0, 16, 32, 48), default=None,
                     metavar="OFFSET", help="every timed table and accumulator starts OFFSET "
                     "bytes past a 64-byte line (default: wherever NumPy puts it)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_workload_args(ap)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = ap.parse_args()
     try:
         import numba

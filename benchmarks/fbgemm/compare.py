@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(HERE))   # benchmarks/: sparse_small_d's help
 import numpy as np  # noqa: E402
 
 import fbgemm_peer  # noqa: E402
-from sparse_small_d import baseline, fastadagrad, placed, stepper  # noqa: E402
+from sparse_small_d import (add_workload_args, baseline, fastadagrad, placed,  # noqa: E402
+                            stepper)
 
 from fastadagrad import bench, bench_timing  # noqa: E402
 from fastadagrad._registry import sparse_batches  # noqa: E402
@@ -96,17 +97,7 @@ def measure(d: int, args: argparse.Namespace, before: Any) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dims", default="8,16,32,64,128")
-    ap.add_argument("--rows", type=float, default=1e6)
-    ap.add_argument("--batch", type=float, default=4096)
-    ap.add_argument("--samples", type=int, default=9)
-    ap.add_argument("--min-time", type=float, default=0.02)
-    ap.add_argument("--cpu-time", action="store_true")
-    ap.add_argument("--align", type=int, choices=(0, 16, 32, 48), default=None,
-                    metavar="OFFSET", help="every timed table and accumulator starts OFFSET "
-                    "bytes past a 64-byte line (default: wherever NumPy puts it)")
-    ap.add_argument("--baseline", metavar="KERNELS.so",
-                    help="also time another build's compiled module (column 'before')")
+    add_workload_args(ap)
     args = ap.parse_args()
     fastadagrad.set_num_threads(1)
     before = baseline(args.baseline) if args.baseline else None
